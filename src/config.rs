@@ -1,0 +1,463 @@
+//! Typed configuration, read once from the environment and validated at start-up.
+//!
+//! Twelve-factor: every setting is an environment variable documented in
+//! `.env.example`. Parsing collects *every* problem before failing, so an
+//! operator fixing a broken deployment sees the whole list at once, one line
+//! each. `APP_ENV=production` turns development conveniences (generated keys,
+//! an embedded database, mail written to the log) into refusals.
+
+use crate::crypto::{BlindIndexKey, CodeHasher, KeyRing};
+use ipnet::IpNet;
+use secrecy::SecretString;
+use semver::Version;
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use url::Url;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// Where outgoing mail goes.
+#[derive(Clone, Debug)]
+pub enum MailTransportConfig {
+    /// Written to the log (development only: it contains codes).
+    Log,
+    /// One JSON file per message in a folder (tests and local tools).
+    File(PathBuf),
+    /// A real SMTP relay: `smtps://` (implicit TLS), `smtp://…?tls=required`
+    /// (STARTTLS), or plain `smtp://` (development mail catchers only;
+    /// production refuses it).
+    Smtp(SecretString),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Keys given explicitly; what is missing is generated in development.
+#[derive(Clone, Debug, Default)]
+pub struct KeyConfig {
+    pub data_keys: Option<KeyRing>,
+    pub blind_index_key: Option<BlindIndexKey>,
+    pub code_hmac_key: Option<CodeHasher>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub database_url: Option<SecretString>,
+    pub database_max_connections: u32,
+    pub database_acquire_timeout: Duration,
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub public_base_url: Url,
+    pub data_dir: PathBuf,
+    pub mail_transport: MailTransportConfig,
+    pub mail_from: String,
+    /// How often the mail sender looks for due messages when not woken.
+    pub mail_poll_interval: Duration,
+    pub redis_url: Option<SecretString>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub min_client_version_ios: Option<Version>,
+    pub min_client_version_android: Option<Version>,
+    pub store_url_ios: Option<Url>,
+    pub store_url_android: Option<Url>,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub keys: KeyConfig,
+}
+
+/// Every problem found, one per line.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the process environment (after loading `.env` in development).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration from any lookup function, so tests can build a
+    /// `Config` without touching the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            lookup: &lookup,
+            problems: Vec::new(),
+        };
+        let app_env = match r.get("APP_ENV").as_deref() {
+            None | Some("development") => AppEnv::Development,
+            Some("production") => AppEnv::Production,
+            Some(other) => {
+                r.problem(format!(
+                    "APP_ENV must be `development` or `production`, not `{other}`"
+                ));
+                AppEnv::Development
+            }
+        };
+        let prod = app_env == AppEnv::Production;
+
+        let database_url = r.get("DATABASE_URL").map(SecretString::from);
+        let listen_addr = r.parse_or("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let metrics_addr = r.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9090)));
+        let public_base_url = match r.get("PUBLIC_BASE_URL") {
+            Some(raw) => match Url::parse(&raw) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    r.problem(format!("PUBLIC_BASE_URL is not a URL: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        // Without PUBLIC_BASE_URL (development), links point at the listener.
+        let base_url = match public_base_url.clone() {
+            Some(u) => u,
+            None => match Url::parse(&format!("http://{listen_addr}/")) {
+                Ok(u) => u,
+                Err(e) => {
+                    r.problem(format!("LISTEN_ADDR does not form a base URL: {e}"));
+                    return Err(ConfigError {
+                        problems: r.problems,
+                    });
+                }
+            },
+        };
+        let mail_transport = match r.get("MAIL_TRANSPORT").as_deref() {
+            None | Some("log") => MailTransportConfig::Log,
+            Some(s) if s.starts_with("file:") => {
+                MailTransportConfig::File(PathBuf::from(&s["file:".len()..]))
+            }
+            Some(s) if s.starts_with("smtp://") || s.starts_with("smtps://") => {
+                MailTransportConfig::Smtp(SecretString::from(s.to_owned()))
+            }
+            Some(_) => {
+                r.problem("MAIL_TRANSPORT must be `log`, `file:<dir>`, `smtp://…` or `smtps://…`");
+                MailTransportConfig::Log
+            }
+        };
+        let trusted_proxies = r
+            .get("TRUSTED_PROXIES")
+            .map(|raw| parse_cidrs(&raw, &mut r.problems))
+            .unwrap_or_default();
+        let keys = KeyConfig {
+            data_keys: r.parse_with("DATA_KEYS", |s| {
+                KeyRing::parse(s).map_err(|e| e.to_string())
+            }),
+            blind_index_key: r.parse_with("BLIND_INDEX_KEY", |s| {
+                BlindIndexKey::from_base64(s).map_err(|e| e.to_string())
+            }),
+            code_hmac_key: r.parse_with("CODE_HMAC_KEY", |s| {
+                CodeHasher::from_base64(s).map_err(|e| e.to_string())
+            }),
+        };
+        let config = Config {
+            app_env,
+            database_url,
+            database_max_connections: r.parse_or("DATABASE_MAX_CONNECTIONS", 10),
+            database_acquire_timeout: Duration::from_secs(
+                r.parse_or("DATABASE_ACQUIRE_TIMEOUT_SECS", 5),
+            ),
+            listen_addr,
+            metrics_addr,
+            public_base_url: base_url,
+            data_dir: PathBuf::from(r.get("DATA_DIR").unwrap_or_else(|| ".data".into())),
+            mail_transport,
+            mail_from: r
+                .get("MAIL_FROM")
+                .unwrap_or_else(|| "Mobile Backend <no-reply@localhost>".into()),
+            mail_poll_interval: Duration::from_secs(r.parse_or("MAIL_POLL_SECS", 5)),
+            redis_url: r.get("REDIS_URL").map(SecretString::from),
+            trusted_proxies,
+            min_client_version_ios: r.parse_with("MIN_CLIENT_VERSION_IOS", parse_version),
+            min_client_version_android: r.parse_with("MIN_CLIENT_VERSION_ANDROID", parse_version),
+            store_url_ios: r.parse_with("CLIENT_STORE_URL_IOS", parse_url),
+            store_url_android: r.parse_with("CLIENT_STORE_URL_ANDROID", parse_url),
+            request_timeout: Duration::from_secs(r.parse_or("REQUEST_TIMEOUT_SECS", 15)),
+            shutdown_grace: Duration::from_secs(r.parse_or("SHUTDOWN_GRACE_SECS", 30)),
+            log_format: match r.get("LOG_FORMAT").as_deref() {
+                Some("json") => LogFormat::Json,
+                Some("pretty") => LogFormat::Pretty,
+                None if prod => LogFormat::Json,
+                None => LogFormat::Pretty,
+                Some(_) => {
+                    r.problem("LOG_FORMAT must be `json` or `pretty`");
+                    LogFormat::Json
+                }
+            },
+            keys,
+        };
+        if config.database_max_connections == 0 {
+            r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
+        if config.mail_poll_interval.is_zero() {
+            r.problem("MAIL_POLL_SECS must be at least 1");
+        }
+        if config.request_timeout.is_zero() {
+            r.problem("REQUEST_TIMEOUT_SECS must be at least 1");
+        }
+        if prod {
+            production_checks(&config, public_base_url.is_some(), &mut r.problems);
+        }
+        if r.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                problems: r.problems,
+            })
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+}
+
+/// What production refuses: anything missing, and every development default
+/// that would be unsafe facing the internet.
+fn production_checks(c: &Config, has_public_url: bool, problems: &mut Vec<String>) {
+    let mut need = |ok: bool, msg: &str| {
+        if !ok {
+            problems.push(msg.to_owned());
+        }
+    };
+    need(
+        c.database_url.is_some(),
+        "DATABASE_URL is required in production (the embedded database is for development only)",
+    );
+    need(has_public_url, "PUBLIC_BASE_URL is required in production");
+    if has_public_url {
+        let host = c.public_base_url.host_str().unwrap_or("");
+        need(
+            c.public_base_url.scheme() == "https",
+            "PUBLIC_BASE_URL must use https in production",
+        );
+        need(
+            !matches!(
+                host,
+                "localhost" | "127.0.0.1" | "::1" | "[::1]" | "0.0.0.0"
+            ),
+            "PUBLIC_BASE_URL must not point at localhost in production",
+        );
+    }
+    need(
+        c.keys.data_keys.is_some(),
+        "DATA_KEYS is required in production (generate with `mobile-backend keys generate`)",
+    );
+    need(
+        c.keys.blind_index_key.is_some(),
+        "BLIND_INDEX_KEY is required in production",
+    );
+    need(
+        c.keys.code_hmac_key.is_some(),
+        "CODE_HMAC_KEY is required in production",
+    );
+    need(
+        matches!(c.mail_transport, MailTransportConfig::Smtp(_)),
+        "MAIL_TRANSPORT must be smtp:// or smtps:// in production (log and file transports expose codes)",
+    );
+    if let MailTransportConfig::Smtp(url) = &c.mail_transport {
+        use secrecy::ExposeSecret;
+        let encrypted = Url::parse(url.expose_secret()).is_ok_and(|u| {
+            u.scheme() == "smtps" || u.query_pairs().any(|(k, v)| k == "tls" && v == "required")
+        });
+        need(
+            encrypted,
+            "MAIL_TRANSPORT must encrypt in production: use smtps://… or smtp://…?tls=required",
+        );
+    }
+    need(
+        !c.mail_from.contains("@localhost"),
+        "MAIL_FROM must be a real sender address in production",
+    );
+}
+
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// A set, non-blank variable.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn problem(&mut self, msg: impl Into<String>) {
+        self.problems.push(msg.into());
+    }
+
+    fn parse_or<T: std::str::FromStr>(&mut self, name: &str, default: T) -> T {
+        match self.get(name) {
+            None => default,
+            Some(raw) => match raw.parse() {
+                Ok(v) => v,
+                Err(_) => {
+                    self.problem(format!("{name} has an invalid value `{raw}`"));
+                    default
+                }
+            },
+        }
+    }
+
+    /// Parses with a function whose error text must never echo the value
+    /// (several of these are secrets).
+    fn parse_with<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.get(name)?;
+        match parse(&raw) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(format!("{name} is invalid: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    Version::parse(s).map_err(|_| "expected MAJOR.MINOR.PATCH, e.g. 2.4.0".to_owned())
+}
+
+fn parse_url(s: &str) -> Result<Url, String> {
+    Url::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_cidrs(raw: &str, problems: &mut Vec<String>) -> Vec<IpNet> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| {
+            // A bare address means exactly that host.
+            let parsed = s
+                .parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => Some(net),
+                Err(_) => {
+                    problems.push(format!(
+                        "TRUSTED_PROXIES: `{s}` is not a CIDR or an IP address"
+                    ));
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn development_needs_nothing_configured() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.app_env, AppEnv::Development);
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9090");
+        assert!(matches!(c.mail_transport, MailTransportConfig::Log));
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn production_with_nothing_set_names_every_missing_setting() {
+        let err = parse(&[("APP_ENV", "production")]).unwrap_err();
+        let all = err.problems.join("\n");
+        for name in [
+            "DATABASE_URL",
+            "PUBLIC_BASE_URL",
+            "DATA_KEYS",
+            "BLIND_INDEX_KEY",
+            "CODE_HMAC_KEY",
+            "MAIL_TRANSPORT",
+            "MAIL_FROM",
+        ] {
+            assert!(all.contains(name), "{name} not named in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_a_plain_http_or_localhost_base_url() {
+        let err = parse(&[
+            ("APP_ENV", "production"),
+            ("PUBLIC_BASE_URL", "http://localhost:8080"),
+        ])
+        .unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(all.contains("https"));
+        assert!(all.contains("localhost"));
+    }
+
+    #[test]
+    fn production_refuses_smtp_without_tls_even_if_the_password_says_tls_required() {
+        let base = [
+            ("APP_ENV", "production"),
+            ("PUBLIC_BASE_URL", "https://api.example.com"),
+        ];
+        for (url, ok) in [
+            ("smtp://mail.example.com:25", false),
+            ("smtp://user:tls=required@mail.example.com:25", false),
+            ("smtp://mail.example.com:587?tls=required", true),
+            ("smtps://mail.example.com:465", true),
+        ] {
+            let mut vars = base.to_vec();
+            vars.push(("MAIL_TRANSPORT", url));
+            let problems = parse(&vars).err().map(|e| e.problems).unwrap_or_default();
+            let refused = problems.iter().any(|p| p.contains("must encrypt"));
+            assert_eq!(refused, !ok, "{url}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_reported_together_without_echoing_secrets() {
+        let err = parse(&[
+            ("LISTEN_ADDR", "nope"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, banana"),
+            ("MIN_CLIENT_VERSION_IOS", "2.x"),
+            ("DATA_KEYS", "1:c2VjcmV0LXRvby1zaG9ydA=="),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{:?}", err.problems);
+        assert!(!err.to_string().contains("c2VjcmV0LXRvby1zaG9ydA"));
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_bare_addresses() {
+        let c = parse(&[("TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.7, ::1")]).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 3);
+        assert!(c.trusted_proxies[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().unwrap()));
+    }
+}

@@ -1,0 +1,318 @@
+//! `ApiError`: the one error type handlers return, rendered as RFC 9457
+//! `application/problem+json`.
+//!
+//! Every variant documents its status and stable `code`, which clients
+//! switch on. 5xx bodies are deliberately opaque: the cause chain travels to
+//! the request log in a response extension (logged exactly once by the
+//! telemetry layer) and never to the client, so no SQL text, stack trace or
+//! internal type name can leak.
+
+use crate::http::request_id;
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// One invalid field of a request body.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `device.name`; empty for the body itself.
+    pub field: String,
+    /// Stable machine code: `unknown_field`, `missing_field`, `invalid_type`, `length`, …
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `malformed_json`: the body is not syntactically valid JSON.
+    #[error("malformed JSON body")]
+    MalformedJson,
+    /// 400 with a specific code, e.g. `invalid_header`.
+    #[error("bad request: {code}")]
+    BadRequest { code: &'static str, detail: String },
+    /// 401: credentials missing or invalid. `code` e.g. `invalid_token`.
+    #[error("unauthorized: {code}")]
+    Unauthorized {
+        code: &'static str,
+        detail: &'static str,
+    },
+    /// 403: authenticated but not allowed. `code` e.g. `forbidden`.
+    #[error("forbidden: {code}")]
+    Forbidden {
+        code: &'static str,
+        detail: &'static str,
+    },
+    /// 404 `not_found`: missing *or not yours*; the two are indistinguishable.
+    #[error("not found")]
+    NotFound,
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409 with a specific code.
+    #[error("conflict: {code}")]
+    Conflict {
+        code: &'static str,
+        detail: &'static str,
+    },
+    /// 413 `payload_too_large`: the body exceeds the 64 KiB limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 415 `unsupported_media_type`: a body that is not `application/json`.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// 422 `validation_failed`: well-formed JSON that breaks the schema or a rule.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// 426 `client_upgrade_required`: the app is older than the platform minimum.
+    #[error("client upgrade required")]
+    UpgradeRequired {
+        min_version: String,
+        store_url: Option<String>,
+    },
+    /// 429 `rate_limited`, with `Retry-After`.
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    /// 503 with `Retry-After`; `code` e.g. `not_ready`, `request_timeout`, `overloaded`.
+    #[error("service unavailable: {code}")]
+    Unavailable {
+        code: &'static str,
+        retry_after_secs: u64,
+    },
+    /// 500 `internal_error`: a bug or an unexpected failure; the cause is logged, not sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The cause of a 5xx, carried to the logging layer in the response extensions.
+#[derive(Clone, Debug)]
+pub struct ErrorCause(pub Arc<anyhow::Error>);
+
+impl ApiError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// A single-field validation error.
+    pub fn invalid_field(field: &str, code: &str, message: &str) -> Self {
+        Self::Validation(vec![FieldError {
+            field: field.to_owned(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UpgradeRequired { .. } => StatusCode::UPGRADE_REQUIRED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::BadRequest { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Validation(_) => "validation_failed",
+            Self::UpgradeRequired { .. } => "client_upgrade_required",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::MalformedJson => "Malformed JSON",
+            Self::BadRequest { .. } => "Bad request",
+            Self::Unauthorized { .. } => "Unauthorized",
+            Self::Forbidden { .. } => "Forbidden",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::Conflict { .. } => "Conflict",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::Validation(_) => "Validation failed",
+            Self::UpgradeRequired { .. } => "Client upgrade required",
+            Self::RateLimited { .. } => "Too many requests",
+            Self::Unavailable { .. } => "Service unavailable",
+            Self::Internal(_) => "Internal server error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::MalformedJson => "The request body is not valid JSON.".into(),
+            Self::BadRequest { detail, .. } => detail.clone(),
+            Self::Unauthorized { detail, .. }
+            | Self::Forbidden { detail, .. }
+            | Self::Conflict { detail, .. } => (*detail).into(),
+            Self::NotFound => "The resource does not exist.".into(),
+            Self::MethodNotAllowed => "This method is not allowed on this resource.".into(),
+            Self::PayloadTooLarge => "The request body exceeds 64 KiB.".into(),
+            Self::UnsupportedMediaType => {
+                "Request bodies must be sent as Content-Type: application/json.".into()
+            }
+            Self::Validation(errors) => match errors.as_slice() {
+                [one] if one.field.is_empty() => one.message.clone(),
+                [one] => format!("`{}`: {}", one.field, one.message),
+                _ => format!("{} fields are invalid.", errors.len()),
+            },
+            Self::UpgradeRequired { min_version, .. } => {
+                format!(
+                    "This app version is no longer supported. Update to {min_version} or later."
+                )
+            }
+            Self::RateLimited { retry_after_secs } => {
+                format!("Too many requests. Try again in {retry_after_secs} seconds.")
+            }
+            Self::Unavailable {
+                code: "request_timeout",
+                ..
+            } => "The request took too long and was stopped. Retry later.".into(),
+            Self::Unavailable { .. } => {
+                "The service is temporarily unavailable. Retry later.".into()
+            }
+            Self::Internal(_) => "An unexpected error occurred.".into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    type_: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_url: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        let body = ProblemBody {
+            type_: format!("urn:mobile-backend:problem:{code}"),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            code,
+            request_id: request_id::current().unwrap_or_default(),
+            errors: match &self {
+                Self::Validation(errors) => Some(errors),
+                _ => None,
+            },
+            min_version: match &self {
+                Self::UpgradeRequired { min_version, .. } => Some(min_version),
+                _ => None,
+            },
+            store_url: match &self {
+                Self::UpgradeRequired { store_url, .. } => store_url.as_deref(),
+                _ => None,
+            },
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            Self::Unauthorized { .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            Self::RateLimited { retry_after_secs }
+            | Self::Unavailable {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        if let Self::Internal(cause) = self {
+            response
+                .extensions_mut()
+                .insert(ErrorCause(Arc::new(cause)));
+        }
+        response
+    }
+}
+
+/// Named database constraints that a request can legitimately violate, and
+/// the answer each deserves. Mapping by name (not by a racy pre-check)
+/// keeps "check then insert" races impossible: the database decides once.
+/// Features add their constraints here as they land.
+type ConstraintAnswer = fn() -> ApiError;
+const CONSTRAINT_ERRORS: &[(&str, ConstraintAnswer)] = &[];
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut => {
+                return Self::Unavailable {
+                    code: "database_unavailable",
+                    retry_after_secs: 2,
+                }
+            }
+            sqlx::Error::Database(db) => {
+                if let Some(name) = db.constraint() {
+                    if let Some((_, make)) = CONSTRAINT_ERRORS.iter().find(|(n, _)| *n == name) {
+                        return make();
+                    }
+                }
+            }
+            _ => {}
+        }
+        Self::Internal(e.into())
+    }
+}
+
+impl From<crate::crypto::CryptoError> for ApiError {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        // A ciphertext that fails to open is either tampering or a lost key:
+        // both are server-side problems the client cannot fix.
+        Self::Internal(anyhow::Error::new(e).context("field decryption failed"))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,97 @@
+//! The service's key material: from configuration, or, in development only,
+//! generated once into `$DATA_DIR/dev-keys.json`.
+//!
+//! Production never reaches the generating branch: `Config` refuses to parse
+//! without `DATA_KEYS`, `BLIND_INDEX_KEY` and `CODE_HMAC_KEY`. Development
+//! keys are persisted so data encrypted yesterday still opens today, and the
+//! file is created with mode 0600.
+
+use crate::{
+    config::Config,
+    crypto::{BlindIndexKey, CodeHasher, KeyRing},
+};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+
+/// Field-encryption key ring, blind-index key and short-code HMAC key.
+#[derive(Debug)]
+pub struct Keys {
+    pub data: KeyRing,
+    pub blind_index: BlindIndexKey,
+    pub codes: CodeHasher,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DevKeyFile {
+    data_keys: String,
+    blind_index_key: String,
+    code_hmac_key: String,
+}
+
+impl Keys {
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let k = &config.keys;
+        if let (Some(data), Some(blind_index), Some(codes)) =
+            (&k.data_keys, &k.blind_index_key, &k.code_hmac_key)
+        {
+            return Ok(Self {
+                data: data.clone(),
+                blind_index: blind_index.clone(),
+                codes: codes.clone(),
+            });
+        }
+        anyhow::ensure!(
+            !config.is_production(),
+            "production requires DATA_KEYS, BLIND_INDEX_KEY and CODE_HMAC_KEY"
+        );
+        let dev = load_or_create_dev_keys(&config.data_dir)?;
+        Ok(Self {
+            data: k.data_keys.clone().unwrap_or(dev.data),
+            blind_index: k.blind_index_key.clone().unwrap_or(dev.blind_index),
+            codes: k.code_hmac_key.clone().unwrap_or(dev.codes),
+        })
+    }
+
+    /// Fresh random keys, for tests and `keys generate`.
+    pub fn generate() -> Self {
+        Self {
+            data: KeyRing::generate_single(1),
+            blind_index: BlindIndexKey::generate(),
+            codes: CodeHasher::generate(),
+        }
+    }
+}
+
+fn load_or_create_dev_keys(data_dir: &Path) -> anyhow::Result<Keys> {
+    let path = data_dir.join("dev-keys.json");
+    if path.exists() {
+        let raw = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let file: DevKeyFile = serde_json::from_slice(&raw)
+            .with_context(|| format!("{} is not a valid key file", path.display()))?;
+        return Ok(Keys {
+            data: KeyRing::parse(&file.data_keys)?,
+            blind_index: BlindIndexKey::from_base64(&file.blind_index_key)?,
+            codes: CodeHasher::from_base64(&file.code_hmac_key)?,
+        });
+    }
+    let keys = Keys::generate();
+    let file = DevKeyFile {
+        data_keys: keys.data.to_spec(),
+        blind_index_key: keys.blind_index.to_base64(),
+        code_hmac_key: keys.codes.to_base64(),
+    };
+    fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    out.write_all(&serde_json::to_vec_pretty(&file)?)?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated development keys; never use these in production (set DATA_KEYS, BLIND_INDEX_KEY, CODE_HMAC_KEY)"
+    );
+    Ok(keys)
+}

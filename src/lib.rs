@@ -1,0 +1,29 @@
+//! mobile-backend: a secure account and profile API for mobile apps.
+//!
+//! Each module below is one concern; DESIGN.md explains the layout and the
+//! rules that hold everywhere.
+
+/// The audit trail: event catalogue and `record()` in the caller's transaction.
+pub mod audit;
+/// The service's clock, which tests move instead of sleeping.
+pub mod clock;
+/// Typed configuration from the environment, validated at start-up.
+pub mod config;
+/// Field encryption, blind indexes, key rings, secret hashing, randomness.
+pub mod crypto;
+/// Development only: a project-local PostgreSQL when no DATABASE_URL is set.
+pub mod dev_db;
+/// `ApiError`, the single error type, rendered as problem+json.
+pub mod error;
+/// Router, layers, extractors, headers, client-version gate, health.
+pub mod http;
+/// Key material from configuration, or generated for development.
+pub mod keys;
+/// Transactional mail outbox, background sender and transports.
+pub mod mail;
+/// Building and running the application with graceful shutdown.
+pub mod startup;
+/// `AppState`: pool, keys, clock, policies.
+pub mod state;
+/// Tracing and Prometheus metrics.
+pub mod telemetry;

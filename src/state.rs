@@ -1,0 +1,23 @@
+//! `AppState`: everything a handler may touch, cloned cheaply per request.
+//!
+//! There is no global mutable state: the pool, keys, clock and policies live
+//! here, so a test builds a fully isolated application (its own database,
+//! clock and mailbox) and many run in parallel in one process.
+
+use crate::{
+    clock::Clock, config::Config, http::client_version::ClientPolicy, keys::Keys, mail::Outbox,
+};
+use sqlx::PgPool;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub clock: Clock,
+    pub keys: Arc<Keys>,
+    pub client_policy: Arc<ClientPolicy>,
+    pub outbox: Outbox,
+    /// Whether this process terminates TLS itself (HSTS is sent when it does).
+    pub tls_enabled: bool,
+}
