@@ -1,0 +1,211 @@
+//! The old-client gate: apps below the minimum version for their platform
+//! get 426 `client_upgrade_required` on every `/v1` call.
+//!
+//! Mobile apps live for years on phones that never update. When a release
+//! ships a vulnerability (a leaked key, a broken pinning config), raising
+//! the minimum is the kill switch. The minimum lives in [`ClientPolicy`],
+//! seeded from `MIN_CLIENT_VERSION_*` and replaceable at run time. Clients
+//! that send no version headers (web, scripts) pass; a half-sent or
+//! malformed pair is a 400, because a real app always sends both.
+
+use crate::{config::Config, error::ApiError, state::AppState};
+use axum::{
+    extract::{Request, State},
+    http::HeaderMap,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use std::sync::{PoisonError, RwLock};
+use url::Url;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Ios,
+    Android,
+    Web,
+}
+
+/// What the app says it is (`X-Client-Platform`, `X-Client-Version`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientVersion {
+    pub platform: Platform,
+    pub version: Version,
+}
+
+impl ClientVersion {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("\u{0}").trim())
+        };
+        match (get("x-client-platform"), get("x-client-version")) {
+            (None, None) => Ok(None),
+            (Some(p), Some(v)) => {
+                let platform = match p.to_ascii_lowercase().as_str() {
+                    "ios" => Platform::Ios,
+                    "android" => Platform::Android,
+                    "web" => Platform::Web,
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid_client_platform",
+                            "X-Client-Platform must be ios, android or web.",
+                        ))
+                    }
+                };
+                // Plain MAJOR.MINOR.PATCH only: no pre-release or build tags.
+                let version = (v.len() <= 32)
+                    .then(|| Version::parse(v).ok())
+                    .flatten()
+                    .filter(|v| v.pre.is_empty() && v.build.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_client_version",
+                            "X-Client-Version must be MAJOR.MINOR.PATCH.",
+                        )
+                    })?;
+                Ok(Some(Self { platform, version }))
+            }
+            _ => Err(ApiError::bad_request(
+                "invalid_client_version",
+                "X-Client-Platform and X-Client-Version must be sent together.",
+            )),
+        }
+    }
+}
+
+/// The minimum version and store link of one platform.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlatformPolicy {
+    pub min_version: Option<Version>,
+    pub store_url: Option<Url>,
+}
+
+/// The minimum app versions in force; readable by every request, replaced
+/// as a whole by an administrator.
+#[derive(Debug, Default)]
+pub struct ClientPolicy {
+    current: RwLock<Policies>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policies {
+    pub ios: PlatformPolicy,
+    pub android: PlatformPolicy,
+}
+
+impl ClientPolicy {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            current: RwLock::new(Policies {
+                ios: PlatformPolicy {
+                    min_version: config.min_client_version_ios.clone(),
+                    store_url: config.store_url_ios.clone(),
+                },
+                android: PlatformPolicy {
+                    min_version: config.min_client_version_android.clone(),
+                    store_url: config.store_url_android.clone(),
+                },
+            }),
+        }
+    }
+
+    pub fn get(&self) -> Policies {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set(&self, policies: Policies) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = policies;
+    }
+
+    /// `Err(426)` when this client is below its platform's minimum.
+    pub fn check(&self, client: &ClientVersion) -> Result<(), ApiError> {
+        let policies = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let policy = match client.platform {
+            Platform::Ios => &policies.ios,
+            Platform::Android => &policies.android,
+            Platform::Web => return Ok(()),
+        };
+        match &policy.min_version {
+            Some(min) if client.version < *min => Err(ApiError::UpgradeRequired {
+                min_version: min.to_string(),
+                store_url: policy.store_url.as_ref().map(ToString::to_string),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Applies to `/v1` only: load balancers and operators call the
+/// operational endpoints without app headers.
+pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/v1/") || req.uri().path() == "/v1" {
+        let checked = ClientVersion::from_headers(req.headers())
+            .and_then(|c| c.map_or(Ok(()), |c| state.client_policy.check(&c)));
+        if let Err(e) = checked {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn client(p: &'static str, v: &'static str) -> Result<Option<ClientVersion>, ApiError> {
+        let mut h = HeaderMap::new();
+        h.insert("x-client-platform", HeaderValue::from_static(p));
+        h.insert("x-client-version", HeaderValue::from_static(v));
+        ClientVersion::from_headers(&h)
+    }
+
+    #[test]
+    fn versions_compare_numerically_not_as_text() {
+        let policy = ClientPolicy::default();
+        policy.set(Policies {
+            ios: PlatformPolicy {
+                min_version: Some(Version::new(2, 10, 0)),
+                store_url: None,
+            },
+            android: PlatformPolicy::default(),
+        });
+        assert!(policy
+            .check(&client("ios", "2.9.9").unwrap().unwrap())
+            .is_err());
+        assert!(policy
+            .check(&client("ios", "2.10.0").unwrap().unwrap())
+            .is_ok());
+        assert!(policy
+            .check(&client("ios", "10.0.0").unwrap().unwrap())
+            .is_ok());
+        assert!(policy
+            .check(&client("android", "0.0.1").unwrap().unwrap())
+            .is_ok());
+        assert!(policy
+            .check(&client("web", "0.0.1").unwrap().unwrap())
+            .is_ok());
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        assert!(client("symbian", "1.0.0").is_err());
+        assert!(client("ios", "1.0").is_err());
+        assert!(client("ios", "one").is_err());
+        assert!(client("ios", "1.0.0-beta").is_err());
+        let mut h = HeaderMap::new();
+        h.insert("x-client-platform", HeaderValue::from_static("ios"));
+        assert!(ClientVersion::from_headers(&h).is_err());
+        assert!(ClientVersion::from_headers(&HeaderMap::new())
+            .unwrap()
+            .is_none());
+    }
+}

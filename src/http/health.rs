@@ -1,0 +1,42 @@
+//! Operational endpoints for orchestrators: liveness and readiness.
+//!
+//! `/healthz` touches nothing, so a slow database never gets a healthy
+//! process killed. `/readyz` asks the database with a short timeout, so a
+//! load balancer stops sending traffic while Postgres is away and resumes
+//! when it returns, without a restart.
+
+use crate::{error::ApiError, state::AppState};
+use axum::{extract::State, Json};
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Serialize)]
+pub struct HealthResponse {
+    status: &'static str,
+}
+
+pub async fn get_healthz() -> Json<HealthResponse> {
+    Json(HealthResponse { status: "ok" })
+}
+
+pub async fn get_readyz(State(state): State<AppState>) -> Result<Json<HealthResponse>, ApiError> {
+    let ping = sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&state.db);
+    match tokio::time::timeout(Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => Ok(Json(HealthResponse { status: "ready" })),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check: database unavailable");
+            Err(not_ready())
+        }
+        Err(_) => {
+            tracing::warn!("readiness check: database did not answer within 2 s");
+            Err(not_ready())
+        }
+    }
+}
+
+fn not_ready() -> ApiError {
+    ApiError::Unavailable {
+        code: "not_ready",
+        retry_after_secs: 5,
+    }
+}

@@ -1,0 +1,89 @@
+//! The HTTP surface: feature routers merged into one, and the layers every
+//! request passes through, applied in one visible order.
+//!
+//! Outermost first (a request travels down this list, its response back up):
+//!
+//! 1. `request_id`: echo or mint `X-Request-Id`; scope it for errors and logs.
+//! 2. `security_headers`: nosniff, no-referrer, CSP, no-store, HSTS.
+//! 3. `telemetry::observe`: one span and log line per request; metrics.
+//! 4. catch-panic: a panicking handler becomes an opaque problem+json 500.
+//! 5. `timeout`: a request running past `REQUEST_TIMEOUT_SECS` → 503.
+//! 6. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
+//!    `DefaultBodyLimit` caps streamed (chunked) bodies at the same size.
+//! 7. `client_version::gate`: `/v1` apps below the platform minimum → 426.
+//!
+//! Unknown paths and methods answer problem+json 404 / 405 like everything else.
+
+pub mod client_ip;
+pub mod client_version;
+pub mod extract;
+pub mod headers;
+pub mod health;
+pub mod request_id;
+pub mod routes;
+
+use crate::{error::ApiError, state::AppState, telemetry};
+use axum::{
+    extract::{DefaultBodyLimit, Request, State},
+    http::Method,
+    middleware::{from_fn, from_fn_with_state, Next},
+    response::{IntoResponse, Response},
+    Router,
+};
+use routes::{ApiRouter, RouteSpec};
+use std::any::Any;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// Every route of the API, with its operation id.
+pub fn api_routes() -> ApiRouter {
+    ApiRouter::new()
+        .route(Method::GET, "/healthz", "get_healthz", health::get_healthz)
+        .route(Method::GET, "/readyz", "get_readyz", health::get_readyz)
+}
+
+/// The complete application: the API's routes plus `extra` (tests mount
+/// probes here; production passes an empty router), behind every layer.
+pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
+    let (routes, table) = api_routes().merge(extra).into_parts();
+    let router = routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), client_version::gate))
+        .layer(DefaultBodyLimit::max(headers::MAX_BODY_BYTES))
+        .layer(from_fn(headers::body_gate))
+        .layer(from_fn_with_state(state.clone(), timeout))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(telemetry::observe))
+        .layer(from_fn_with_state(state.clone(), headers::security_headers))
+        .layer(from_fn(request_id::layer))
+        .with_state(state);
+    (router, table)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable {
+            code: "request_timeout",
+            retry_after_secs: 1,
+        }
+        .into_response(),
+    }
+}
+
+fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
