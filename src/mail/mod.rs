@@ -1,0 +1,97 @@
+//! Outgoing email through a transactional outbox.
+//!
+//! `enqueue` writes the message in the caller's transaction, so mail goes
+//! out exactly when the change that caused it commits. The payload holds
+//! an address and often a code, so it is sealed with the field-encryption
+//! key ring (bound to its row) and erased once delivered. [`sender`] drains
+//! the outbox in the background with retry and back-off; [`transport`]
+//! delivers to the log, to files (tests, local tools) or over SMTP.
+
+pub mod sender;
+pub mod transport;
+
+use crate::{
+    crypto::{aead, Aad},
+    keys::Keys,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use std::{fmt, sync::Arc};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// One message. `Debug` hides the recipient and body (codes, PII).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutgoingMail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+impl fmt::Debug for OutgoingMail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingMail")
+            .field("to", &"<redacted>")
+            .field("subject", &self.subject)
+            .field("text", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Wakes the background sender after a commit, so mail leaves at once
+/// rather than at the next poll.
+#[derive(Clone, Debug, Default)]
+pub struct Outbox {
+    notify: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.notify.notified().await;
+    }
+}
+
+pub(crate) fn payload_aad(mail_id: Uuid) -> Aad<'static> {
+    Aad {
+        table: "mail_outbox",
+        column: "payload",
+        row_id: mail_id,
+    }
+}
+
+/// Queues `mail` in the caller's transaction; `template` names the kind of
+/// message (`email_verification`, …) for metrics and operators.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    at: DateTime<Utc>,
+    template: &'static str,
+    mail: &OutgoingMail,
+) -> anyhow::Result<Uuid> {
+    let mail_id = Uuid::now_v7();
+    let payload = aead::seal(
+        &keys.data,
+        &payload_aad(mail_id),
+        &serde_json::to_vec(mail)?,
+    )?;
+    sqlx::query!(
+        r#"INSERT INTO mail_outbox (mail_id, created_at, template, payload, next_attempt_at)
+           VALUES ($1, $2, $3, $4, $2)"#,
+        mail_id,
+        at,
+        template,
+        payload,
+    )
+    .execute(conn)
+    .await?;
+    Ok(mail_id)
+}
