@@ -1,0 +1,129 @@
+//! The `mobile-backend` command: `serve` (the default), `migrate` and
+//! `keys generate`.
+//!
+//! Start-up failures print one clear line per problem and exit non-zero;
+//! secrets are never printed.
+
+use clap::{Parser, Subcommand};
+use mobile_backend::{
+    config::{AppEnv, Config},
+    dev_db::{self, LocalPostgres},
+    keys::Keys,
+    startup::{self, Application},
+    telemetry,
+};
+use secrecy::SecretString;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mobile-backend",
+    version,
+    about = "A secure account and profile API for mobile apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Key management.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a fresh set of DATA_KEYS, BLIND_INDEX_KEY and CODE_HMAC_KEY
+    /// lines for a production environment (to stdout, nothing is stored).
+    Generate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Keys(KeysCommand::Generate)) = &cli.command {
+        // Needs no configuration: it is how a new deployment gets its keys.
+        let keys = Keys::generate();
+        println!("DATA_KEYS={}", keys.data.to_spec());
+        println!("BLIND_INDEX_KEY={}", keys.blind_index.to_base64());
+        println!("CODE_HMAC_KEY={}", keys.codes.to_base64());
+        return ExitCode::SUCCESS;
+    }
+    if std::env::var("APP_ENV").as_deref() != Ok("production") {
+        // Development convenience only: production takes its environment as given.
+        let _ = dotenvy::dotenv();
+    }
+    let mut config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(config.log_format);
+    let dev_db = match ensure_database(&mut config).await {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => migrate(config).await,
+        Command::Keys(_) => Ok(()),
+    };
+    if let Some(db) = dev_db {
+        if let Err(e) = db.stop().await {
+            tracing::warn!(error = %e, "could not stop the development database");
+        }
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// In development without `DATABASE_URL`, start the project-local cluster.
+async fn ensure_database(config: &mut Config) -> anyhow::Result<Option<LocalPostgres>> {
+    if config.database_url.is_some() || config.app_env == AppEnv::Production {
+        return Ok(None);
+    }
+    let pg = LocalPostgres::start_or_reuse(&config.data_dir.join("postgres")).await?;
+    dev_db::ensure_database(&pg.url("postgres"), "mobile_backend").await?;
+    config.database_url = Some(SecretString::from(pg.url("mobile_backend")));
+    tracing::warn!(
+        port = pg.port(),
+        "no DATABASE_URL: using the development PostgreSQL under {}",
+        pg.data_dir().display()
+    );
+    Ok(Some(pg))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = startup::shutdown_signal()?;
+    let app = Application::build(config).await?;
+    tracing::info!(
+        api = %app.local_addr()?,
+        metrics = %app.metrics_addr()?,
+        "serving"
+    );
+    app.run_until(shutdown).await
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let pool = startup::connect(&config).await?;
+    startup::MIGRATOR.run(&pool).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Building and running the application: pool, migrations, state, the API
+//! listener, the metrics listener and the mail sender, with graceful
+//! shutdown.
+//!
+//! Tests call [`Application::build_with`] with port 0, a manual clock and
+//! probe routes, and get the same stack production runs.
+
+use crate::{
+    audit::{self, events, AuditEvent, Outcome},
+    clock::Clock,
+    config::Config,
+    http::{self, client_version::ClientPolicy, routes::ApiRouter, routes::RouteSpec},
+    keys::Keys,
+    mail::{self, transport::Transport, Outbox},
+    state::AppState,
+    telemetry,
+};
+use anyhow::Context;
+use axum::Router;
+use secrecy::ExposeSecret;
+use sqlx::{postgres::PgPoolOptions, PgPool};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{net::TcpListener, sync::watch};
+
+/// The embedded migrations (`migrations/`), applied at start-up and by `migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub struct Application {
+    state: AppState,
+    router: Router,
+    routes: Vec<RouteSpec>,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    transport: Transport,
+}
+
+/// Opens the pool with bounded size and timeouts.
+pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let url = config
+        .database_url
+        .as_ref()
+        .context("DATABASE_URL is not set")?;
+    PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .min_connections(0)
+        .acquire_timeout(config.database_acquire_timeout)
+        .idle_timeout(Duration::from_secs(300))
+        .max_lifetime(Duration::from_secs(1800))
+        .connect(url.expose_secret())
+        .await
+        .context("connecting to the database")
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Clock::system(), ApiRouter::new()).await
+    }
+
+    /// Builds with a chosen clock and extra routes (tests mount probes).
+    pub async fn build_with(
+        config: Config,
+        clock: Clock,
+        extra: ApiRouter,
+    ) -> anyhow::Result<Self> {
+        let db = connect(&config).await?;
+        MIGRATOR.run(&db).await.context("applying migrations")?;
+        let keys = Keys::load(&config)?;
+        let transport = Transport::from_config(&config)?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
+        telemetry::metrics_handle();
+        let state = AppState {
+            client_policy: Arc::new(ClientPolicy::from_config(&config)),
+            config: Arc::new(config),
+            db,
+            clock,
+            keys: Arc::new(keys),
+            outbox: Outbox::new(),
+            tls_enabled: false,
+        };
+        let (router, routes) = http::app(state.clone(), extra);
+        let mut conn = state.db.acquire().await?;
+        audit::record(
+            &mut conn,
+            state.clock.now(),
+            &AuditEvent::new(events::SYSTEM_STARTED, Outcome::Success)
+                .detail("version", env!("CARGO_PKG_VERSION")),
+        )
+        .await?;
+        Ok(Self {
+            state,
+            router,
+            routes,
+            listener,
+            metrics_listener,
+            transport,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> std::io::Result<SocketAddr> {
+        self.metrics_listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The routed operations, for the spec-vs-router test.
+    pub fn routes(&self) -> &[RouteSpec] {
+        &self.routes
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish (bounded by `SHUTDOWN_GRACE_SECS`) and
+    /// stops the mail sender.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let grace = self.state.config.shutdown_grace;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sender = tokio::spawn(mail::sender::run(
+            self.state.clone(),
+            self.transport,
+            stop_rx.clone(),
+        ));
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let metrics = axum::serve(self.metrics_listener, telemetry::metrics_router())
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let metrics = tokio::spawn(async move { metrics.await });
+
+        let api = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+        let deadline = async {
+            stopped(stop_rx.clone()).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = api => result.context("serving the API")?,
+            () = deadline => tracing::warn!(?grace, "shutdown grace period over; dropping remaining requests"),
+        }
+        let _ = sender.await;
+        let _ = metrics.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when first polled, so a signal arriving early is not lost
+/// (and does not kill the process with the default action).
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    })
+}
