@@ -1,0 +1,337 @@
+//! `TestApp`: the real application on 127.0.0.1:0 with its own freshly
+//! migrated database, a manual clock, a captured mailbox (the `file:`
+//! transport) and typed helpers.
+//!
+//! Databases are created on `DATABASE_URL`'s server when it is set;
+//! otherwise one throwaway PostgreSQL cluster per test process is started
+//! from the local binaries (the same code as the development default) and
+//! removed by a watchdog when the process exits.
+
+use axum::{http::Method, Json as AxumJson};
+use chrono::{DateTime, Utc};
+use mobile_backend::{
+    clock::Clock,
+    config::Config,
+    dev_db::{self, LocalPostgres},
+    http::{extract::Json, routes::ApiRouter, routes::RouteSpec},
+    keys::Keys,
+    startup::Application,
+    state::AppState,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::OnceLock};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use validator::Validate;
+
+/// The PostgreSQL server tests create their databases on.
+struct DbServer {
+    admin_url: String,
+}
+
+static SERVER: tokio::sync::OnceCell<DbServer> = tokio::sync::OnceCell::const_new();
+static TRACING: OnceLock<()> = OnceLock::new();
+
+async fn db_server() -> &'static DbServer {
+    SERVER
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                return DbServer { admin_url: url };
+            }
+            let pg = start_throwaway_cluster().await;
+            DbServer {
+                admin_url: pg.url("postgres"),
+            }
+        })
+        .await
+}
+
+/// A throwaway cluster for this test process.
+pub async fn start_throwaway_cluster() -> LocalPostgres {
+    dev_db::start_throwaway()
+        .await
+        .expect("starting a throwaway PostgreSQL (is the server package installed?)")
+}
+
+/// Replaces the database name in a postgres URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, rest) = url.rsplit_once('/').expect("database URL with a path");
+    let query = rest
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{base}/{db}{query}")
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub clock: Clock,
+    /// A separate pool on the test's database, for raw reads and attacks.
+    pub db: PgPool,
+    pub state: AppState,
+    pub routes: Vec<RouteSpec>,
+    pub mail_dir: PathBuf,
+    _tmp: TempDir,
+    db_name: String,
+    admin_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+pub struct TestAppBuilder {
+    env: HashMap<String, String>,
+    admin_url: Option<String>,
+}
+
+impl TestAppBuilder {
+    /// Sets a configuration variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Uses this server instead of the shared one.
+    pub fn database_server(mut self, admin_url: String) -> Self {
+        self.admin_url = Some(admin_url);
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        if std::env::var_os("TEST_LOG").is_some() {
+            TRACING.get_or_init(|| {
+                mobile_backend::telemetry::init_tracing(mobile_backend::config::LogFormat::Pretty)
+            });
+        }
+        let admin_url = match self.admin_url {
+            Some(url) => url,
+            None => db_server().await.admin_url.clone(),
+        };
+        let db_name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        dev_db::ensure_database(&admin_url, &db_name)
+            .await
+            .expect("creating the test database");
+        let db_url = with_database(&admin_url, &db_name);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mail_dir = tmp.path().join("mail");
+        let keys = Keys::generate();
+        let mut env: HashMap<String, String> = [
+            ("APP_ENV", "development".to_owned()),
+            ("DATABASE_URL", db_url.clone()),
+            ("DATABASE_MAX_CONNECTIONS", "5".to_owned()),
+            ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
+            ("DATA_DIR", tmp.path().display().to_string()),
+            ("MAIL_TRANSPORT", format!("file:{}", mail_dir.display())),
+            // Tests deliver explicitly (`deliver_mail`), so nothing races them.
+            ("MAIL_POLL_SECS", "3600".to_owned()),
+            ("DATA_KEYS", keys.data.to_spec()),
+            ("BLIND_INDEX_KEY", keys.blind_index.to_base64()),
+            ("CODE_HMAC_KEY", keys.codes.to_base64()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(self.env);
+        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
+        let clock = Clock::manual(
+            DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        );
+        let app = Application::build_with(config, clock.clone(), probe_routes())
+            .await
+            .expect("building the application");
+        let addr = app.local_addr().unwrap();
+        let metrics_addr = app.metrics_addr().unwrap();
+        let state = app.state().clone();
+        let routes = app.routes().to_vec();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        let db = PgPool::connect(&db_url).await.unwrap();
+        TestApp {
+            addr,
+            metrics_addr,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            clock,
+            db,
+            state,
+            routes,
+            mail_dir,
+            _tmp: tmp,
+            db_name,
+            admin_url,
+            shutdown: Some(tx),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Runs one outbox pass now, then returns every captured message.
+    pub async fn deliver_mail(&self) -> Vec<CapturedMail> {
+        let transport =
+            mobile_backend::mail::transport::Transport::from_config(&self.state.config).unwrap();
+        mobile_backend::mail::sender::deliver_due(&self.state, &transport)
+            .await
+            .unwrap();
+        self.mailbox()
+    }
+
+    /// The messages the file transport has written so far.
+    pub fn mailbox(&self) -> Vec<CapturedMail> {
+        let Ok(entries) = std::fs::read_dir(&self.mail_dir) else {
+            return vec![];
+        };
+        let mut mails: Vec<CapturedMail> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+            .collect();
+        mails.sort_by_key(|m: &CapturedMail| m.id);
+        mails
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let admin = self.admin_url.clone();
+        let name = self.db_name.clone();
+        // Drop is synchronous and may run inside a runtime: use a thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CapturedMail {
+    pub id: uuid::Uuid,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+/// A problem+json body.
+pub async fn problem(response: reqwest::Response) -> Value {
+    let ct = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert_eq!(ct, "application/problem+json", "not a problem response");
+    response.json().await.unwrap()
+}
+
+// ---- Probe routes: test-only handlers behind the production layers. ----
+
+#[derive(Debug, Deserialize, Serialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct EchoRequest {
+    #[validate(length(min = 1, max = 32))]
+    pub name: String,
+    #[validate(range(min = 1, max = 10))]
+    pub count: u8,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+async fn echo(Json(body): Json<EchoRequest>) -> AxumJson<EchoRequest> {
+    AxumJson(body)
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn boom() -> &'static str {
+    panic!("secret-panic-detail: the database password is hunter2")
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    "slow"
+}
+
+async fn db_probe(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<&'static str, mobile_backend::error::ApiError> {
+    sqlx::query("SELECT 1").execute(&state.db).await?;
+    Ok("db")
+}
+
+pub const PROBE_PREFIX: &str = "/v1/_probe";
+
+fn probe_routes() -> ApiRouter {
+    ApiRouter::new()
+        .route(Method::POST, "/v1/_probe/echo", "probe_echo", echo)
+        .route(Method::GET, "/v1/_probe", "probe_ok", ok)
+        .route(Method::GET, "/v1/_probe/panic", "probe_panic", boom)
+        .route(Method::GET, "/v1/_probe/slow", "probe_slow", slow)
+        .route(Method::GET, "/v1/_probe/db", "probe_db", db_probe)
+}

@@ -1,0 +1,14 @@
+//! The integration-test binary: the real server over HTTP against real
+//! PostgreSQL, a fresh database per test. Modules are named for what they prove.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit;
+mod bad_input;
+mod cli;
+mod client_version;
+mod headers;
+mod helpers;
+mod mail;
+mod metrics;
+mod openapi;
+mod readiness;
