@@ -6,7 +6,11 @@
 //! each. `APP_ENV=production` turns development conveniences (generated keys,
 //! an embedded database, mail written to the log) into refusals.
 
-use crate::crypto::{BlindIndexKey, CodeHasher, KeyRing};
+use crate::{
+    auth::password::Argon2Params,
+    crypto::{BlindIndexKey, CodeHasher, KeyRing},
+    tokens::SigningKeys,
+};
 use ipnet::IpNet;
 use secrecy::SecretString;
 use semver::Version;
@@ -44,6 +48,23 @@ pub struct KeyConfig {
     pub data_keys: Option<KeyRing>,
     pub blind_index_key: Option<BlindIndexKey>,
     pub code_hmac_key: Option<CodeHasher>,
+    /// Ed25519 signing keys for access tokens, current first.
+    pub signing_keys: Option<SigningKeys>,
+}
+
+/// Tokens, sessions and password hashing.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_token_ttl: chrono::Duration,
+    pub refresh_idle_ttl: chrono::Duration,
+    pub refresh_absolute_ttl: chrono::Duration,
+    pub refresh_grace: chrono::Duration,
+    pub email_code_ttl: chrono::Duration,
+    pub argon2: Argon2Params,
+    pub password_hash_concurrency: usize,
+    pub password_hash_queue: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +91,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub keys: KeyConfig,
+    pub auth: AuthConfig,
 }
 
 /// Every problem found, one per line.
@@ -168,7 +190,50 @@ impl Config {
             code_hmac_key: r.parse_with("CODE_HMAC_KEY", |s| {
                 CodeHasher::from_base64(s).map_err(|e| e.to_string())
             }),
+            signing_keys: r.parse_with("SIGNING_KEYS", |s| {
+                SigningKeys::parse(s).map_err(|e| e.to_string())
+            }),
         };
+        let default_argon2 = Argon2Params::default();
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let auth = AuthConfig {
+            jwt_issuer: r
+                .get("JWT_ISSUER")
+                .unwrap_or_else(|| base_url.as_str().trim_end_matches('/').to_owned()),
+            jwt_audience: r
+                .get("JWT_AUDIENCE")
+                .unwrap_or_else(|| "mobile-backend".into()),
+            access_token_ttl: chrono::Duration::seconds(r.parse_or("ACCESS_TOKEN_TTL_SECS", 600)),
+            refresh_idle_ttl: chrono::Duration::days(r.parse_or("REFRESH_IDLE_DAYS", 30)),
+            refresh_absolute_ttl: chrono::Duration::days(r.parse_or("REFRESH_ABSOLUTE_DAYS", 90)),
+            refresh_grace: chrono::Duration::seconds(r.parse_or("REFRESH_GRACE_SECS", 10)),
+            email_code_ttl: chrono::Duration::minutes(15),
+            argon2: Argon2Params {
+                memory_kib: r.parse_or("ARGON2_MEMORY_KIB", default_argon2.memory_kib),
+                iterations: r.parse_or("ARGON2_ITERATIONS", default_argon2.iterations),
+                parallelism: r.parse_or("ARGON2_PARALLELISM", default_argon2.parallelism),
+            },
+            password_hash_concurrency: r.parse_or("PASSWORD_HASH_CONCURRENCY", cores),
+            password_hash_queue: r.parse_or("PASSWORD_HASH_QUEUE", 64),
+        };
+        if auth.access_token_ttl < chrono::Duration::seconds(60)
+            || auth.access_token_ttl > chrono::Duration::hours(1)
+        {
+            r.problem("ACCESS_TOKEN_TTL_SECS must be between 60 and 3600");
+        }
+        if auth.refresh_idle_ttl <= chrono::Duration::zero()
+            || auth.refresh_idle_ttl > auth.refresh_absolute_ttl
+        {
+            r.problem("REFRESH_IDLE_DAYS must be at least 1 and at most REFRESH_ABSOLUTE_DAYS");
+        }
+        if auth.refresh_grace < chrono::Duration::zero()
+            || auth.refresh_grace > chrono::Duration::seconds(60)
+        {
+            r.problem("REFRESH_GRACE_SECS must be between 0 and 60");
+        }
+        if auth.password_hash_concurrency == 0 {
+            r.problem("PASSWORD_HASH_CONCURRENCY must be at least 1");
+        }
         let config = Config {
             app_env,
             database_url,
@@ -204,6 +269,7 @@ impl Config {
                 }
             },
             keys,
+            auth,
         };
         if config.database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -269,6 +335,16 @@ fn production_checks(c: &Config, has_public_url: bool, problems: &mut Vec<String
     need(
         c.keys.code_hmac_key.is_some(),
         "CODE_HMAC_KEY is required in production",
+    );
+    need(
+        c.keys.signing_keys.is_some(),
+        "SIGNING_KEYS is required in production (generate with `mobile-backend keys generate-signing`)",
+    );
+    let a = &c.auth.argon2;
+    let owasp = Argon2Params::default();
+    need(
+        a.memory_kib >= owasp.memory_kib && a.iterations >= owasp.iterations && a.parallelism >= 1,
+        "ARGON2_* must be at least the OWASP minimum (19456 KiB, 2 iterations, 1 lane) in production",
     );
     need(
         matches!(c.mail_transport, MailTransportConfig::Smtp(_)),
@@ -402,6 +478,7 @@ mod tests {
             "DATA_KEYS",
             "BLIND_INDEX_KEY",
             "CODE_HMAC_KEY",
+            "SIGNING_KEYS",
             "MAIL_TRANSPORT",
             "MAIL_FROM",
         ] {

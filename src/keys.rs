@@ -9,17 +9,20 @@
 use crate::{
     config::Config,
     crypto::{BlindIndexKey, CodeHasher, KeyRing},
+    tokens::SigningKeys,
 };
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 
-/// Field-encryption key ring, blind-index key and short-code HMAC key.
+/// Field-encryption key ring, blind-index key, short-code HMAC key and
+/// access-token signing keys.
 #[derive(Debug)]
 pub struct Keys {
     pub data: KeyRing,
     pub blind_index: BlindIndexKey,
     pub codes: CodeHasher,
+    pub signing: SigningKeys,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -27,39 +30,46 @@ struct DevKeyFile {
     data_keys: String,
     blind_index_key: String,
     code_hmac_key: String,
+    signing_keys_pem: String,
 }
 
 impl Keys {
     pub fn load(config: &Config) -> anyhow::Result<Self> {
         let k = &config.keys;
-        if let (Some(data), Some(blind_index), Some(codes)) =
-            (&k.data_keys, &k.blind_index_key, &k.code_hmac_key)
-        {
+        if let (Some(data), Some(blind_index), Some(codes), Some(signing)) = (
+            &k.data_keys,
+            &k.blind_index_key,
+            &k.code_hmac_key,
+            &k.signing_keys,
+        ) {
             return Ok(Self {
                 data: data.clone(),
                 blind_index: blind_index.clone(),
                 codes: codes.clone(),
+                signing: signing.clone(),
             });
         }
         anyhow::ensure!(
             !config.is_production(),
-            "production requires DATA_KEYS, BLIND_INDEX_KEY and CODE_HMAC_KEY"
+            "production requires DATA_KEYS, BLIND_INDEX_KEY, CODE_HMAC_KEY and SIGNING_KEYS"
         );
         let dev = load_or_create_dev_keys(&config.data_dir)?;
         Ok(Self {
             data: k.data_keys.clone().unwrap_or(dev.data),
             blind_index: k.blind_index_key.clone().unwrap_or(dev.blind_index),
             codes: k.code_hmac_key.clone().unwrap_or(dev.codes),
+            signing: k.signing_keys.clone().unwrap_or(dev.signing),
         })
     }
 
     /// Fresh random keys, for tests and `keys generate`.
-    pub fn generate() -> Self {
-        Self {
+    pub fn generate() -> anyhow::Result<Self> {
+        Ok(Self {
             data: KeyRing::generate_single(1),
             blind_index: BlindIndexKey::generate(),
             codes: CodeHasher::generate(),
-        }
+            signing: SigningKeys::parse(&SigningKeys::generate_pem()?)?,
+        })
     }
 }
 
@@ -73,13 +83,15 @@ fn load_or_create_dev_keys(data_dir: &Path) -> anyhow::Result<Keys> {
             data: KeyRing::parse(&file.data_keys)?,
             blind_index: BlindIndexKey::from_base64(&file.blind_index_key)?,
             codes: CodeHasher::from_base64(&file.code_hmac_key)?,
+            signing: SigningKeys::parse(&file.signing_keys_pem)?,
         });
     }
-    let keys = Keys::generate();
+    let keys = Keys::generate()?;
     let file = DevKeyFile {
         data_keys: keys.data.to_spec(),
         blind_index_key: keys.blind_index.to_base64(),
         code_hmac_key: keys.codes.to_base64(),
+        signing_keys_pem: keys.signing.to_pem(),
     };
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let mut out = fs::OpenOptions::new()

@@ -5,6 +5,8 @@
 
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
+/// Accounts: registration, verification, sign-in, password recovery.
+pub mod auth;
 /// The service's clock, which tests move instead of sleeping.
 pub mod clock;
 /// Typed configuration from the environment, validated at start-up.
@@ -21,9 +23,13 @@ pub mod http;
 pub mod keys;
 /// Transactional mail outbox, background sender and transports.
 pub mod mail;
+/// Sessions, refresh-token rotation and reuse detection.
+pub mod sessions;
 /// Building and running the application with graceful shutdown.
 pub mod startup;
 /// `AppState`: pool, keys, clock, policies.
 pub mod state;
 /// Tracing and Prometheus metrics.
 pub mod telemetry;
+/// EdDSA access tokens: signing key ring, verification, JWKS.
+pub mod tokens;

@@ -11,6 +11,7 @@ use mobile_backend::{
     keys::Keys,
     startup::{self, Application},
     telemetry,
+    tokens::SigningKeys,
 };
 use secrecy::SecretString;
 use std::process::ExitCode;
@@ -42,18 +43,24 @@ enum KeysCommand {
     /// Print a fresh set of DATA_KEYS, BLIND_INDEX_KEY and CODE_HMAC_KEY
     /// lines for a production environment (to stdout, nothing is stored).
     Generate,
+    /// Print a new Ed25519 access-token signing key (PKCS#8 PEM). To rotate,
+    /// put it first in SIGNING_KEYS and keep the old key after it until the
+    /// longest access-token lifetime has passed.
+    GenerateSigning,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Keys(KeysCommand::Generate)) = &cli.command {
+    if let Some(Command::Keys(keys_command)) = &cli.command {
         // Needs no configuration: it is how a new deployment gets its keys.
-        let keys = Keys::generate();
-        println!("DATA_KEYS={}", keys.data.to_spec());
-        println!("BLIND_INDEX_KEY={}", keys.blind_index.to_base64());
-        println!("CODE_HMAC_KEY={}", keys.codes.to_base64());
-        return ExitCode::SUCCESS;
+        return match keys(keys_command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
     if std::env::var("APP_ENV").as_deref() != Ok("production") {
         // Development convenience only: production takes its environment as given.
@@ -92,6 +99,19 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn keys(command: &KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Generate => {
+            let keys = Keys::generate()?;
+            println!("DATA_KEYS={}", keys.data.to_spec());
+            println!("BLIND_INDEX_KEY={}", keys.blind_index.to_base64());
+            println!("CODE_HMAC_KEY={}", keys.codes.to_base64());
+        }
+        KeysCommand::GenerateSigning => print!("{}", SigningKeys::generate_pem()?),
+    }
+    Ok(())
 }
 
 /// In development without `DATABASE_URL`, start the project-local cluster.

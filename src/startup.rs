@@ -7,6 +7,7 @@
 
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
+    auth::password::PasswordHasher,
     clock::Clock,
     config::Config,
     http::{self, client_version::ClientPolicy, routes::ApiRouter, routes::RouteSpec},
@@ -14,6 +15,7 @@ use crate::{
     mail::{self, transport::Transport, Outbox},
     state::AppState,
     telemetry,
+    tokens::TokenSettings,
 };
 use anyhow::Context;
 use axum::Router;
@@ -73,7 +75,20 @@ impl Application {
             .await
             .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
         telemetry::metrics_handle();
+        let hasher = PasswordHasher::new(
+            config.auth.argon2.clone(),
+            config.auth.password_hash_concurrency,
+            config.auth.password_hash_queue,
+        )
+        .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
+        let token_settings = TokenSettings {
+            issuer: config.auth.jwt_issuer.clone(),
+            audience: config.auth.jwt_audience.clone(),
+            ttl: config.auth.access_token_ttl,
+        };
         let state = AppState {
+            hasher,
+            token_settings: Arc::new(token_settings),
             client_policy: Arc::new(ClientPolicy::from_config(&config)),
             config: Arc::new(config),
             db,

@@ -5,7 +5,8 @@
 //! clock and mailbox) and many run in parallel in one process.
 
 use crate::{
-    clock::Clock, config::Config, http::client_version::ClientPolicy, keys::Keys, mail::Outbox,
+    auth::password::PasswordHasher, clock::Clock, config::Config,
+    http::client_version::ClientPolicy, keys::Keys, mail::Outbox, tokens::TokenSettings,
 };
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     pub client_policy: Arc<ClientPolicy>,
     pub outbox: Outbox,
+    /// argon2id on a bounded pool of blocking threads.
+    pub hasher: PasswordHasher,
+    pub token_settings: Arc<TokenSettings>,
     /// Whether this process terminates TLS itself (HSTS is sent when it does).
     pub tls_enabled: bool,
 }

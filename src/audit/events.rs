@@ -2,5 +2,39 @@
 //! `audit_events_event_type_format` constraint). Features add theirs here,
 //! and SECURITY.md documents each one: when it fires and what it holds.
 
-/// The service started and applied its migrations.
+/// The service started and applied its migrations. Details: `version`.
 pub const SYSTEM_STARTED: &str = "system.service.started";
+
+/// A registration was accepted (new account). Details: none.
+pub const REGISTERED: &str = "auth.account.registered";
+/// Someone tried to register an address that already has an account; its
+/// owner was notified. Details: none.
+pub const REGISTRATION_DUPLICATE: &str = "auth.account.registration_duplicate";
+/// A verification code was sent (registration or resend). Details: none.
+pub const VERIFICATION_SENT: &str = "auth.email.verification_sent";
+/// An email verification succeeded or failed. Details: `reason` on failure.
+pub const VERIFICATION: &str = "auth.email.verified";
+/// A sign-in completed and a session started. Details: `aal`, `amr`.
+pub const LOGIN_SUCCEEDED: &str = "auth.login.succeeded";
+/// A sign-in was refused. Details: `reason` (`invalid_credentials`,
+/// `email_not_verified`, `account_locked`); user id when the account exists.
+pub const LOGIN_FAILED: &str = "auth.login.failed";
+/// A refresh token was rotated. Details: `grace_retry`.
+pub const REFRESH_ROTATED: &str = "auth.refresh.rotated";
+/// A refresh was refused. Details: `reason` (the refresh failure code).
+pub const REFRESH_FAILED: &str = "auth.refresh.failed";
+/// A retired refresh token was presented after the grace window; the
+/// session was revoked. Details: `seconds_since_use`.
+pub const REFRESH_REUSE_DETECTED: &str = "auth.refresh.reuse_detected";
+/// The current session was ended by its user.
+pub const LOGOUT: &str = "auth.session.logout";
+/// Every session of the user was ended by the user. Details: `sessions`.
+pub const LOGOUT_ALL: &str = "auth.session.logout_all";
+/// One session was ended from the session list. Details: none.
+pub const SESSION_REVOKED: &str = "auth.session.revoked";
+/// The password was changed; other sessions ended. Details: `sessions_ended`.
+pub const PASSWORD_CHANGED: &str = "auth.password.changed";
+/// A password reset was requested for an existing account.
+pub const PASSWORD_RESET_REQUESTED: &str = "auth.password.reset_requested";
+/// A password reset completed (or failed). Details: `sessions_ended` or `reason`.
+pub const PASSWORD_RESET: &str = "auth.password.reset";

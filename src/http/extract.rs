@@ -169,6 +169,26 @@ pub fn flatten_validation(prefix: &str, errors: &ValidationErrors) -> Vec<FieldE
     out
 }
 
+/// A path parameter; one that does not parse (a malformed id) is answered
+/// exactly like a missing object: 404, never a plain-text 400.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|_| ApiError::NotFound)
+    }
+}
+
 /// Who is calling, from where, with which app.
 #[derive(Clone, Debug)]
 pub struct ClientInfo {

@@ -14,6 +14,7 @@
 //!
 //! Unknown paths and methods answer problem+json 404 / 405 like everything else.
 
+pub mod auth;
 pub mod client_ip;
 pub mod client_version;
 pub mod extract;
@@ -21,6 +22,7 @@ pub mod headers;
 pub mod health;
 pub mod request_id;
 pub mod routes;
+pub mod validate;
 
 use crate::{error::ApiError, state::AppState, telemetry};
 use axum::{
@@ -39,6 +41,9 @@ pub fn api_routes() -> ApiRouter {
     ApiRouter::new()
         .route(Method::GET, "/healthz", "get_healthz", health::get_healthz)
         .route(Method::GET, "/readyz", "get_readyz", health::get_readyz)
+        .merge(crate::tokens::routes::router())
+        .merge(crate::auth::routes::router())
+        .merge(crate::sessions::routes::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

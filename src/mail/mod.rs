@@ -8,6 +8,7 @@
 //! delivers to the log, to files (tests, local tools) or over SMTP.
 
 pub mod sender;
+pub mod templates;
 pub mod transport;
 
 use crate::{

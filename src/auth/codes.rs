@@ -1,0 +1,130 @@
+//! One-time email codes (verification, password reset).
+//!
+//! Six digits from the OS CSPRNG, stored only as an HMAC under
+//! `CODE_HMAC_KEY` bound to purpose and user (a dump of the table cannot be
+//! brute-forced offline, and a reset code cannot verify an email). A code
+//! lives 15 minutes, dies after 5 wrong attempts, and is consumed with
+//! `UPDATE … WHERE used_at IS NULL`, so two racing requests cannot both
+//! use it. Issuing a new code retires the previous one.
+
+use crate::{
+    crypto::{hash::constant_time_eq, random},
+    keys::Keys,
+};
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub const MAX_ATTEMPTS: i32 = 5;
+const DIGITS: u32 = 6;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    EmailVerification,
+    PasswordReset,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmailVerification => "email_verification",
+            Self::PasswordReset => "password_reset",
+        }
+    }
+}
+
+/// Why a code was not accepted (the client only ever sees `invalid_code`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum CodeError {
+    /// No live code: never issued, expired, used, superseded or exhausted.
+    NoLiveCode,
+    Mismatch,
+}
+
+fn mac(keys: &Keys, purpose: Purpose, user_id: Uuid, code: &str) -> Vec<u8> {
+    keys.codes
+        .hash(purpose.as_str(), &user_id.to_string(), code)
+}
+
+/// Issues a fresh code for `user_id`, retiring any live one; returns the
+/// code to mail (it is never stored).
+pub async fn issue(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    now: DateTime<Utc>,
+    ttl: Duration,
+    user_id: Uuid,
+    purpose: Purpose,
+) -> sqlx::Result<String> {
+    let code = random::numeric_code(DIGITS);
+    sqlx::query!(
+        "UPDATE email_codes SET used_at = $3 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
+        user_id,
+        purpose.as_str(),
+        now,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"INSERT INTO email_codes (email_code_id, user_id, purpose, code_hash, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6)"#,
+        Uuid::now_v7(),
+        user_id,
+        purpose.as_str(),
+        mac(keys, purpose, user_id, &code),
+        now,
+        now + ttl,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(code)
+}
+
+/// Checks and consumes a code. A wrong code costs an attempt, which the
+/// caller must commit even though the request fails.
+pub async fn consume(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    now: DateTime<Utc>,
+    user_id: Uuid,
+    purpose: Purpose,
+    code: &str,
+) -> sqlx::Result<Result<(), CodeError>> {
+    let live = sqlx::query!(
+        r#"SELECT email_code_id, code_hash, attempts FROM email_codes
+           WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3
+           FOR UPDATE"#,
+        user_id,
+        purpose.as_str(),
+        now,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(live) = live else {
+        return Ok(Err(CodeError::NoLiveCode));
+    };
+    if live.attempts >= MAX_ATTEMPTS {
+        return Ok(Err(CodeError::NoLiveCode));
+    }
+    if !constant_time_eq(&live.code_hash, &mac(keys, purpose, user_id, code)) {
+        sqlx::query!(
+            "UPDATE email_codes SET attempts = attempts + 1 WHERE email_code_id = $1",
+            live.email_code_id,
+        )
+        .execute(&mut *conn)
+        .await?;
+        return Ok(Err(CodeError::Mismatch));
+    }
+    let used = sqlx::query!(
+        "UPDATE email_codes SET used_at = $2 WHERE email_code_id = $1 AND used_at IS NULL",
+        live.email_code_id,
+        now,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(if used.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(CodeError::NoLiveCode)
+    })
+}

@@ -1,0 +1,67 @@
+//! Accounts: registration, email verification, sign-in and password
+//! recovery, all enumeration-safe (the same status, body and comparable
+//! time whether or not an address has an account).
+
+pub mod codes;
+pub mod db;
+pub mod email;
+pub mod password;
+pub mod policy;
+pub mod recovery;
+pub mod routes;
+
+use crate::{error::ApiError, state::AppState};
+use password::HashError;
+use secrecy::SecretString;
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            // A login flood is shed rather than queued without bound.
+            HashError::Overloaded => {
+                metrics::counter!("password_hash_shed_total").increment(1);
+                ApiError::Unavailable {
+                    code: "overloaded",
+                    retry_after_secs: 1,
+                }
+            }
+            HashError::TooLong => invalid_credentials(),
+            HashError::Internal(msg) => {
+                ApiError::internal(anyhow::anyhow!("password hashing: {msg}"))
+            }
+        }
+    }
+}
+
+/// The one answer for an unknown email and a wrong password alike.
+pub fn invalid_credentials() -> ApiError {
+    ApiError::Unauthorized {
+        code: "invalid_credentials",
+        detail: "The email or password is incorrect.",
+    }
+}
+
+pub fn invalid_code() -> ApiError {
+    ApiError::bad_request(
+        "invalid_code",
+        "The code is wrong, expired or already used. Request a new one if needed.",
+    )
+}
+
+/// Normalises a new password and applies the policy; the refusal names the
+/// rule so the app can tell the person what to change.
+pub fn accept_new_password(
+    raw: &str,
+    email: &email::Email,
+    field: &str,
+) -> Result<SecretString, ApiError> {
+    let normalised = policy::normalize(raw);
+    policy::check(&normalised, email.as_str())
+        .map_err(|v| ApiError::invalid_field(field, v.code, &v.message))?;
+    Ok(SecretString::from(normalised))
+}
+
+/// Hashes with the shared bounded pool.
+pub async fn hash_password(state: &AppState, password: &SecretString) -> Result<String, ApiError> {
+    Ok(state.hasher.hash(password).await?)
+}

@@ -1,0 +1,238 @@
+//! Password recovery and change: forgot, reset, change.
+//!
+//! A reset proves control of the mailbox, so it ends every session (a thief
+//! holding a refresh token is thrown out) and marks the email verified; a
+//! change proves knowledge of the current password and ends every *other*
+//! session. MFA, once enabled, still applies at the next sign-in.
+
+use super::{
+    codes::{self, Purpose},
+    db,
+    email::Email,
+    invalid_code,
+    routes::{email_aad, EmailOnlyRequest, StatusResponse},
+};
+use crate::{
+    audit::{self, events, AuditEvent, Outcome},
+    crypto::aead,
+    error::ApiError,
+    http::{auth::AuthUser, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
+    mail::{self, templates},
+    sessions::db as sessions_db,
+    state::AppState,
+};
+use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
+use secrecy::SecretString;
+use serde::Deserialize;
+use validator::Validate;
+
+pub fn router() -> ApiRouter {
+    ApiRouter::new()
+        .route(
+            Method::POST,
+            "/v1/auth/password/forgot",
+            "forgot_password",
+            forgot_password,
+        )
+        .route(
+            Method::POST,
+            "/v1/auth/password/reset",
+            "reset_password",
+            reset_password,
+        )
+        .route(
+            Method::POST,
+            "/v1/auth/password/change",
+            "change_password",
+            change_password,
+        )
+}
+
+pub async fn forgot_password(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Json(req): Json<EmailOnlyRequest>,
+) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+    let email = Email::parse(&req.email, "email")?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
+        let code = codes::issue(
+            &mut tx,
+            &state.keys,
+            now,
+            state.config.auth.email_code_ttl,
+            user.user_id,
+            Purpose::PasswordReset,
+        )
+        .await?;
+        mail::enqueue(
+            &mut tx,
+            &state.keys,
+            now,
+            "password_reset",
+            &templates::password_reset_code(email.as_str(), &code),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::PASSWORD_RESET_REQUESTED, Outcome::Success)
+                .user(user.user_id)
+                .client(&client),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    state.outbox.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        JsonResponse(StatusResponse { status: "accepted" }),
+    ))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    #[validate(length(max = 320))]
+    pub email: String,
+    #[validate(custom(function = "validate::six_digits"))]
+    pub code: String,
+    #[validate(length(max = 1024))]
+    pub new_password: String,
+}
+
+pub async fn reset_password(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Json(req): Json<ResetPasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let email = Email::parse(&req.email, "email")?;
+    let password = super::accept_new_password(&req.new_password, &email, "new_password")?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? else {
+        return Err(invalid_code());
+    };
+    if let Err(reason) = codes::consume(
+        &mut tx,
+        &state.keys,
+        now,
+        user.user_id,
+        Purpose::PasswordReset,
+        &req.code,
+    )
+    .await?
+    {
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::PASSWORD_RESET, Outcome::Failure)
+                .user(user.user_id)
+                .client(&client)
+                .detail("reason", format!("{reason:?}").to_lowercase()),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(invalid_code());
+    }
+    let hash = super::hash_password(&state, &password).await?;
+    db::set_password_hash(&mut tx, user.user_id, &hash, now, true).await?;
+    db::mark_verified(&mut tx, user.user_id, now).await?;
+    let ended =
+        sessions_db::revoke_all_sessions(&mut tx, user.user_id, None, now, "password_reset")
+            .await?;
+    audit::record(
+        &mut tx,
+        now,
+        &AuditEvent::new(events::PASSWORD_RESET, Outcome::Success)
+            .user(user.user_id)
+            .client(&client)
+            .detail("sessions_ended", ended),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[validate(length(max = 4096))]
+    pub current_password: String,
+    #[validate(length(max = 1024))]
+    pub new_password: String,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    client: ClientInfo,
+    Json(req): Json<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let user = db::find_by_id(&mut conn, auth.user_id)
+        .await?
+        .ok_or_else(crate::http::auth::invalid_token)?;
+    let sealed = db::email_ciphertext(&mut conn, auth.user_id)
+        .await?
+        .ok_or_else(crate::http::auth::invalid_token)?;
+    drop(conn);
+    let current = SecretString::from(super::policy::normalize(&req.current_password));
+    // An over-long current password is simply wrong here: never a 401,
+    // which an app would read as "signed out".
+    let current_ok = match state
+        .hasher
+        .verify(&current, Some(&user.password_hash))
+        .await
+    {
+        Ok(v) => v.ok,
+        Err(super::password::HashError::TooLong) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if !current_ok {
+        let mut conn = state.db.acquire().await?;
+        audit::record(
+            &mut conn,
+            state.clock.now(),
+            &AuditEvent::new(events::PASSWORD_CHANGED, Outcome::Failure)
+                .user(auth.user_id)
+                .session(auth.session_id)
+                .client(&client)
+                .detail("reason", "invalid_current_password"),
+        )
+        .await?;
+        return Err(ApiError::Forbidden {
+            code: "invalid_credentials",
+            detail: "The current password is incorrect.",
+        });
+    }
+    let plain = aead::open(&state.keys.data, &email_aad(auth.user_id), &sealed)?;
+    let email = Email::parse(&String::from_utf8_lossy(&plain), "email")?;
+    let password = super::accept_new_password(&req.new_password, &email, "new_password")?;
+    let hash = super::hash_password(&state, &password).await?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    db::set_password_hash(&mut tx, auth.user_id, &hash, now, true).await?;
+    let ended = sessions_db::revoke_all_sessions(
+        &mut tx,
+        auth.user_id,
+        Some(auth.session_id),
+        now,
+        "password_changed",
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        now,
+        &AuditEvent::new(events::PASSWORD_CHANGED, Outcome::Success)
+            .user(auth.user_id)
+            .session(auth.session_id)
+            .client(&client)
+            .detail("sessions_ended", ended),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

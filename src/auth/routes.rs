@@ -1,0 +1,376 @@
+//! Sign-up and sign-in: register, verify-email, resend, login.
+
+use super::{
+    codes::{self, Purpose},
+    db,
+    email::Email,
+    invalid_code, invalid_credentials,
+};
+use crate::{
+    audit::{self, events, AuditEvent, Outcome},
+    crypto::{aead, Aad},
+    error::ApiError,
+    http::{extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
+    mail::{self, templates},
+    sessions::{self, DeviceInfo, SignIn, TokenPair},
+    state::AppState,
+};
+use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use validator::Validate;
+
+pub fn router() -> ApiRouter {
+    ApiRouter::new()
+        .route(Method::POST, "/v1/auth/register", "register", register)
+        .route(
+            Method::POST,
+            "/v1/auth/verify-email",
+            "verify_email",
+            verify_email,
+        )
+        .route(
+            Method::POST,
+            "/v1/auth/verify-email/resend",
+            "resend_verification",
+            resend_verification,
+        )
+        .route(Method::POST, "/v1/auth/login", "login", login)
+        .merge(super::recovery::router())
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[validate(length(max = 320))]
+    pub email: String,
+    #[validate(length(max = 1024))]
+    pub password: String,
+    #[validate(
+        length(min = 1, max = 64),
+        custom(function = "validate::no_control_chars")
+    )]
+    pub display_name: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct StatusResponse {
+    pub status: &'static str,
+}
+
+pub fn email_aad(user_id: Uuid) -> Aad<'static> {
+    Aad {
+        table: "users",
+        column: "email",
+        row_id: user_id,
+    }
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Json(req): Json<RegisterRequest>,
+) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+    let email = Email::parse(&req.email, "email")?;
+    let password = super::accept_new_password(&req.password, &email, "password")?;
+    // Hash before knowing whether the address is taken: both answers cost
+    // the same argon2 run, so timing does not tell them apart.
+    let hash = super::hash_password(&state, &password).await?;
+    let now = state.clock.now();
+    let user_id = Uuid::now_v7();
+    let blind = email.blind_index(&state.keys);
+    let sealed = aead::seal(
+        &state.keys.data,
+        &email_aad(user_id),
+        email.as_str().as_bytes(),
+    )?;
+    let mut tx = state.db.begin().await?;
+    let created = db::insert_user(
+        &mut tx,
+        &db::NewUser {
+            user_id,
+            email_ciphertext: &sealed,
+            email_blind_index: &blind,
+            password_hash: &hash,
+            now,
+        },
+    )
+    .await?;
+    if created {
+        if let Some(name) = &req.display_name {
+            let sealed_name = aead::seal(
+                &state.keys.data,
+                &Aad {
+                    table: "users",
+                    column: "display_name",
+                    row_id: user_id,
+                },
+                name.as_bytes(),
+            )?;
+            db::set_display_name(&mut tx, user_id, &sealed_name).await?;
+        }
+        let code = codes::issue(
+            &mut tx,
+            &state.keys,
+            now,
+            state.config.auth.email_code_ttl,
+            user_id,
+            Purpose::EmailVerification,
+        )
+        .await?;
+        mail::enqueue(
+            &mut tx,
+            &state.keys,
+            now,
+            "email_verification",
+            &templates::verification_code(email.as_str(), &code),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        for event in [events::REGISTERED, events::VERIFICATION_SENT] {
+            audit::record(
+                &mut tx,
+                now,
+                &AuditEvent::new(event, Outcome::Success)
+                    .user(user_id)
+                    .client(&client),
+            )
+            .await?;
+        }
+    } else {
+        let existing = db::find_by_email(&mut tx, &blind).await?;
+        mail::enqueue(
+            &mut tx,
+            &state.keys,
+            now,
+            "registration_attempt",
+            &templates::registration_attempt(email.as_str()),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        let mut event =
+            AuditEvent::new(events::REGISTRATION_DUPLICATE, Outcome::Denied).client(&client);
+        if let Some(u) = existing {
+            event = event.user(u.user_id);
+        }
+        audit::record(&mut tx, now, &event).await?;
+    }
+    tx.commit().await?;
+    state.outbox.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        JsonResponse(StatusResponse {
+            status: "verification_required",
+        }),
+    ))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmailRequest {
+    #[validate(length(max = 320))]
+    pub email: String,
+    #[validate(custom(function = "validate::six_digits"))]
+    pub code: String,
+}
+
+pub async fn verify_email(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Json(req): Json<VerifyEmailRequest>,
+) -> Result<JsonResponse<StatusResponse>, ApiError> {
+    let email = Email::parse(&req.email, "email")?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? else {
+        return Err(invalid_code());
+    };
+    let outcome = codes::consume(
+        &mut tx,
+        &state.keys,
+        now,
+        user.user_id,
+        Purpose::EmailVerification,
+        &req.code,
+    )
+    .await?;
+    let event = AuditEvent::new(
+        events::VERIFICATION,
+        if outcome.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        },
+    )
+    .user(user.user_id)
+    .client(&client);
+    match outcome {
+        Ok(()) => {
+            db::mark_verified(&mut tx, user.user_id, now).await?;
+            audit::record(&mut tx, now, &event).await?;
+            tx.commit().await?;
+            Ok(JsonResponse(StatusResponse { status: "verified" }))
+        }
+        Err(reason) => {
+            // The failed attempt must be counted even though the request fails.
+            audit::record(
+                &mut tx,
+                now,
+                &event.detail("reason", format!("{reason:?}").to_lowercase()),
+            )
+            .await?;
+            tx.commit().await?;
+            Err(invalid_code())
+        }
+    }
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct EmailOnlyRequest {
+    #[validate(length(max = 320))]
+    pub email: String,
+}
+
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Json(req): Json<EmailOnlyRequest>,
+) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+    let email = Email::parse(&req.email, "email")?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
+        if user.email_verified_at.is_none() {
+            let code = codes::issue(
+                &mut tx,
+                &state.keys,
+                now,
+                state.config.auth.email_code_ttl,
+                user.user_id,
+                Purpose::EmailVerification,
+            )
+            .await?;
+            mail::enqueue(
+                &mut tx,
+                &state.keys,
+                now,
+                "email_verification",
+                &templates::verification_code(email.as_str(), &code),
+            )
+            .await
+            .map_err(ApiError::internal)?;
+            audit::record(
+                &mut tx,
+                now,
+                &AuditEvent::new(events::VERIFICATION_SENT, Outcome::Success)
+                    .user(user.user_id)
+                    .client(&client),
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    state.outbox.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        JsonResponse(StatusResponse { status: "accepted" }),
+    ))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[validate(length(max = 320))]
+    pub email: String,
+    #[validate(length(max = 4096))]
+    pub password: String,
+    #[validate(nested)]
+    pub device: Option<DeviceInfo>,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Json(req): Json<LoginRequest>,
+) -> Result<JsonResponse<TokenPair>, ApiError> {
+    let email = Email::parse(&req.email, "email")?;
+    let normalised = super::policy::normalize(&req.password);
+    if normalised.chars().count() > super::policy::MAX_CHARS {
+        // No account can have such a password: refuse before any hashing,
+        // so long inputs cannot be used to burn CPU.
+        return Err(invalid_credentials());
+    }
+    let password = SecretString::from(normalised);
+    let mut conn = state.db.acquire().await?;
+    let user = db::find_by_email(&mut conn, &email.blind_index(&state.keys)).await?;
+    drop(conn);
+    // Unknown addresses verify a dummy hash: the same work, the same answer.
+    let verified = state
+        .hasher
+        .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await?;
+    let now = state.clock.now();
+    let refuse = |reason: &'static str, user_id: Option<Uuid>| {
+        let mut event = AuditEvent::new(events::LOGIN_FAILED, Outcome::Failure)
+            .client(&client)
+            .detail("reason", reason);
+        if let Some(id) = user_id {
+            event = event.user(id);
+        }
+        event
+    };
+    let user = match user {
+        Some(u) if verified.ok => u,
+        other => {
+            let mut conn = state.db.acquire().await?;
+            audit::record(
+                &mut conn,
+                now,
+                &refuse("invalid_credentials", other.map(|u| u.user_id)),
+            )
+            .await?;
+            metrics::counter!("auth_login_total", "outcome" => "invalid_credentials").increment(1);
+            return Err(invalid_credentials());
+        }
+    };
+    // Only a caller who knows the password learns the account's state.
+    let denial = if user.status != "active" {
+        Some(("account_locked", "This account is locked. Contact support."))
+    } else if user.email_verified_at.is_none() {
+        Some((
+            "email_not_verified",
+            "Verify your email address before signing in.",
+        ))
+    } else {
+        None
+    };
+    if let Some((code, detail)) = denial {
+        let mut conn = state.db.acquire().await?;
+        audit::record(&mut conn, now, &refuse(code, Some(user.user_id))).await?;
+        metrics::counter!("auth_login_total", "outcome" => code).increment(1);
+        return Err(ApiError::Forbidden { code, detail });
+    }
+    let mut tx = state.db.begin().await?;
+    if verified.needs_rehash {
+        let rehashed = super::hash_password(&state, &password).await?;
+        db::set_password_hash(&mut tx, user.user_id, &rehashed, now, false).await?;
+    }
+    let pair = sessions::start(
+        &mut tx,
+        &state,
+        &client,
+        SignIn {
+            user_id: user.user_id,
+            role: &user.role,
+            aal: "aal1",
+            amr: vec!["pwd".into()],
+            device: req.device.as_ref(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    metrics::counter!("auth_login_total", "outcome" => "success").increment(1);
+    Ok(JsonResponse(pair))
+}

@@ -1,0 +1,53 @@
+//! Custom field rules for `validator`, shared by request DTOs.
+
+use validator::ValidationError;
+
+fn error(code: &'static str, message: &'static str) -> ValidationError {
+    let mut e = ValidationError::new(code);
+    e.message = Some(message.into());
+    e
+}
+
+/// Free text shown to people (device names, display names): no control
+/// characters, which could forge log lines or confuse other clients.
+pub fn no_control_chars(value: &str) -> Result<(), ValidationError> {
+    if value.chars().any(char::is_control) {
+        return Err(error(
+            "control_characters",
+            "Control characters are not allowed.",
+        ));
+    }
+    Ok(())
+}
+
+pub fn platform(value: &str) -> Result<(), ValidationError> {
+    match value {
+        "ios" | "android" | "web" => Ok(()),
+        _ => Err(error("platform", "Must be ios, android or web.")),
+    }
+}
+
+/// Six ASCII digits.
+pub fn six_digits(value: &str) -> Result<(), ValidationError> {
+    if value.len() == 6 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(error("code_format", "Enter the 6-digit code."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_accept_and_refuse_what_they_say() {
+        assert!(no_control_chars("Ada's iPhone").is_ok());
+        assert!(no_control_chars("evil\nline").is_err());
+        assert!(platform("ios").is_ok());
+        assert!(platform("IOS").is_err());
+        assert!(six_digits("012345").is_ok());
+        assert!(six_digits("12345").is_err());
+        assert!(six_digits("１２３４５６").is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! The text of every email the service sends. Plain text only: no remote
+//! images or tracking links, and nothing a phishing mail could imitate
+//! beyond what the user needs to act.
+
+use super::OutgoingMail;
+
+pub fn verification_code(to: &str, code: &str) -> OutgoingMail {
+    OutgoingMail {
+        to: to.to_owned(),
+        subject: "Your verification code".into(),
+        text: format!(
+            "Your verification code is {code}.\n\n\
+             Enter it in the app within 15 minutes to confirm this email address.\n\
+             If you did not create an account, ignore this message."
+        ),
+    }
+}
+
+pub fn registration_attempt(to: &str) -> OutgoingMail {
+    OutgoingMail {
+        to: to.to_owned(),
+        subject: "Someone tried to register with your email address".into(),
+        text: "Someone tried to create a new account with this email address, which already has an account.\n\n\
+               If it was you, sign in instead, or reset your password if you forgot it.\n\
+               If it was not you, no action is needed: your account is unchanged."
+            .into(),
+    }
+}
+
+pub fn password_reset_code(to: &str, code: &str) -> OutgoingMail {
+    OutgoingMail {
+        to: to.to_owned(),
+        subject: "Your password reset code".into(),
+        text: format!(
+            "Your password reset code is {code}.\n\n\
+             Enter it in the app within 15 minutes to choose a new password.\n\
+             If you did not ask to reset your password, ignore this message: your password is unchanged."
+        ),
+    }
+}

@@ -1,0 +1,259 @@
+//! Queries over `sessions` and `refresh_tokens`. Every query that reads
+//! or changes a session on behalf of a user filters by that user in SQL,
+//! so "not yours" and "missing" are the same empty result.
+
+use chrono::{DateTime, Utc};
+use sqlx::{types::ipnetwork::IpNetwork, PgConnection};
+use uuid::Uuid;
+
+pub struct NewSession<'a> {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub now: DateTime<Utc>,
+    pub idle_expires_at: DateTime<Utc>,
+    pub absolute_expires_at: DateTime<Utc>,
+    pub auth_time: DateTime<Utc>,
+    pub aal: &'a str,
+    pub amr: &'a [String],
+    pub device_name: Option<&'a str>,
+    pub platform: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub app_version: Option<String>,
+    pub ip: IpNetwork,
+    pub user_agent: Option<&'a str>,
+}
+
+pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO sessions (session_id, user_id, created_at, last_seen_at, idle_expires_at,
+                                 absolute_expires_at, auth_time, aal, amr, device_name, platform,
+                                 model, app_version, last_ip, user_agent)
+           VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"#,
+        s.session_id,
+        s.user_id,
+        s.now,
+        s.idle_expires_at,
+        s.absolute_expires_at,
+        s.auth_time,
+        s.aal,
+        s.amr,
+        s.device_name,
+        s.platform,
+        s.model,
+        s.app_version,
+        s.ip,
+        s.user_agent,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_refresh_token(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    token_hash: &[u8],
+    parent_id: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        r#"INSERT INTO refresh_tokens (refresh_token_id, session_id, token_hash, parent_id, created_at)
+           VALUES ($1, $2, $3, $4, $5)"#,
+        id,
+        session_id,
+        token_hash,
+        parent_id,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// A refresh token with its session and user, locked for the rotation.
+#[derive(Debug)]
+pub struct RefreshRow {
+    pub refresh_token_id: Uuid,
+    pub session_id: Uuid,
+    pub used_at: Option<DateTime<Utc>>,
+    pub user_id: Uuid,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_reason: Option<String>,
+    pub idle_expires_at: DateTime<Utc>,
+    pub absolute_expires_at: DateTime<Utc>,
+    pub auth_time: DateTime<Utc>,
+    pub aal: String,
+    pub amr: Vec<String>,
+    pub role: String,
+    pub status: String,
+}
+
+/// Finds and locks the token and its session: concurrent refreshes of one
+/// token queue here, and each sees the previous one's result.
+pub async fn lock_refresh_token(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+) -> sqlx::Result<Option<RefreshRow>> {
+    sqlx::query_as!(
+        RefreshRow,
+        r#"SELECT rt.refresh_token_id, rt.session_id, rt.used_at, s.user_id, s.revoked_at,
+                  s.revoked_reason, s.idle_expires_at, s.absolute_expires_at, s.auth_time,
+                  s.aal, s.amr, u.role, u.status
+           FROM refresh_tokens rt
+           JOIN sessions s ON s.session_id = rt.session_id
+           JOIN users u ON u.user_id = s.user_id
+           WHERE rt.token_hash = $1
+           FOR UPDATE OF rt, s"#,
+        token_hash,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The successor of a token and whether it has been used itself.
+pub async fn successor_used(
+    conn: &mut PgConnection,
+    parent_id: Uuid,
+) -> sqlx::Result<Option<bool>> {
+    let row = sqlx::query_scalar!(
+        r#"SELECT used_at IS NOT NULL AS "used!" FROM refresh_tokens WHERE parent_id = $1"#,
+        parent_id,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row)
+}
+
+pub async fn mark_token_used(
+    conn: &mut PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE refresh_tokens SET used_at = $2 WHERE refresh_token_id = $1",
+        id,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records activity; the idle expiry slides but never past the absolute one.
+pub async fn touch_session(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    now: DateTime<Utc>,
+    idle_expires_at: DateTime<Utc>,
+    ip: IpNetwork,
+    user_agent: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE sessions SET last_seen_at = $2,
+                  idle_expires_at = LEAST($3, absolute_expires_at),
+                  last_ip = $4, user_agent = COALESCE($5, user_agent)
+           WHERE session_id = $1"#,
+        session_id,
+        now,
+        idle_expires_at,
+        ip,
+        user_agent,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Revokes one of `user_id`'s live sessions; false when there is none
+/// with that id for that user.
+pub async fn revoke_session(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: DateTime<Utc>,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query!(
+        r#"UPDATE sessions SET revoked_at = $3, revoked_reason = $4
+           WHERE session_id = $1 AND user_id = $2 AND revoked_at IS NULL"#,
+        session_id,
+        user_id,
+        now,
+        reason,
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Revokes every live session of a user except `keep`; returns how many.
+pub async fn revoke_all_sessions(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: DateTime<Utc>,
+    reason: &str,
+) -> sqlx::Result<u64> {
+    let r = sqlx::query!(
+        r#"UPDATE sessions SET revoked_at = $3, revoked_reason = $4
+           WHERE user_id = $1 AND revoked_at IS NULL
+             AND ($2::uuid IS NULL OR session_id <> $2)"#,
+        user_id,
+        keep,
+        now,
+        reason,
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Whether an access token's session is still good, and the user's role.
+pub async fn live_session_role(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT u.role FROM sessions s JOIN users u ON u.user_id = s.user_id
+           WHERE s.session_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL
+             AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
+             AND u.status = 'active'"#,
+        session_id,
+        user_id,
+        now,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub struct SessionRow {
+    pub session_id: Uuid,
+    pub device_name: Option<String>,
+    pub platform: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub ip: Option<String>,
+}
+
+pub async fn list_live_sessions(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<SessionRow>> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"SELECT session_id, device_name, platform, created_at, last_seen_at, host(last_ip) AS ip
+           FROM sessions
+           WHERE user_id = $1 AND revoked_at IS NULL
+             AND idle_expires_at > $2 AND absolute_expires_at > $2
+           ORDER BY created_at DESC
+           LIMIT 100"#,
+        user_id,
+        now,
+    )
+    .fetch_all(conn)
+    .await
+}

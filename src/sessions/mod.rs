@@ -1,0 +1,187 @@
+//! Sessions: one per sign-in on a device, each with a chain of single-use
+//! refresh tokens, and the `TokenPair` every sign-in answers with.
+//!
+//! The refresh token that starts a session is 256 random bits; each
+//! successor is *derived* from its parent with an HMAC under a server key
+//! (see [`refresh`]), so a retry of a just-used token can be answered with
+//! the same successor without ever storing a token in clear.
+
+pub mod db;
+pub mod refresh;
+pub mod routes;
+
+use crate::{
+    audit::{self, events, AuditEvent, Outcome},
+    crypto::{hash, random},
+    error::ApiError,
+    http::extract::ClientInfo,
+    state::AppState,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{types::ipnetwork::IpNetwork, PgConnection};
+use uuid::Uuid;
+use validator::Validate;
+
+/// The body of every successful sign-in and refresh.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenPair {
+    pub token_type: String,
+    pub access_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    pub refresh_token: String,
+    /// Seconds until the session expires if unused (idle, capped by absolute).
+    pub refresh_expires_in: i64,
+    pub session_id: Uuid,
+}
+
+/// What the app says about the device signing in (all optional, bounded).
+#[derive(Clone, Debug, Default, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInfo {
+    #[validate(
+        length(min = 1, max = 64),
+        custom(function = "crate::http::validate::no_control_chars")
+    )]
+    pub name: Option<String>,
+    #[validate(custom(function = "crate::http::validate::platform"))]
+    pub platform: Option<String>,
+    #[validate(
+        length(min = 1, max = 64),
+        custom(function = "crate::http::validate::no_control_chars")
+    )]
+    pub model: Option<String>,
+}
+
+/// Who is signing in and how strongly.
+pub struct SignIn<'a> {
+    pub user_id: Uuid,
+    pub role: &'a str,
+    pub aal: &'a str,
+    pub amr: Vec<String>,
+    pub device: Option<&'a DeviceInfo>,
+}
+
+/// Creates a session and its first refresh token in the caller's
+/// transaction, audits the sign-in, and returns the token pair.
+pub async fn start(
+    conn: &mut PgConnection,
+    state: &AppState,
+    client: &ClientInfo,
+    sign_in: SignIn<'_>,
+) -> Result<TokenPair, ApiError> {
+    let now = state.clock.now();
+    let auth = &state.config.auth;
+    let session_id = Uuid::now_v7();
+    let absolute = now + auth.refresh_absolute_ttl;
+    let idle = (now + auth.refresh_idle_ttl).min(absolute);
+    let device = sign_in.device.cloned().unwrap_or_default();
+    let platform = device.platform.clone().or_else(|| {
+        client
+            .client
+            .as_ref()
+            .map(|c| platform_str(c.platform).to_owned())
+    });
+    db::insert_session(
+        &mut *conn,
+        &db::NewSession {
+            session_id,
+            user_id: sign_in.user_id,
+            now,
+            idle_expires_at: idle,
+            absolute_expires_at: absolute,
+            auth_time: now,
+            aal: sign_in.aal,
+            amr: &sign_in.amr,
+            device_name: device.name.as_deref(),
+            platform: platform.as_deref(),
+            model: device.model.as_deref(),
+            app_version: client.client.as_ref().map(|c| c.version.to_string()),
+            ip: IpNetwork::from(client.ip),
+            user_agent: client.user_agent.as_deref(),
+        },
+    )
+    .await?;
+    let refresh_token = random::token(32);
+    db::insert_refresh_token(
+        &mut *conn,
+        session_id,
+        &hash::hash_token(&refresh_token),
+        None,
+        now,
+    )
+    .await?;
+    audit::record(
+        &mut *conn,
+        now,
+        &AuditEvent::new(events::LOGIN_SUCCEEDED, Outcome::Success)
+            .user(sign_in.user_id)
+            .session(session_id)
+            .client(client)
+            .detail("aal", sign_in.aal)
+            .detail("amr", sign_in.amr.clone()),
+    )
+    .await?;
+    let access = AccessGrant {
+        user_id: sign_in.user_id,
+        session_id,
+        role: sign_in.role,
+        aal: sign_in.aal,
+        amr: &sign_in.amr,
+        auth_time: now,
+        idle_expires_at: idle,
+    };
+    issue_pair(state, now, &access, refresh_token)
+}
+
+/// The claims of an access token for one session.
+pub struct AccessGrant<'a> {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub role: &'a str,
+    pub aal: &'a str,
+    pub amr: &'a [String],
+    pub auth_time: DateTime<Utc>,
+    pub idle_expires_at: DateTime<Utc>,
+}
+
+pub fn issue_pair(
+    state: &AppState,
+    now: DateTime<Utc>,
+    grant: &AccessGrant<'_>,
+    refresh_token: String,
+) -> Result<TokenPair, ApiError> {
+    let amr: Vec<&str> = grant.amr.iter().map(String::as_str).collect();
+    let (access_token, claims) = state
+        .keys
+        .signing
+        .issue(
+            &state.token_settings,
+            now,
+            grant.user_id,
+            grant.session_id,
+            grant.role,
+            grant.aal,
+            &amr,
+            grant.auth_time,
+        )
+        .map_err(ApiError::internal)?;
+    Ok(TokenPair {
+        token_type: "Bearer".into(),
+        access_token,
+        expires_in: claims.exp - now.timestamp(),
+        refresh_token,
+        refresh_expires_in: (grant.idle_expires_at - now).num_seconds().max(0),
+        session_id: grant.session_id,
+    })
+}
+
+pub fn platform_str(p: crate::http::client_version::Platform) -> &'static str {
+    use crate::http::client_version::Platform;
+    match p {
+        Platform::Ios => "ios",
+        Platform::Android => "android",
+        Platform::Web => "web",
+    }
+}

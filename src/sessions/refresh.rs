@@ -1,0 +1,209 @@
+//! Refresh-token rotation with a retry grace and reuse detection.
+//!
+//! * Every refresh retires the presented token and answers with its
+//!   successor, `base64url(HMAC(CODE_HMAC_KEY, "refresh_successor", session,
+//!   parent))`: unpredictable without the server key, and recomputable
+//!   from the parent, so nothing but hashes is stored.
+//! * A retry of the token just retired, within `REFRESH_GRACE_SECS` and
+//!   while its successor is unused, gets the *same* successor: a phone
+//!   whose response was lost (or that refreshed twice at once) stays
+//!   signed in.
+//! * Any other presentation of a retired token is reuse (a stolen token
+//!   raced its owner): the whole session is revoked, audited, and every
+//!   token of it answers `refresh_token_reused`.
+//!
+//! The token row and its session are locked (`FOR UPDATE`) for the whole
+//! transaction, so concurrent refreshes of one token are serialised and all
+//! end holding the same successor.
+
+use super::{db, issue_pair, AccessGrant, TokenPair};
+use crate::{
+    audit::{self, events, AuditEvent, Outcome},
+    crypto::hash,
+    error::ApiError,
+    http::extract::ClientInfo,
+    state::AppState,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use sqlx::types::ipnetwork::IpNetwork;
+
+/// Why a refresh failed; each is a stable `code` so an app can tell
+/// "sign the user out" from "retry".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshFailure {
+    Invalid,
+    Reused,
+    Revoked,
+    ExpiredIdle,
+    ExpiredAbsolute,
+}
+
+impl RefreshFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Invalid => "refresh_token_invalid",
+            Self::Reused => "refresh_token_reused",
+            Self::Revoked => "session_revoked",
+            Self::ExpiredIdle => "session_expired_idle",
+            Self::ExpiredAbsolute => "session_expired_absolute",
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            Self::Invalid => "The refresh token is not valid. Sign in again.",
+            Self::Reused => "This refresh token was already used; the session was ended to protect the account. Sign in again.",
+            Self::Revoked => "The session was ended. Sign in again.",
+            Self::ExpiredIdle => "The session expired after a period of inactivity. Sign in again.",
+            Self::ExpiredAbsolute => "The session reached its maximum lifetime. Sign in again.",
+        }
+    }
+
+    pub fn into_error(self) -> ApiError {
+        ApiError::Unauthorized {
+            code: self.code(),
+            detail: self.detail(),
+        }
+    }
+}
+
+/// The reason stored on a session revoked for reuse.
+pub const REUSE_REASON: &str = "refresh_token_reused";
+
+fn successor_of(state: &AppState, session_id: uuid::Uuid, parent: &str) -> String {
+    let mac = state
+        .keys
+        .codes
+        .hash("refresh_successor", &session_id.to_string(), parent);
+    URL_SAFE_NO_PAD.encode(mac)
+}
+
+pub async fn refresh(
+    state: &AppState,
+    client: &ClientInfo,
+    presented: &str,
+) -> Result<TokenPair, ApiError> {
+    let now = state.clock.now();
+    let grace = state.config.auth.refresh_grace;
+    let mut tx = state.db.begin().await?;
+    let Some(row) = db::lock_refresh_token(&mut tx, &hash::hash_token(presented)).await? else {
+        return Err(fail(state, client, None, RefreshFailure::Invalid).await);
+    };
+    let failure = if row.revoked_at.is_some() {
+        Some(if row.revoked_reason.as_deref() == Some(REUSE_REASON) {
+            RefreshFailure::Reused
+        } else {
+            RefreshFailure::Revoked
+        })
+    } else if row.status != "active" {
+        Some(RefreshFailure::Revoked)
+    } else if now >= row.absolute_expires_at {
+        Some(RefreshFailure::ExpiredAbsolute)
+    } else if now >= row.idle_expires_at {
+        Some(RefreshFailure::ExpiredIdle)
+    } else {
+        None
+    };
+    if let Some(f) = failure {
+        drop(tx);
+        return Err(fail(state, client, Some(&row), f).await);
+    }
+
+    let successor = successor_of(state, row.session_id, presented);
+    match row.used_at {
+        None => {
+            db::mark_token_used(&mut tx, row.refresh_token_id, now).await?;
+            db::insert_refresh_token(
+                &mut tx,
+                row.session_id,
+                &hash::hash_token(&successor),
+                Some(row.refresh_token_id),
+                now,
+            )
+            .await?;
+        }
+        Some(used_at) => {
+            let retry_ok = now - used_at <= grace
+                && db::successor_used(&mut tx, row.refresh_token_id).await? == Some(false);
+            if !retry_ok {
+                db::revoke_session(&mut tx, row.user_id, row.session_id, now, REUSE_REASON).await?;
+                audit::record(
+                    &mut tx,
+                    now,
+                    &AuditEvent::new(events::REFRESH_REUSE_DETECTED, Outcome::Denied)
+                        .user(row.user_id)
+                        .session(row.session_id)
+                        .client(client)
+                        .detail("seconds_since_use", (now - used_at).num_seconds()),
+                )
+                .await?;
+                tx.commit().await?;
+                metrics::counter!("auth_refresh_total", "outcome" => "reuse_detected").increment(1);
+                tracing::warn!(session_id = %row.session_id, "refresh token reuse detected; session revoked");
+                return Err(RefreshFailure::Reused.into_error());
+            }
+        }
+    }
+    let idle = (now + state.config.auth.refresh_idle_ttl).min(row.absolute_expires_at);
+    db::touch_session(
+        &mut tx,
+        row.session_id,
+        now,
+        idle,
+        IpNetwork::from(client.ip),
+        client.user_agent.as_deref(),
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        now,
+        &AuditEvent::new(events::REFRESH_ROTATED, Outcome::Success)
+            .user(row.user_id)
+            .session(row.session_id)
+            .client(client)
+            .detail("grace_retry", row.used_at.is_some()),
+    )
+    .await?;
+    let pair = issue_pair(
+        state,
+        now,
+        &AccessGrant {
+            user_id: row.user_id,
+            session_id: row.session_id,
+            role: &row.role,
+            aal: &row.aal,
+            amr: &row.amr,
+            auth_time: row.auth_time,
+            idle_expires_at: idle,
+        },
+        successor,
+    )?;
+    tx.commit().await?;
+    metrics::counter!("auth_refresh_total", "outcome" => "rotated").increment(1);
+    Ok(pair)
+}
+
+/// Audits a refused refresh (in its own short transaction) and returns the error.
+async fn fail(
+    state: &AppState,
+    client: &ClientInfo,
+    row: Option<&db::RefreshRow>,
+    failure: RefreshFailure,
+) -> ApiError {
+    let mut event = AuditEvent::new(events::REFRESH_FAILED, Outcome::Failure)
+        .client(client)
+        .detail("reason", failure.code());
+    if let Some(row) = row {
+        event = event.user(row.user_id).session(row.session_id);
+    }
+    let recorded = async {
+        let mut conn = state.db.acquire().await?;
+        audit::record(&mut conn, state.clock.now(), &event).await
+    }
+    .await;
+    metrics::counter!("auth_refresh_total", "outcome" => failure.code()).increment(1);
+    match recorded {
+        Ok(_) => failure.into_error(),
+        Err(e) => ApiError::from(e),
+    }
+}
