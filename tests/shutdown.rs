@@ -28,7 +28,7 @@ async fn a_request_in_flight_when_sigterm_arrives_completes() {
         .unwrap();
     let (base, _) = admin_url.rsplit_once('/').unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let keys = Keys::generate();
+    let keys = Keys::generate().unwrap();
     let env: HashMap<&str, String> = HashMap::from([
         ("DATABASE_URL", format!("{base}/{db}")),
         ("LISTEN_ADDR", "127.0.0.1:0".into()),
@@ -37,6 +37,7 @@ async fn a_request_in_flight_when_sigterm_arrives_completes() {
         ("DATA_KEYS", keys.data.to_spec()),
         ("BLIND_INDEX_KEY", keys.blind_index.to_base64()),
         ("CODE_HMAC_KEY", keys.codes.to_base64()),
+        ("SIGNING_KEYS", keys.signing.to_pem()),
     ]);
     let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
 

@@ -80,6 +80,13 @@ fn keys_generate_prints_keys_that_production_accepts() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let vars: std::collections::HashMap<&str, &str> =
         stdout.lines().filter_map(|l| l.split_once('=')).collect();
+    let signing = clean_command(dir.path())
+        .args(["keys", "generate-signing"])
+        .output()
+        .unwrap();
+    assert!(signing.status.success());
+    let signing_pem = String::from_utf8(signing.stdout).unwrap();
+    assert!(signing_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
     let config = mobile_backend::config::Config::from_lookup(|k| {
         match k {
             "APP_ENV" => Some("production"),
@@ -87,6 +94,7 @@ fn keys_generate_prints_keys_that_production_accepts() {
             "PUBLIC_BASE_URL" => Some("https://api.example.com"),
             "MAIL_TRANSPORT" => Some("smtps://mail.example.com"),
             "MAIL_FROM" => Some("Example <no-reply@example.com>"),
+            "SIGNING_KEYS" => Some(signing_pem.as_str()),
             other => vars.get(other).copied(),
         }
         .map(str::to_owned)

@@ -64,6 +64,8 @@ async fn hsts_is_sent_in_production() {
         .env("PUBLIC_BASE_URL", "https://api.example.com")
         .env("MAIL_TRANSPORT", "smtps://mail.example.com")
         .env("MAIL_FROM", "Example <no-reply@example.com>")
+        .env("ARGON2_MEMORY_KIB", "19456")
+        .env("ARGON2_ITERATIONS", "2")
         .spawn()
         .await;
     for r in [app.get("/healthz").await, app.get("/v1/missing").await] {

@@ -118,7 +118,7 @@ impl TestAppBuilder {
 
         let tmp = tempfile::tempdir().unwrap();
         let mail_dir = tmp.path().join("mail");
-        let keys = Keys::generate();
+        let keys = Keys::generate().unwrap();
         let mut env: HashMap<String, String> = [
             ("APP_ENV", "development".to_owned()),
             ("DATABASE_URL", db_url.clone()),
@@ -132,6 +132,11 @@ impl TestAppBuilder {
             ("DATA_KEYS", keys.data.to_spec()),
             ("BLIND_INDEX_KEY", keys.blind_index.to_base64()),
             ("CODE_HMAC_KEY", keys.codes.to_base64()),
+            ("SIGNING_KEYS", keys.signing.to_pem()),
+            // Cheaper argon2 for the suite (production refuses these values);
+            // tests of the real parameters set their own.
+            ("ARGON2_MEMORY_KIB", "4096".to_owned()),
+            ("ARGON2_ITERATIONS", "1".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -226,6 +231,24 @@ impl TestApp {
         self.mailbox()
     }
 
+    /// Delivers until nothing is pending (the background sender may hold a
+    /// message's lease mid-delivery), then returns the mailbox.
+    pub async fn drain_outbox(&self) -> Vec<CapturedMail> {
+        for _ in 0..250 {
+            self.deliver_mail().await;
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM mail_outbox WHERE status = 'pending'")
+                    .fetch_one(&self.db)
+                    .await
+                    .unwrap();
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.mailbox()
+    }
+
     /// The messages the file transport has written so far.
     pub fn mailbox(&self) -> Vec<CapturedMail> {
         let Ok(entries) = std::fs::read_dir(&self.mail_dir) else {
@@ -267,6 +290,131 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// A verified account with a signed-in session.
+pub struct TestUser {
+    pub email: String,
+    pub password: String,
+    pub user_id: uuid::Uuid,
+    pub tokens: Value,
+}
+
+impl TestUser {
+    pub fn access(&self) -> &str {
+        self.tokens["access_token"].as_str().unwrap()
+    }
+
+    pub fn refresh_token(&self) -> &str {
+        self.tokens["refresh_token"].as_str().unwrap()
+    }
+}
+
+pub const STRONG_PASSWORD: &str = "correct-horse-battery-staple-42";
+
+impl TestApp {
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/v1/auth/register",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// The 6-digit code of the newest message to `to`, after delivering mail.
+    pub async fn code_for(&self, to: &str) -> String {
+        let mails = self.drain_outbox().await;
+        let mail = mails
+            .iter()
+            .rev()
+            .find(|m| m.to == to)
+            .unwrap_or_else(|| panic!("no mail to {to}"));
+        mail.text
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 6)
+            .expect("a 6-digit code in the mail")
+            .to_owned()
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/v1/auth/login",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post_json(
+            "/v1/auth/refresh",
+            &serde_json::json!({"refresh_token": refresh_token}),
+        )
+        .await
+    }
+
+    /// Registers, verifies from the mailbox and signs in.
+    pub async fn signed_up_user(&self, email: &str) -> TestUser {
+        assert_eq!(self.register(email, STRONG_PASSWORD).await.status(), 202);
+        let code = self.code_for(email).await;
+        let r = self
+            .post_json(
+                "/v1/auth/verify-email",
+                &serde_json::json!({"email": email, "code": code}),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "verify");
+        let r = self.login(email, STRONG_PASSWORD).await;
+        assert_eq!(r.status(), 200, "login");
+        let tokens: Value = r.json().await.unwrap();
+        let claims = decode_claims(tokens["access_token"].as_str().unwrap());
+        TestUser {
+            email: email.to_owned(),
+            password: STRONG_PASSWORD.to_owned(),
+            user_id: claims["sub"].as_str().unwrap().parse().unwrap(),
+            tokens,
+        }
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_auth(
+        &self,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn delete_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The payload of a JWT, unverified (for assertions only).
+pub fn decode_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! PostgreSQL, a fresh database per test. Modules are named for what they prove.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod audit;
 mod bad_input;
 mod cli;
@@ -12,3 +13,7 @@ mod mail;
 mod metrics;
 mod openapi;
 mod readiness;
+mod refresh;
+mod sessions;
+mod storage;
+mod tokens;
