@@ -92,6 +92,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub keys: KeyConfig,
     pub auth: AuthConfig,
+    /// The issuer shown in authenticator apps.
+    pub mfa_issuer: String,
 }
 
 /// Every problem found, one per line.
@@ -203,10 +205,10 @@ impl Config {
             jwt_audience: r
                 .get("JWT_AUDIENCE")
                 .unwrap_or_else(|| "mobile-backend".into()),
-            access_token_ttl: chrono::Duration::seconds(r.parse_or("ACCESS_TOKEN_TTL_SECS", 600)),
-            refresh_idle_ttl: chrono::Duration::days(r.parse_or("REFRESH_IDLE_DAYS", 30)),
-            refresh_absolute_ttl: chrono::Duration::days(r.parse_or("REFRESH_ABSOLUTE_DAYS", 90)),
-            refresh_grace: chrono::Duration::seconds(r.parse_or("REFRESH_GRACE_SECS", 10)),
+            access_token_ttl: r.duration("ACCESS_TOKEN_TTL_SECS", 600, 1),
+            refresh_idle_ttl: r.duration("REFRESH_IDLE_DAYS", 30, 86_400),
+            refresh_absolute_ttl: r.duration("REFRESH_ABSOLUTE_DAYS", 90, 86_400),
+            refresh_grace: r.duration("REFRESH_GRACE_SECS", 10, 1),
             email_code_ttl: chrono::Duration::minutes(15),
             argon2: Argon2Params {
                 memory_kib: r.parse_or("ARGON2_MEMORY_KIB", default_argon2.memory_kib),
@@ -270,6 +272,9 @@ impl Config {
             },
             keys,
             auth,
+            mfa_issuer: r
+                .get("MFA_ISSUER")
+                .unwrap_or_else(|| "Mobile Backend".into()),
         };
         if config.database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -393,6 +398,23 @@ impl Reader<'_> {
                     default
                 }
             },
+        }
+    }
+
+    /// A duration given as a count of `unit_secs`, refusing values too large
+    /// to represent (chrono would panic on them).
+    fn duration(&mut self, name: &str, default: i64, unit_secs: i64) -> chrono::Duration {
+        let count: i64 = self.parse_or(name, default);
+        match count
+            .checked_mul(unit_secs)
+            .filter(|s| *s <= 10 * 365 * 86_400)
+            .and_then(chrono::Duration::try_seconds)
+        {
+            Some(d) => d,
+            None => {
+                self.problem(format!("{name} is out of range"));
+                chrono::Duration::seconds(default * unit_secs)
+            }
         }
     }
 
@@ -529,6 +551,37 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.problems.len(), 4, "{:?}", err.problems);
         assert!(!err.to_string().contains("c2VjcmV0LXRvby1zaG9ydA"));
+    }
+
+    #[test]
+    fn absurd_durations_are_a_configuration_error_not_a_panic() {
+        let err = parse(&[
+            ("REFRESH_IDLE_DAYS", "9223372036854775807"),
+            ("ACCESS_TOKEN_TTL_SECS", "-5"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.problems.iter().any(|p| p.contains("REFRESH_IDLE_DAYS")),
+            "{:?}",
+            err.problems
+        );
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains("ACCESS_TOKEN_TTL_SECS")),
+            "{:?}",
+            err.problems
+        );
+    }
+
+    #[test]
+    fn production_refuses_argon2_below_the_owasp_minimum() {
+        let err = parse(&[("APP_ENV", "production"), ("ARGON2_MEMORY_KIB", "4096")]).unwrap_err();
+        assert!(
+            err.problems.iter().any(|p| p.contains("ARGON2")),
+            "{:?}",
+            err.problems
+        );
     }
 
     #[test]

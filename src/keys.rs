@@ -30,7 +30,9 @@ struct DevKeyFile {
     data_keys: String,
     blind_index_key: String,
     code_hmac_key: String,
-    signing_keys_pem: String,
+    /// Absent in files written before access tokens existed; added on load.
+    #[serde(default)]
+    signing_keys_pem: Option<String>,
 }
 
 impl Keys {
@@ -79,11 +81,22 @@ fn load_or_create_dev_keys(data_dir: &Path) -> anyhow::Result<Keys> {
         let raw = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let file: DevKeyFile = serde_json::from_slice(&raw)
             .with_context(|| format!("{} is not a valid key file", path.display()))?;
+        let mut file: DevKeyFile = file;
+        let signing = match &file.signing_keys_pem {
+            Some(pem) => SigningKeys::parse(pem)?,
+            None => {
+                let pem = SigningKeys::generate_pem()?;
+                file.signing_keys_pem = Some(pem.clone());
+                fs::write(&path, serde_json::to_vec_pretty(&file)?)?;
+                tracing::warn!(path = %path.display(), "added a development signing key");
+                SigningKeys::parse(&pem)?
+            }
+        };
         return Ok(Keys {
             data: KeyRing::parse(&file.data_keys)?,
             blind_index: BlindIndexKey::from_base64(&file.blind_index_key)?,
             codes: CodeHasher::from_base64(&file.code_hmac_key)?,
-            signing: SigningKeys::parse(&file.signing_keys_pem)?,
+            signing,
         });
     }
     let keys = Keys::generate()?;
@@ -91,7 +104,7 @@ fn load_or_create_dev_keys(data_dir: &Path) -> anyhow::Result<Keys> {
         data_keys: keys.data.to_spec(),
         blind_index_key: keys.blind_index.to_base64(),
         code_hmac_key: keys.codes.to_base64(),
-        signing_keys_pem: keys.signing.to_pem(),
+        signing_keys_pem: Some(keys.signing.to_pem()),
     };
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let mut out = fs::OpenOptions::new()
@@ -103,7 +116,7 @@ fn load_or_create_dev_keys(data_dir: &Path) -> anyhow::Result<Keys> {
     out.write_all(&serde_json::to_vec_pretty(&file)?)?;
     tracing::warn!(
         path = %path.display(),
-        "generated development keys; never use these in production (set DATA_KEYS, BLIND_INDEX_KEY, CODE_HMAC_KEY)"
+        "generated development keys; never use these in production (set DATA_KEYS, BLIND_INDEX_KEY, CODE_HMAC_KEY, SIGNING_KEYS)"
     );
     Ok(keys)
 }

@@ -23,6 +23,8 @@ pub mod http;
 pub mod keys;
 /// Transactional mail outbox, background sender and transports.
 pub mod mail;
+/// Multi-factor authentication: TOTP, recovery codes, step-up.
+pub mod mfa;
 /// Sessions, refresh-token rotation and reuse detection.
 pub mod sessions;
 /// Building and running the application with graceful shutdown.

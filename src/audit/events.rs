@@ -38,3 +38,18 @@ pub const PASSWORD_CHANGED: &str = "auth.password.changed";
 pub const PASSWORD_RESET_REQUESTED: &str = "auth.password.reset_requested";
 /// A password reset completed (or failed). Details: `sessions_ended` or `reason`.
 pub const PASSWORD_RESET: &str = "auth.password.reset";
+
+/// MFA enrolment started (a pending TOTP secret was created).
+pub const MFA_ENROLMENT_STARTED: &str = "mfa.totp.enrolment_started";
+/// MFA enrolment confirmed: TOTP enabled, recovery codes issued, session aal2.
+pub const MFA_ENABLED: &str = "mfa.totp.enabled";
+/// MFA disabled (success), or a refused attempt. Details: `reason` or `sessions_ended`.
+pub const MFA_DISABLED: &str = "mfa.totp.disabled";
+/// The second step of a sign-in passed or failed. Details: `method`.
+pub const MFA_CHALLENGE: &str = "mfa.challenge.completed";
+/// A recovery code was used to sign in (the user is emailed).
+pub const RECOVERY_CODE_USED: &str = "mfa.recovery_code.used";
+/// A new set of recovery codes replaced the old one.
+pub const RECOVERY_CODES_REGENERATED: &str = "mfa.recovery_codes.regenerated";
+/// An aal1 session tried an action that needs the second factor.
+pub const STEP_UP_REFUSED: &str = "mfa.step_up.refused";

@@ -41,6 +41,16 @@ pub enum CodeError {
     Mismatch,
 }
 
+impl CodeError {
+    /// The reason recorded in the audit trail.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NoLiveCode => "no_live_code",
+            Self::Mismatch => "wrong_code",
+        }
+    }
+}
+
 fn mac(keys: &Keys, purpose: Purpose, user_id: Uuid, code: &str) -> Vec<u8> {
     keys.codes
         .hash(purpose.as_str(), &user_id.to_string(), code)

@@ -65,3 +65,16 @@ pub fn accept_new_password(
 pub async fn hash_password(state: &AppState, password: &SecretString) -> Result<String, ApiError> {
     Ok(state.hasher.hash(password).await?)
 }
+
+/// The user's email, decrypted (for mail and authenticator labels).
+pub async fn email_of(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    user_id: uuid::Uuid,
+) -> Result<email::Email, ApiError> {
+    let sealed = db::email_ciphertext(conn, user_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user {user_id} has no email")))?;
+    let plain = crate::crypto::aead::open(&state.keys.data, &routes::email_aad(user_id), &sealed)?;
+    email::Email::parse(&String::from_utf8_lossy(&plain), "email")
+}

@@ -131,7 +131,7 @@ pub async fn reset_password(
             &AuditEvent::new(events::PASSWORD_RESET, Outcome::Failure)
                 .user(user.user_id)
                 .client(&client)
-                .detail("reason", format!("{reason:?}").to_lowercase()),
+                .detail("reason", reason.as_str()),
         )
         .await?;
         tx.commit().await?;

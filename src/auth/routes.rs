@@ -12,6 +12,10 @@ use crate::{
     error::ApiError,
     http::{extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
     mail::{self, templates},
+    mfa::{
+        challenge::{self, MfaRequired},
+        db as mfa_db,
+    },
     sessions::{self, DeviceInfo, SignIn, TokenPair},
     state::AppState,
 };
@@ -214,12 +218,7 @@ pub async fn verify_email(
         }
         Err(reason) => {
             // The failed attempt must be counted even though the request fails.
-            audit::record(
-                &mut tx,
-                now,
-                &event.detail("reason", format!("{reason:?}").to_lowercase()),
-            )
-            .await?;
+            audit::record(&mut tx, now, &event.detail("reason", reason.as_str())).await?;
             tx.commit().await?;
             Err(invalid_code())
         }
@@ -290,16 +289,33 @@ pub struct LoginRequest {
     pub device: Option<DeviceInfo>,
 }
 
+/// Tokens, or (for an account with MFA) the challenge of the second step.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    Tokens(TokenPair),
+    MfaRequired(MfaRequired),
+}
+
 pub async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
     Json(req): Json<LoginRequest>,
-) -> Result<JsonResponse<TokenPair>, ApiError> {
+) -> Result<JsonResponse<LoginResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
     let normalised = super::policy::normalize(&req.password);
     if normalised.chars().count() > super::policy::MAX_CHARS {
         // No account can have such a password: refuse before any hashing,
         // so long inputs cannot be used to burn CPU.
+        let mut conn = state.db.acquire().await?;
+        audit::record(
+            &mut conn,
+            state.clock.now(),
+            &AuditEvent::new(events::LOGIN_FAILED, Outcome::Failure)
+                .client(&client)
+                .detail("reason", "password_too_long"),
+        )
+        .await?;
         return Err(invalid_credentials());
     }
     let password = SecretString::from(normalised);
@@ -357,6 +373,14 @@ pub async fn login(
         let rehashed = super::hash_password(&state, &password).await?;
         db::set_password_hash(&mut tx, user.user_id, &rehashed, now, false).await?;
     }
+    if mfa_db::mfa_enabled(&mut tx, user.user_id).await? {
+        // The password was right; no tokens until the second factor is.
+        let challenge =
+            challenge::create(&mut tx, &state, user.user_id, req.device.as_ref()).await?;
+        tx.commit().await?;
+        metrics::counter!("auth_login_total", "outcome" => "mfa_required").increment(1);
+        return Ok(JsonResponse(LoginResponse::MfaRequired(challenge)));
+    }
     let pair = sessions::start(
         &mut tx,
         &state,
@@ -372,5 +396,5 @@ pub async fn login(
     .await?;
     tx.commit().await?;
     metrics::counter!("auth_login_total", "outcome" => "success").increment(1);
-    Ok(JsonResponse(pair))
+    Ok(JsonResponse(LoginResponse::Tokens(pair)))
 }

@@ -7,7 +7,13 @@
 //! reuse detection and locking take effect at once rather than when the
 //! token expires. No handler reads a token itself.
 
-use crate::{error::ApiError, sessions::db, state::AppState};
+use crate::{
+    audit::{self, events, AuditEvent, Outcome},
+    error::ApiError,
+    http::extract::ClientInfo,
+    sessions::db,
+    state::AppState,
+};
 use axum::{extract::FromRequestParts, http::request::Parts};
 use uuid::Uuid;
 
@@ -17,8 +23,11 @@ pub struct AuthUser {
     pub session_id: Uuid,
     /// The current role, read from the database (not trusted from the token).
     pub role: String,
-    /// `aal1` (password) or `aal2` (second factor).
+    /// `aal1` (password) or `aal2` (second factor), read from the session,
+    /// so an upgrade (MFA confirmed in this session) applies at once.
     pub aal: String,
+    /// Whether the account has a second factor.
+    pub mfa_enabled: bool,
 }
 
 pub fn invalid_token() -> ApiError {
@@ -58,15 +67,62 @@ impl FromRequestParts<AppState> for AuthUser {
                 invalid_token()
             })?;
         let mut conn = state.db.acquire().await?;
-        let role = db::live_session_role(&mut conn, claims.sub, claims.sid, now)
+        let live = db::live_session(&mut conn, claims.sub, claims.sid, now)
             .await?
             .ok_or_else(invalid_token)?;
         tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
         Ok(Self {
             user_id: claims.sub,
             session_id: claims.sid,
-            role,
-            aal: claims.aal,
+            role: live.role,
+            aal: live.aal,
+            mfa_enabled: live.mfa_enabled,
         })
+    }
+}
+
+/// `Aal2`: an authenticated caller who, if the account has a second factor,
+/// proved it in this session. Sensitive actions (disabling MFA, new
+/// recovery codes, replacing the authenticator) take this instead of
+/// `AuthUser`; an aal1 session gets 403 `mfa_required` and must sign in
+/// again through the second factor.
+#[derive(Clone, Debug)]
+pub struct Aal2(pub AuthUser);
+
+impl Aal2 {
+    /// The step-up rule, for handlers that decide it after extraction.
+    pub async fn check(
+        state: &AppState,
+        auth: &AuthUser,
+        client: &ClientInfo,
+    ) -> Result<(), ApiError> {
+        if !auth.mfa_enabled || auth.aal == "aal2" {
+            return Ok(());
+        }
+        let mut conn = state.db.acquire().await?;
+        audit::record(
+            &mut conn,
+            state.clock.now(),
+            &AuditEvent::new(events::STEP_UP_REFUSED, Outcome::Denied)
+                .user(auth.user_id)
+                .session(auth.session_id)
+                .client(client),
+        )
+        .await?;
+        Err(ApiError::Forbidden {
+            code: "mfa_required",
+            detail: "This action needs your second factor. Sign in again and complete the authenticator step.",
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for Aal2 {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = AuthUser::from_request_parts(parts, state).await?;
+        let client = ClientInfo::from_request_parts(parts, state).await?;
+        Self::check(state, &auth, &client).await?;
+        Ok(Self(auth))
     }
 }

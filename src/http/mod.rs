@@ -44,6 +44,8 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::tokens::routes::router())
         .merge(crate::auth::routes::router())
         .merge(crate::sessions::routes::router())
+        .merge(crate::mfa::routes::router())
+        .merge(crate::mfa::challenge::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

@@ -38,3 +38,14 @@ pub fn password_reset_code(to: &str, code: &str) -> OutgoingMail {
         ),
     }
 }
+
+pub fn recovery_code_used(to: &str) -> OutgoingMail {
+    OutgoingMail {
+        to: to.to_owned(),
+        subject: "A recovery code was used to sign in".into(),
+        text: "One of your MFA recovery codes was just used to sign in to your account.\n\n\
+               If it was you, consider generating a new set of recovery codes in the app.\n\
+               If it was not you, reset your password now and sign out all sessions."
+            .into(),
+    }
+}

@@ -209,15 +209,27 @@ pub async fn revoke_all_sessions(
     Ok(r.rows_affected())
 }
 
-/// Whether an access token's session is still good, and the user's role.
-pub async fn live_session_role(
+/// What a request needs to know about a live session.
+pub struct LiveSession {
+    pub role: String,
+    pub aal: String,
+    pub mfa_enabled: bool,
+}
+
+/// The session of an access token, if it is still good (not revoked, not
+/// expired, account active).
+pub async fn live_session(
     conn: &mut PgConnection,
     user_id: Uuid,
     session_id: Uuid,
     now: DateTime<Utc>,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!(
-        r#"SELECT u.role FROM sessions s JOIN users u ON u.user_id = s.user_id
+) -> sqlx::Result<Option<LiveSession>> {
+    sqlx::query_as!(
+        LiveSession,
+        r#"SELECT u.role, s.aal,
+                  EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.user_id AND m.enabled_at IS NOT NULL)
+                      AS "mfa_enabled!"
+           FROM sessions s JOIN users u ON u.user_id = s.user_id
            WHERE s.session_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL
              AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
              AND u.status = 'active'"#,

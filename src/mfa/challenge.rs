@@ -1,0 +1,172 @@
+//! The second step of sign-in: `POST /v1/auth/mfa`.
+//!
+//! After a correct password, a user with MFA gets an `mfa_token` instead of
+//! tokens: 256 random bits, stored as SHA-256, bound to the user and the
+//! device of that login, single use, five minutes, five wrong codes.
+
+use super::{db, verify_factor, Factor, Secret};
+use crate::{
+    audit::{self, events, AuditEvent, Outcome},
+    crypto::{hash, random},
+    error::ApiError,
+    http::{extract::ClientInfo, extract::Json, routes::ApiRouter},
+    mail::{self, templates},
+    sessions::{self, DeviceInfo, SignIn, TokenPair},
+    state::AppState,
+};
+use axum::{extract::State, http::Method, Json as JsonResponse};
+use chrono::Duration;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+use validator::Validate;
+
+pub const TOKEN_TTL: Duration = Duration::minutes(5);
+pub const MAX_ATTEMPTS: i32 = 5;
+
+pub fn router() -> ApiRouter {
+    ApiRouter::new().route(Method::POST, "/v1/auth/mfa", "complete_mfa", complete_mfa)
+}
+
+/// The login answer for an account with MFA: no tokens yet.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MfaRequired {
+    pub mfa_required: bool,
+    pub mfa_token: String,
+    pub expires_in: i64,
+    pub methods: Vec<String>,
+}
+
+/// Creates a challenge in the caller's transaction.
+pub async fn create(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user_id: Uuid,
+    device: Option<&DeviceInfo>,
+) -> Result<MfaRequired, ApiError> {
+    let now = state.clock.now();
+    let token = random::token(32);
+    let device = device.cloned().unwrap_or_default();
+    db::insert_challenge(
+        conn,
+        &db::NewChallenge {
+            user_id,
+            token_hash: &hash::hash_token(&token),
+            now,
+            expires_at: now + TOKEN_TTL,
+            device_name: device.name.as_deref(),
+            platform: device.platform.as_deref(),
+            model: device.model.as_deref(),
+        },
+    )
+    .await?;
+    Ok(MfaRequired {
+        mfa_required: true,
+        mfa_token: token,
+        expires_in: TOKEN_TTL.num_seconds(),
+        methods: vec!["totp".into(), "recovery_code".into()],
+    })
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteMfaRequest {
+    #[validate(length(min = 1, max = 256))]
+    pub mfa_token: String,
+    #[validate(length(min = 1, max = 16))]
+    pub code: Option<String>,
+    #[validate(length(min = 1, max = 32))]
+    pub recovery_code: Option<String>,
+}
+
+fn invalid_mfa_token() -> ApiError {
+    ApiError::Unauthorized {
+        code: "mfa_token_invalid",
+        detail: "The sign-in attempt expired or is no longer valid. Sign in again.",
+    }
+}
+
+pub async fn complete_mfa(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    Json(req): Json<CompleteMfaRequest>,
+) -> Result<JsonResponse<TokenPair>, ApiError> {
+    let factor = match (&req.code, &req.recovery_code) {
+        (Some(code), None) => Factor::Totp(code, Secret::Active),
+        (None, Some(code)) => Factor::RecoveryCode(code),
+        _ => {
+            return Err(ApiError::invalid_field(
+                "code",
+                "one_of",
+                "Send exactly one of `code` and `recovery_code`.",
+            ))
+        }
+    };
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let Some(c) = db::lock_challenge(&mut tx, &hash::hash_token(&req.mfa_token)).await? else {
+        return Err(invalid_mfa_token());
+    };
+    if c.used_at.is_some()
+        || c.expires_at <= now
+        || c.attempts >= MAX_ATTEMPTS
+        || c.status != "active"
+    {
+        return Err(invalid_mfa_token());
+    }
+    let event = |outcome| {
+        AuditEvent::new(events::MFA_CHALLENGE, outcome)
+            .user(c.user_id)
+            .client(&client)
+            .detail("method", factor.method())
+    };
+    if let Err(failure) = verify_factor(&mut tx, &state, c.user_id, &factor).await? {
+        db::challenge_failed(&mut tx, c.mfa_challenge_id).await?;
+        audit::record(&mut tx, now, &event(Outcome::Failure)).await?;
+        tx.commit().await?;
+        return Err(failure.into_error(true));
+    }
+    db::challenge_used(&mut tx, c.mfa_challenge_id, now).await?;
+    audit::record(&mut tx, now, &event(Outcome::Success)).await?;
+    if let Factor::RecoveryCode(_) = factor {
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::RECOVERY_CODE_USED, Outcome::Success)
+                .user(c.user_id)
+                .client(&client),
+        )
+        .await?;
+        let email = crate::auth::email_of(&mut tx, &state, c.user_id).await?;
+        mail::enqueue(
+            &mut tx,
+            &state.keys,
+            now,
+            "recovery_code_used",
+            &templates::recovery_code_used(email.as_str()),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    }
+    let device = DeviceInfo {
+        name: c.device_name.clone(),
+        platform: c.platform.clone(),
+        model: c.model.clone(),
+    };
+    let pair = sessions::start(
+        &mut tx,
+        &state,
+        &client,
+        SignIn {
+            user_id: c.user_id,
+            role: &c.role,
+            aal: "aal2",
+            amr: vec!["pwd".into(), factor.amr().into()],
+            device: Some(&device),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox.wake();
+    Ok(JsonResponse(pair))
+}

@@ -1,0 +1,281 @@
+//! Queries over `mfa_totp`, `recovery_codes` and `mfa_challenges`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub struct TotpRow {
+    pub secret_ciphertext: Option<Vec<u8>>,
+    pub pending_secret_ciphertext: Option<Vec<u8>>,
+    pub failed_attempts: i32,
+    pub throttled_until: Option<DateTime<Utc>>,
+}
+
+/// The user's TOTP row, locked for the caller's transaction.
+pub async fn lock_totp(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Option<TotpRow>> {
+    sqlx::query_as!(
+        TotpRow,
+        r#"SELECT secret_ciphertext, pending_secret_ciphertext, failed_attempts, throttled_until
+           FROM mfa_totp WHERE user_id = $1 FOR UPDATE"#,
+        user_id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn mfa_enabled(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND enabled_at IS NOT NULL) AS "enabled!""#,
+        user_id,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn set_pending_secret(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    sealed: &[u8],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO mfa_totp (user_id, pending_secret_ciphertext, pending_created_at)
+           VALUES ($1, $2, $3)
+           ON CONFLICT ON CONSTRAINT mfa_totp_pkey
+           DO UPDATE SET pending_secret_ciphertext = $2, pending_created_at = $3"#,
+        user_id,
+        sealed,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The pending secret becomes the active one.
+pub async fn activate_pending(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    sealed: &[u8],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE mfa_totp SET secret_ciphertext = $2, enabled_at = $3,
+                  pending_secret_ciphertext = NULL, pending_created_at = NULL
+           WHERE user_id = $1"#,
+        user_id,
+        sealed,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records `step` as used; false when it (or a later one) already was.
+pub async fn advance_step(conn: &mut PgConnection, user_id: Uuid, step: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE mfa_totp SET last_used_step = $2 WHERE user_id = $1 AND last_used_step < $2",
+        user_id,
+        step,
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// After a wrong code: counts it and sets the throttle.
+pub async fn record_failure(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    throttled_until: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE mfa_totp SET failed_attempts = failed_attempts + 1, throttled_until = $2 WHERE user_id = $1",
+        user_id,
+        throttled_until,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn reset_failures(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE mfa_totp SET failed_attempts = 0, throttled_until = NULL WHERE user_id = $1",
+        user_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes the factor and every recovery code.
+pub async fn delete_mfa(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM recovery_codes WHERE user_id = $1", user_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!(
+        r#"UPDATE mfa_totp SET secret_ciphertext = NULL, enabled_at = NULL,
+                  pending_secret_ciphertext = NULL, pending_created_at = NULL
+           WHERE user_id = $1"#,
+        user_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the user's recovery codes with `hashes`.
+pub async fn replace_recovery_codes(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    hashes: &[Vec<u8>],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM recovery_codes WHERE user_id = $1", user_id)
+        .execute(&mut *conn)
+        .await?;
+    for hash in hashes {
+        sqlx::query!(
+            r#"INSERT INTO recovery_codes (recovery_code_id, user_id, code_hash, created_at)
+               VALUES ($1, $2, $3, $4)"#,
+            Uuid::now_v7(),
+            user_id,
+            hash,
+            now,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Uses a recovery code; false when it does not exist or was used.
+pub async fn consume_recovery_code(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    hash: &[u8],
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+        user_id,
+        hash,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn recovery_codes_remaining(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL"#,
+        user_id,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub struct NewChallenge<'a> {
+    pub user_id: Uuid,
+    pub token_hash: &'a [u8],
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub device_name: Option<&'a str>,
+    pub platform: Option<&'a str>,
+    pub model: Option<&'a str>,
+}
+
+pub async fn insert_challenge(conn: &mut PgConnection, c: &NewChallenge<'_>) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO mfa_challenges (mfa_challenge_id, user_id, token_hash, created_at, expires_at,
+                                       device_name, platform, model)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        Uuid::now_v7(),
+        c.user_id,
+        c.token_hash,
+        c.now,
+        c.expires_at,
+        c.device_name,
+        c.platform,
+        c.model,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub struct ChallengeRow {
+    pub mfa_challenge_id: Uuid,
+    pub user_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub used_at: Option<DateTime<Utc>>,
+    pub device_name: Option<String>,
+    pub platform: Option<String>,
+    pub model: Option<String>,
+    pub role: String,
+    pub status: String,
+}
+
+pub async fn lock_challenge(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+) -> sqlx::Result<Option<ChallengeRow>> {
+    sqlx::query_as!(
+        ChallengeRow,
+        r#"SELECT c.mfa_challenge_id, c.user_id, c.expires_at, c.attempts, c.used_at,
+                  c.device_name, c.platform, c.model, u.role, u.status
+           FROM mfa_challenges c JOIN users u ON u.user_id = c.user_id
+           WHERE c.token_hash = $1
+           FOR UPDATE OF c"#,
+        token_hash,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn challenge_failed(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE mfa_challenges SET attempts = attempts + 1 WHERE mfa_challenge_id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn challenge_used(
+    conn: &mut PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE mfa_challenges SET used_at = $2 WHERE mfa_challenge_id = $1",
+        id,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Upgrades a session after a second factor was proven in it.
+pub async fn upgrade_session(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    factor: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE sessions SET aal = 'aal2',
+                  amr = CASE WHEN $2 = ANY(amr) THEN amr ELSE array_append(amr, $2) END
+           WHERE session_id = $1"#,
+        session_id,
+        factor,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
