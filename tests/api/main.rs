@@ -11,6 +11,7 @@ mod headers;
 mod helpers;
 mod mail;
 mod metrics;
+mod mfa;
 mod openapi;
 mod readiness;
 mod refresh;
