@@ -65,6 +65,8 @@ pub struct AuthConfig {
     pub argon2: Argon2Params,
     pub password_hash_concurrency: usize,
     pub password_hash_queue: usize,
+    /// The Pwned Passwords range API, when the optional check is on.
+    pub breached_password_api: Option<Url>,
 }
 
 #[derive(Clone, Debug)]
@@ -217,6 +219,12 @@ impl Config {
             },
             password_hash_concurrency: r.parse_or("PASSWORD_HASH_CONCURRENCY", cores),
             password_hash_queue: r.parse_or("PASSWORD_HASH_QUEUE", 64),
+            breached_password_api: if r.parse_or("PWNED_PASSWORDS_CHECK", false) {
+                r.parse_with("PWNED_PASSWORDS_URL", parse_url)
+                    .or_else(|| Url::parse("https://api.pwnedpasswords.com/").ok())
+            } else {
+                None
+            },
         };
         if auth.access_token_ttl < chrono::Duration::seconds(60)
             || auth.access_token_ttl > chrono::Duration::hours(1)

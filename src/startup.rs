@@ -86,7 +86,14 @@ impl Application {
             audience: config.auth.jwt_audience.clone(),
             ttl: config.auth.access_token_ttl,
         };
+        let breached_passwords = config
+            .auth
+            .breached_password_api
+            .clone()
+            .map(crate::auth::breached::BreachedPasswords::new)
+            .transpose()?;
         let state = AppState {
+            breached_passwords,
             hasher,
             token_settings: Arc::new(token_settings),
             client_policy: Arc::new(ClientPolicy::from_config(&config)),

@@ -5,8 +5,13 @@
 //! clock and mailbox) and many run in parallel in one process.
 
 use crate::{
-    auth::password::PasswordHasher, clock::Clock, config::Config,
-    http::client_version::ClientPolicy, keys::Keys, mail::Outbox, tokens::TokenSettings,
+    auth::{breached::BreachedPasswords, password::PasswordHasher},
+    clock::Clock,
+    config::Config,
+    http::client_version::ClientPolicy,
+    keys::Keys,
+    mail::Outbox,
+    tokens::TokenSettings,
 };
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -22,6 +27,8 @@ pub struct AppState {
     /// argon2id on a bounded pool of blocking threads.
     pub hasher: PasswordHasher,
     pub token_settings: Arc<TokenSettings>,
+    /// The optional Pwned Passwords check (`PWNED_PASSWORDS_CHECK`).
+    pub breached_passwords: Option<BreachedPasswords>,
     /// Whether this process terminates TLS itself (HSTS is sent when it does).
     pub tls_enabled: bool,
 }

@@ -2,6 +2,7 @@
 //! recovery, all enumeration-safe (the same status, body and comparable
 //! time whether or not an address has an account).
 
+pub mod breached;
 pub mod codes;
 pub mod db;
 pub mod email;
@@ -48,9 +49,11 @@ pub fn invalid_code() -> ApiError {
     )
 }
 
-/// Normalises a new password and applies the policy; the refusal names the
-/// rule so the app can tell the person what to change.
-pub fn accept_new_password(
+/// Normalises a new password and applies the policy (and, when enabled,
+/// the breached-password check); the refusal names the rule so the app can
+/// tell the person what to change.
+pub async fn accept_new_password(
+    state: &AppState,
     raw: &str,
     email: &email::Email,
     field: &str,
@@ -58,6 +61,15 @@ pub fn accept_new_password(
     let normalised = policy::normalize(raw);
     policy::check(&normalised, email.as_str())
         .map_err(|v| ApiError::invalid_field(field, v.code, &v.message))?;
+    if let Some(check) = &state.breached_passwords {
+        if check.is_breached(&normalised).await == Some(true) {
+            return Err(ApiError::invalid_field(
+                field,
+                "password_breached",
+                "This password has appeared in a data breach. Choose another one.",
+            ));
+        }
+    }
     Ok(SecretString::from(normalised))
 }
 

@@ -109,7 +109,8 @@ pub async fn reset_password(
     Json(req): Json<ResetPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
     let email = Email::parse(&req.email, "email")?;
-    let password = super::accept_new_password(&req.new_password, &email, "new_password")?;
+    let password =
+        super::accept_new_password(&state, &req.new_password, &email, "new_password").await?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? else {
@@ -210,7 +211,8 @@ pub async fn change_password(
     }
     let plain = aead::open(&state.keys.data, &email_aad(auth.user_id), &sealed)?;
     let email = Email::parse(&String::from_utf8_lossy(&plain), "email")?;
-    let password = super::accept_new_password(&req.new_password, &email, "new_password")?;
+    let password =
+        super::accept_new_password(&state, &req.new_password, &email, "new_password").await?;
     let hash = super::hash_password(&state, &password).await?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;

@@ -77,7 +77,7 @@ pub async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
     let email = Email::parse(&req.email, "email")?;
-    let password = super::accept_new_password(&req.password, &email, "password")?;
+    let password = super::accept_new_password(&state, &req.password, &email, "password").await?;
     // Hash before knowing whether the address is taken: both answers cost
     // the same argon2 run, so timing does not tell them apart.
     let hash = super::hash_password(&state, &password).await?;

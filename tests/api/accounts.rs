@@ -402,3 +402,71 @@ async fn an_absurdly_long_password_is_refused_without_hashing() {
     assert_eq!(r.status(), 401);
     assert_eq!(problem(r).await["code"], "invalid_credentials");
 }
+
+/// A stand-in for the Pwned Passwords range API on loopback.
+async fn fake_pwned_api(breached: &'static str) -> String {
+    use sha1::{Digest, Sha1};
+    let hex: String = Sha1::digest(breached.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let (prefix, suffix) = (hex[..5].to_owned(), hex[5..].to_owned());
+    let app = axum::Router::new().route(
+        "/range/{prefix}",
+        axum::routing::get(move |axum::extract::Path(p): axum::extract::Path<String>| {
+            let (prefix, suffix) = (prefix.clone(), suffix.clone());
+            async move {
+                // Padding entries (count 0) must not count as a breach.
+                let mut body = String::from("0000000000000000000000000000000000A:0\r\n");
+                if p == prefix {
+                    body.push_str(&format!("{suffix}:42\r\n"));
+                }
+                body
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn with_the_optional_check_on_a_breached_password_is_refused_by_range_query() {
+    let breached = "this-one-leaked-in-2019";
+    let api = fake_pwned_api(breached).await;
+    let app = TestApp::builder()
+        .env("PWNED_PASSWORDS_CHECK", "true")
+        .env("PWNED_PASSWORDS_URL", &api)
+        .spawn()
+        .await;
+    let r = app.register("ada@example.com", breached).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(problem(r).await["errors"][0]["code"], "password_breached");
+    assert_eq!(
+        app.register("ada@example.com", STRONG_PASSWORD)
+            .await
+            .status(),
+        202
+    );
+}
+
+#[tokio::test]
+async fn when_the_breach_api_is_down_registration_still_works() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::builder()
+        .env("PWNED_PASSWORDS_CHECK", "true")
+        .env("PWNED_PASSWORDS_URL", &format!("http://127.0.0.1:{port}/"))
+        .spawn()
+        .await;
+    assert_eq!(
+        app.register("ada@example.com", STRONG_PASSWORD)
+            .await
+            .status(),
+        202
+    );
+}
