@@ -90,3 +90,44 @@ pub async fn email_of(
     let plain = crate::crypto::aead::open(&state.keys.data, &routes::email_aad(user_id), &sealed)?;
     email::Email::parse(&String::from_utf8_lossy(&plain), "email")
 }
+
+/// Issues a fresh email code for `purpose`, queues its mail and audits it,
+/// all in the caller's transaction (register, resend and forgot share it).
+pub async fn send_code(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    client: &crate::http::extract::ClientInfo,
+    user_id: uuid::Uuid,
+    email: &email::Email,
+    purpose: codes::Purpose,
+) -> Result<(), ApiError> {
+    use crate::{
+        audit::{self, events, AuditEvent, Outcome},
+        mail::{self, templates},
+    };
+    let now = state.clock.now();
+    let ttl = state.config.auth.email_code_ttl;
+    let code = codes::issue(&mut *conn, &state.keys, now, ttl, user_id, purpose).await?;
+    let (message, event) = match purpose {
+        codes::Purpose::EmailVerification => (
+            templates::verification_code(email.as_str(), &code),
+            events::VERIFICATION_SENT,
+        ),
+        codes::Purpose::PasswordReset => (
+            templates::password_reset_code(email.as_str(), &code),
+            events::PASSWORD_RESET_REQUESTED,
+        ),
+    };
+    mail::enqueue(&mut *conn, &state.keys, now, purpose.as_str(), &message)
+        .await
+        .map_err(ApiError::internal)?;
+    audit::record(
+        &mut *conn,
+        now,
+        &AuditEvent::new(event, Outcome::Success)
+            .user(user_id)
+            .client(client),
+    )
+    .await?;
+    Ok(())
+}

@@ -17,7 +17,6 @@ use crate::{
     crypto::aead,
     error::ApiError,
     http::{auth::AuthUser, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
-    mail::{self, templates},
     sessions::db as sessions_db,
     state::AppState,
 };
@@ -54,33 +53,15 @@ pub async fn forgot_password(
     Json(req): Json<EmailOnlyRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
     let email = Email::parse(&req.email, "email")?;
-    let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
-        let code = codes::issue(
+        super::send_code(
             &mut tx,
-            &state.keys,
-            now,
-            state.config.auth.email_code_ttl,
+            &state,
+            &client,
             user.user_id,
+            &email,
             Purpose::PasswordReset,
-        )
-        .await?;
-        mail::enqueue(
-            &mut tx,
-            &state.keys,
-            now,
-            "password_reset",
-            &templates::password_reset_code(email.as_str(), &code),
-        )
-        .await
-        .map_err(ApiError::internal)?;
-        audit::record(
-            &mut tx,
-            now,
-            &AuditEvent::new(events::PASSWORD_RESET_REQUESTED, Outcome::Success)
-                .user(user.user_id)
-                .client(&client),
         )
         .await?;
     }

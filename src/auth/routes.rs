@@ -114,34 +114,23 @@ pub async fn register(
             )?;
             db::set_display_name(&mut tx, user_id, &sealed_name).await?;
         }
-        let code = codes::issue(
+        audit::record(
             &mut tx,
-            &state.keys,
             now,
-            state.config.auth.email_code_ttl,
+            &AuditEvent::new(events::REGISTERED, Outcome::Success)
+                .user(user_id)
+                .client(&client),
+        )
+        .await?;
+        super::send_code(
+            &mut tx,
+            &state,
+            &client,
             user_id,
+            &email,
             Purpose::EmailVerification,
         )
         .await?;
-        mail::enqueue(
-            &mut tx,
-            &state.keys,
-            now,
-            "email_verification",
-            &templates::verification_code(email.as_str(), &code),
-        )
-        .await
-        .map_err(ApiError::internal)?;
-        for event in [events::REGISTERED, events::VERIFICATION_SENT] {
-            audit::record(
-                &mut tx,
-                now,
-                &AuditEvent::new(event, Outcome::Success)
-                    .user(user_id)
-                    .client(&client),
-            )
-            .await?;
-        }
     } else {
         let existing = db::find_by_email(&mut tx, &blind).await?;
         mail::enqueue(
@@ -238,34 +227,16 @@ pub async fn resend_verification(
     Json(req): Json<EmailOnlyRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
     let email = Email::parse(&req.email, "email")?;
-    let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
         if user.email_verified_at.is_none() {
-            let code = codes::issue(
+            super::send_code(
                 &mut tx,
-                &state.keys,
-                now,
-                state.config.auth.email_code_ttl,
+                &state,
+                &client,
                 user.user_id,
+                &email,
                 Purpose::EmailVerification,
-            )
-            .await?;
-            mail::enqueue(
-                &mut tx,
-                &state.keys,
-                now,
-                "email_verification",
-                &templates::verification_code(email.as_str(), &code),
-            )
-            .await
-            .map_err(ApiError::internal)?;
-            audit::record(
-                &mut tx,
-                now,
-                &AuditEvent::new(events::VERIFICATION_SENT, Outcome::Success)
-                    .user(user.user_id)
-                    .client(&client),
             )
             .await?;
         }
