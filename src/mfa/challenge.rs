@@ -121,7 +121,10 @@ pub async fn complete_mfa(
             .detail("method", factor.method())
     };
     if let Err(failure) = verify_factor(&mut tx, &state, c.user_id, &factor).await? {
-        db::challenge_failed(&mut tx, c.mfa_challenge_id).await?;
+        // A throttled attempt checked no code: it does not use up the token.
+        if failure == super::FactorFailure::Invalid {
+            db::challenge_failed(&mut tx, c.mfa_challenge_id).await?;
+        }
         audit::record(&mut tx, now, &event(Outcome::Failure)).await?;
         tx.commit().await?;
         return Err(failure.into_error(true));

@@ -244,8 +244,15 @@ pub async fn disable_totp(
         .await?
         .ok_or_else(crate::http::auth::invalid_token)?;
     drop(conn);
-    let password_ok =
-        matches!(state.hasher.verify(&password, Some(&user.password_hash)).await, Ok(v) if v.ok);
+    let password_ok = match state
+        .hasher
+        .verify(&password, Some(&user.password_hash))
+        .await
+    {
+        Ok(v) => v.ok,
+        Err(crate::auth::password::HashError::TooLong) => false,
+        Err(e) => return Err(e.into()),
+    };
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let refuse = |reason: &str| {
