@@ -96,6 +96,13 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The issuer shown in authenticator apps.
     pub mfa_issuer: String,
+    /// Quotas per rate-limit class (defaults in `rate_limit::policy`).
+    pub rate_limits:
+        std::collections::HashMap<crate::rate_limit::policy::Class, crate::rate_limit::gcra::Quota>,
+    /// Requests served at once; beyond it, 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Prefix of every Redis key, so several deployments can share a Redis.
+    pub redis_key_prefix: String,
 }
 
 /// Every problem found, one per line.
@@ -283,9 +290,30 @@ impl Config {
             mfa_issuer: r
                 .get("MFA_ISSUER")
                 .unwrap_or_else(|| "Mobile Backend".into()),
+            rate_limits: crate::rate_limit::policy::Class::ALL
+                .into_iter()
+                .map(|class| {
+                    let quota = r
+                        .parse_with(class.env_var(), |s| {
+                            crate::rate_limit::policy::parse_quota(s).ok_or_else(|| {
+                                "expected LIMIT/WINDOW_SECS, e.g. 20/60 (window up to 86400)"
+                                    .to_owned()
+                            })
+                        })
+                        .unwrap_or_else(|| class.default_quota());
+                    (class, quota)
+                })
+                .collect(),
+            max_concurrent_requests: r.parse_or("MAX_CONCURRENT_REQUESTS", 512),
+            redis_key_prefix: r
+                .get("REDIS_KEY_PREFIX")
+                .unwrap_or_else(|| "mobile-backend".into()),
         };
         if config.database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
+        if config.max_concurrent_requests == 0 {
+            r.problem("MAX_CONCURRENT_REQUESTS must be at least 1");
         }
         if config.mail_poll_interval.is_zero() {
             r.problem("MAIL_POLL_SECS must be at least 1");

@@ -25,6 +25,8 @@ pub mod keys;
 pub mod mail;
 /// Multi-factor authentication: TOTP, recovery codes, step-up.
 pub mod mfa;
+/// Rate limits per class, IP, user and account, with progressive penalties.
+pub mod rate_limit;
 /// Sessions, refresh-token rotation and reuse detection.
 pub mod sessions;
 /// Building and running the application with graceful shutdown.

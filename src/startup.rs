@@ -92,7 +92,15 @@ impl Application {
             .clone()
             .map(crate::auth::breached::BreachedPasswords::new)
             .transpose()?;
+        let limiter = crate::rate_limit::Limiter::new(
+            config.rate_limits.clone(),
+            config.redis_url.as_ref().map(|u| u.expose_secret()),
+            &config.redis_key_prefix,
+        )
+        .context("REDIS_URL")?;
         let state = AppState {
+            limiter: Arc::new(limiter),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             breached_passwords,
             hasher,
             token_settings: Arc::new(token_settings),

@@ -27,6 +27,10 @@ pub struct AppState {
     /// argon2id on a bounded pool of blocking threads.
     pub hasher: PasswordHasher,
     pub token_settings: Arc<TokenSettings>,
+    /// Rate limits (in-process, or shared through Redis).
+    pub limiter: Arc<crate::rate_limit::Limiter>,
+    /// Bounds the requests served at once (load shedding).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The optional Pwned Passwords check (`PWNED_PASSWORDS_CHECK`).
     pub breached_passwords: Option<BreachedPasswords>,
     /// Whether this process terminates TLS itself (HSTS is sent when it does).

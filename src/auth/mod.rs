@@ -131,3 +131,23 @@ pub async fn send_code(
     .await?;
     Ok(())
 }
+
+/// The per-account credential limit, keyed by the email's blind index so
+/// one address cannot be hammered from many IPs. Every address string gets
+/// the same treatment, so a 429 reveals nothing about whether it exists.
+pub async fn limit_account(state: &AppState, email: &email::Email) -> Result<String, ApiError> {
+    use crate::rate_limit::{policy::Class, Limiter};
+    let account: String = email
+        .blind_index(&state.keys)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let now_ms = state.clock.now().timestamp_millis();
+    let decision = state
+        .limiter
+        .check(Class::CredentialsAccount, &account, now_ms)
+        .await?;
+    Limiter::enforce(Class::CredentialsAccount, decision)?;
+    Ok(account)
+}

@@ -53,6 +53,7 @@ pub async fn forgot_password(
     Json(req): Json<EmailOnlyRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
     let email = Email::parse(&req.email, "email")?;
+    super::limit_account(&state, &email).await?;
     let mut tx = state.db.begin().await?;
     if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
         super::send_code(
@@ -90,6 +91,7 @@ pub async fn reset_password(
     Json(req): Json<ResetPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
     let email = Email::parse(&req.email, "email")?;
+    super::limit_account(&state, &email).await?;
     let password =
         super::accept_new_password(&state, &req.new_password, &email, "new_password").await?;
     let now = state.clock.now();

@@ -16,6 +16,7 @@ use crate::{
         challenge::{self, MfaRequired},
         db as mfa_db,
     },
+    rate_limit::policy::Class,
     sessions::{self, DeviceInfo, SignIn, TokenPair},
     state::AppState,
 };
@@ -77,6 +78,7 @@ pub async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
     let email = Email::parse(&req.email, "email")?;
+    super::limit_account(&state, &email).await?;
     let password = super::accept_new_password(&state, &req.password, &email, "password").await?;
     // Hash before knowing whether the address is taken: both answers cost
     // the same argon2 run, so timing does not tell them apart.
@@ -174,6 +176,7 @@ pub async fn verify_email(
     Json(req): Json<VerifyEmailRequest>,
 ) -> Result<JsonResponse<StatusResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
+    super::limit_account(&state, &email).await?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? else {
@@ -227,6 +230,7 @@ pub async fn resend_verification(
     Json(req): Json<EmailOnlyRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
     let email = Email::parse(&req.email, "email")?;
+    super::limit_account(&state, &email).await?;
     let mut tx = state.db.begin().await?;
     if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
         if user.email_verified_at.is_none() {
@@ -274,6 +278,7 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> Result<JsonResponse<LoginResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
+    let account = super::limit_account(&state, &email).await?;
     let normalised = super::policy::normalize(&req.password);
     if normalised.chars().count() > super::policy::MAX_CHARS {
         // No account can have such a password: refuse before any hashing,
@@ -290,6 +295,30 @@ pub async fn login(
         return Err(invalid_credentials());
     }
     let password = SecretString::from(normalised);
+    // The soft lock: too many wrong passwords for this account from this
+    // IP. Another network (the owner's) is not affected.
+    let pair = format!("{account}:{}", client.ip);
+    let now_ms = state.clock.now().timestamp_millis();
+    if let Some(wait) = state
+        .limiter
+        .blocked(Class::LoginFailures, &pair, now_ms)
+        .await?
+    {
+        let mut conn = state.db.acquire().await?;
+        audit::record(
+            &mut conn,
+            state.clock.now(),
+            &AuditEvent::new(events::LOGIN_FAILED, Outcome::Denied)
+                .client(&client)
+                .detail("reason", "too_many_failures"),
+        )
+        .await?;
+        metrics::counter!("rate_limit_refusals_total", "class" => Class::LoginFailures.name())
+            .increment(1);
+        return Err(ApiError::RateLimited {
+            retry_after_secs: wait,
+        });
+    }
     let mut conn = state.db.acquire().await?;
     let user = db::find_by_email(&mut conn, &email.blind_index(&state.keys)).await?;
     drop(conn);
@@ -319,6 +348,11 @@ pub async fn login(
             )
             .await?;
             metrics::counter!("auth_login_total", "outcome" => "invalid_credentials").increment(1);
+            // Count the failure against this (account, IP) pair.
+            state
+                .limiter
+                .check(Class::LoginFailures, &pair, now_ms)
+                .await?;
             return Err(invalid_credentials());
         }
     };

@@ -7,10 +7,12 @@
 //! 2. `security_headers`: nosniff, no-referrer, CSP, no-store, HSTS.
 //! 3. `telemetry::observe`: one span and log line per request; metrics.
 //! 4. catch-panic: a panicking handler becomes an opaque problem+json 500.
-//! 5. `timeout`: a request running past `REQUEST_TIMEOUT_SECS` → 503.
-//! 6. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
+//! 5. `shed_load`: more than `MAX_CONCURRENT_REQUESTS` at once → 503.
+//! 6. `timeout`: a request running past `REQUEST_TIMEOUT_SECS` → 503.
+//! 7. `rate_limit::layer`: per class, per IP or user → 429 with headers.
+//! 8. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
 //!    `DefaultBodyLimit` caps streamed (chunked) bodies at the same size.
-//! 7. `client_version::gate`: `/v1` apps below the platform minimum → 426.
+//! 9. `client_version::gate`: `/v1` apps below the platform minimum → 426.
 //!
 //! Unknown paths and methods answer problem+json 404 / 405 like everything else.
 
@@ -58,7 +60,12 @@ pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
         .layer(from_fn_with_state(state.clone(), client_version::gate))
         .layer(DefaultBodyLimit::max(headers::MAX_BODY_BYTES))
         .layer(from_fn(headers::body_gate))
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::rate_limit::layer::layer,
+        ))
         .layer(from_fn_with_state(state.clone(), timeout))
+        .layer(from_fn_with_state(state.clone(), shed_load))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn(telemetry::observe))
         .layer(from_fn_with_state(state.clone(), headers::security_headers))
@@ -73,6 +80,20 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Load shedding: a request beyond the concurrency bound is refused at
+/// once (503, `Retry-After`) instead of queueing without bound.
+async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        metrics::counter!("http_requests_shed_total").increment(1);
+        return ApiError::Unavailable {
+            code: "overloaded",
+            retry_after_secs: 1,
+        }
+        .into_response();
+    };
+    next.run(req).await
 }
 
 async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -137,6 +137,14 @@ impl TestAppBuilder {
             // tests of the real parameters set their own.
             ("ARGON2_MEMORY_KIB", "4096".to_owned()),
             ("ARGON2_ITERATIONS", "1".to_owned()),
+            // The suite's own traffic comes from one IP with a frozen clock:
+            // limits are opened wide here; rate-limit tests set their own.
+            ("RATE_LIMIT_CREDENTIALS", "100000/60".to_owned()),
+            ("RATE_LIMIT_CREDENTIALS_ACCOUNT", "100000/60".to_owned()),
+            ("RATE_LIMIT_LOGIN_FAILURES", "100000/60".to_owned()),
+            ("RATE_LIMIT_REFRESH", "100000/60".to_owned()),
+            ("RATE_LIMIT_READS", "100000/60".to_owned()),
+            ("RATE_LIMIT_WRITES", "100000/60".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -13,6 +13,7 @@ mod mail;
 mod metrics;
 mod mfa;
 mod openapi;
+mod rate_limits;
 mod readiness;
 mod refresh;
 mod sessions;

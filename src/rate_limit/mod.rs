@@ -1,0 +1,127 @@
+//! Rate limiting: per endpoint class, per client IP, per account and per
+//! (account, IP), with progressive penalties and clear 429s.
+//!
+//! * `policy.rs`: the classes, their default quotas and which routes
+//!   belong to each; every quota can be overridden (`RATE_LIMIT_*`).
+//! * `gcra.rs`: the algorithm and the penalty rule, pure and property-tested.
+//! * `memory.rs` / `redis_store.rs`: where the state lives. With
+//!   `REDIS_URL` set, every process shares one limit through Redis.
+//! * `layer.rs`: the middleware (per IP, or per user for authenticated
+//!   reads and writes) and the IETF `RateLimit-Policy` / `RateLimit` headers.
+//!
+//! When Redis is unreachable, credential classes fail closed (503 with
+//! `Retry-After`), because unlimited guessing is worse than a short outage;
+//! the other classes fall back to the in-process store. Both are logged
+//! and counted.
+
+pub mod gcra;
+pub mod layer;
+pub mod memory;
+pub mod policy;
+pub mod redis_store;
+
+use crate::error::ApiError;
+use gcra::{Decision, Quota};
+use memory::MemoryStore;
+use policy::Class;
+use redis_store::RedisStore;
+use std::collections::HashMap;
+
+pub struct Limiter {
+    memory: MemoryStore,
+    redis: Option<RedisStore>,
+    quotas: HashMap<Class, Quota>,
+}
+
+fn store_down() -> ApiError {
+    ApiError::Unavailable {
+        code: "rate_limit_unavailable",
+        retry_after_secs: 5,
+    }
+}
+
+impl Limiter {
+    pub fn new(
+        quotas: HashMap<Class, Quota>,
+        redis_url: Option<&str>,
+        redis_prefix: &str,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            memory: MemoryStore::default(),
+            redis: redis_url
+                .map(|u| RedisStore::new(u, redis_prefix))
+                .transpose()?,
+            quotas,
+        })
+    }
+
+    pub fn quota(&self, class: Class) -> Quota {
+        self.quotas
+            .get(&class)
+            .copied()
+            .unwrap_or_else(|| class.default_quota())
+    }
+
+    /// Counts one request of `class` for `subject` (an IP, user or account
+    /// key) at `now_ms`.
+    pub async fn check(
+        &self,
+        class: Class,
+        subject: &str,
+        now_ms: i64,
+    ) -> Result<Decision, ApiError> {
+        let quota = self.quota(class);
+        let key = format!("{}:{subject}", class.name());
+        let Some(redis) = &self.redis else {
+            return Ok(self.memory.check(&key, now_ms, quota));
+        };
+        match redis.check(&key, now_ms, quota).await {
+            Ok(d) => Ok(d),
+            Err(e) => self
+                .degraded(class, &e)
+                .map(|()| self.memory.check(&key, now_ms, quota)),
+        }
+    }
+
+    /// Whether `subject` is currently refused in `class`, without counting.
+    pub async fn blocked(
+        &self,
+        class: Class,
+        subject: &str,
+        now_ms: i64,
+    ) -> Result<Option<u64>, ApiError> {
+        let quota = self.quota(class);
+        let key = format!("{}:{subject}", class.name());
+        let Some(redis) = &self.redis else {
+            return Ok(self.memory.peek(&key, now_ms, quota));
+        };
+        match redis.peek(&key, now_ms, quota).await {
+            Ok(d) => Ok(d),
+            Err(e) => self
+                .degraded(class, &e)
+                .map(|()| self.memory.peek(&key, now_ms, quota)),
+        }
+    }
+
+    fn degraded(&self, class: Class, e: &redis::RedisError) -> Result<(), ApiError> {
+        let closed = class.fail_closed();
+        tracing::warn!(error = %e, class = class.name(), fail_closed = closed, "rate-limit store unavailable");
+        metrics::counter!("rate_limit_store_errors_total", "class" => class.name(), "fail_closed" => closed.to_string()).increment(1);
+        if closed {
+            Err(store_down())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses with 429 unless `decision` allowed the request.
+    pub fn enforce(class: Class, decision: Decision) -> Result<(), ApiError> {
+        if decision.allowed {
+            return Ok(());
+        }
+        metrics::counter!("rate_limit_refusals_total", "class" => class.name()).increment(1);
+        Err(ApiError::RateLimited {
+            retry_after_secs: decision.retry_after_secs,
+        })
+    }
+}
