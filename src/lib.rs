@@ -3,6 +3,8 @@
 //! Each module below is one concern; DESIGN.md explains the layout and the
 //! rules that hold everywhere.
 
+/// Administration (rate-limit tiers so far).
+pub mod admin;
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
 /// Accounts: registration, verification, sign-in, password recovery.

@@ -53,3 +53,7 @@ pub const RECOVERY_CODE_USED: &str = "mfa.recovery_code.used";
 pub const RECOVERY_CODES_REGENERATED: &str = "mfa.recovery_codes.regenerated";
 /// An aal1 session tried an action that needs the second factor.
 pub const STEP_UP_REFUSED: &str = "mfa.step_up.refused";
+
+/// An administrator changed a user's rate-limit tier. Actor: the admin;
+/// user: the target. Details: `from`, `to`.
+pub const ADMIN_RATE_LIMIT_TIER_CHANGED: &str = "admin.user.rate_limit_tier_changed";

@@ -48,6 +48,7 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::sessions::routes::router())
         .merge(crate::mfa::routes::router())
         .merge(crate::mfa::challenge::router())
+        .merge(crate::admin::routes::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

@@ -11,7 +11,7 @@
 
 use super::{
     gcra::{Decision, Quota},
-    policy::{classify, Class},
+    policy::{classify, Class, Tier},
     Limiter,
 };
 use crate::{http::client_ip, state::AppState};
@@ -31,13 +31,28 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(class) = route.and_then(|r| classify(req.method(), &r)) else {
         return next.run(req).await;
     };
-    let subject = subject(&state, &req, class);
+    let (mut subject, user) = subject(&state, &req, class);
+    let mut quota = state.limiter.quota(class);
+    if let Some(user_id) = user {
+        // A raised tier scales this user's read and write quotas; the tier
+        // is part of the key, so a change starts from a clean slate.
+        match tier_of(&state, user_id).await {
+            Ok(tier) => {
+                quota = tier.apply(quota);
+                subject = format!("{subject}:{}", tier.as_str());
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
     let now_ms = state.clock.now().timestamp_millis();
-    let decision = match state.limiter.check(class, &subject, now_ms).await {
+    let decision = match state
+        .limiter
+        .check_with(class, quota, &subject, now_ms)
+        .await
+    {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let quota = state.limiter.quota(class);
     let mut response = match Limiter::enforce(class, decision) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -55,7 +70,19 @@ pub fn client_ip(state: &AppState, req: &Request) -> IpAddr {
     client_ip::resolve(peer, req.headers(), &state.config.trusted_proxies)
 }
 
-fn subject(state: &AppState, req: &Request, class: Class) -> String {
+async fn tier_of(state: &AppState, user_id: uuid::Uuid) -> Result<Tier, crate::error::ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let tier = sqlx::query_scalar!(
+        "SELECT rate_limit_tier FROM users WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(tier.map_or(Tier::Standard, |t| Tier::parse(&t)))
+}
+
+/// The key to count against, and the user when it is a verified one.
+fn subject(state: &AppState, req: &Request, class: Class) -> (String, Option<uuid::Uuid>) {
     if matches!(class, Class::Reads | Class::Writes) {
         let token = req
             .headers()
@@ -71,10 +98,10 @@ fn subject(state: &AppState, req: &Request, class: Class) -> String {
                 .verify(&state.token_settings, state.clock.now(), t)
                 .ok()
         }) {
-            return format!("user:{}", claims.sub);
+            return (format!("user:{}", claims.sub), Some(claims.sub));
         }
     }
-    format!("ip:{}", client_ip(state, req))
+    (format!("ip:{}", client_ip(state, req)), None)
 }
 
 pub fn set_headers(headers: &mut HeaderMap, class: Class, quota: Quota, d: Decision) {

@@ -70,7 +70,18 @@ impl Limiter {
         subject: &str,
         now_ms: i64,
     ) -> Result<Decision, ApiError> {
-        let quota = self.quota(class);
+        self.check_with(class, self.quota(class), subject, now_ms)
+            .await
+    }
+
+    /// As [`Self::check`], with an explicit quota (a user's tier).
+    pub async fn check_with(
+        &self,
+        class: Class,
+        quota: Quota,
+        subject: &str,
+        now_ms: i64,
+    ) -> Result<Decision, ApiError> {
         let key = format!("{}:{subject}", class.name());
         let Some(redis) = &self.redis else {
             return Ok(self.memory.check(&key, now_ms, quota));

@@ -76,6 +76,48 @@ impl Class {
     }
 }
 
+/// A user's tier: a multiplier on the per-user read and write quotas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Standard,
+    Raised,
+    High,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Raised => "raised",
+            Self::High => "high",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "raised" => Self::Raised,
+            "high" => Self::High,
+            _ => Self::Standard,
+        }
+    }
+
+    pub fn multiplier(self) -> u32 {
+        match self {
+            Self::Standard => 1,
+            Self::Raised => 5,
+            Self::High => 20,
+        }
+    }
+
+    pub fn apply(self, quota: Quota) -> Quota {
+        Quota {
+            limit: quota.limit.saturating_mul(self.multiplier()),
+            window_ms: quota.window_ms,
+        }
+    }
+}
+
 /// Parses `LIMIT/WINDOW_SECS`, e.g. `20/60`.
 pub fn parse_quota(s: &str) -> Option<Quota> {
     let (limit, window) = s.split_once('/')?;

@@ -357,3 +357,123 @@ async fn the_redis_store_and_the_in_process_store_decide_alike() {
         assert_eq!(mp, rp, "peek at +{t} ms");
     }
 }
+
+/// An administrator whose session completed the second factor.
+async fn admin_with_aal2(app: &TestApp, email: &str) -> String {
+    let admin = app.signed_up_user(email).await;
+    sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = $1")
+        .bind(admin.user_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let setup: serde_json::Value = app
+        .post_auth("/v1/mfa/totp/setup", admin.access(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let code =
+        mobile_backend::mfa::totp::code_at(&secret, app.clock.now().timestamp() as u64, 6).unwrap();
+    let r = app
+        .post_auth(
+            "/v1/mfa/totp/confirm",
+            admin.access(),
+            Some(&json!({"code": code})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    admin.access().to_owned()
+}
+
+async fn put_tier(app: &TestApp, token: &str, user: uuid::Uuid, tier: &str) -> reqwest::Response {
+    app.client
+        .put(app.url(&format!("/v1/admin/users/{user}/rate-limit-tier")))
+        .bearer_auth(token)
+        .json(&json!({"tier": tier}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_raised_tier_lets_a_heavy_user_past_the_default_limit() {
+    let app = TestApp::builder()
+        .env("RATE_LIMIT_READS", "3/60")
+        .spawn()
+        .await;
+    let user = app.signed_up_user("heavy@example.com").await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get_auth("/v1/sessions", user.access()).await.status(),
+            200
+        );
+    }
+    let r = app.get_auth("/v1/sessions", user.access()).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"reads\";q=3;w=60");
+
+    let admin = admin_with_aal2(&app, "admin@example.com").await;
+    let r = put_tier(&app, &admin, user.user_id, "raised").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["rate_limit_tier"],
+        "raised"
+    );
+    let r = app.get_auth("/v1/sessions", user.access()).await;
+    assert_eq!(r.status(), 200, "served past the default limit");
+    assert_eq!(r.headers()["ratelimit-policy"], "\"reads\";q=15;w=60");
+
+    let audited: (Option<uuid::Uuid>, Option<uuid::Uuid>, String) = sqlx::query_as(
+        "SELECT user_id, actor_id, details->>'to' FROM audit_events WHERE event_type = 'admin.user.rate_limit_tier_changed'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(audited.0, Some(user.user_id));
+    assert!(
+        audited.1.is_some() && audited.1 != Some(user.user_id),
+        "the actor is the admin"
+    );
+    assert_eq!(audited.2, "raised");
+}
+
+#[tokio::test]
+async fn only_an_admin_with_a_second_factor_may_change_a_tier() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("user@example.com").await;
+    let r = put_tier(&app, user.access(), user.user_id, "high").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(problem(r).await["code"], "forbidden");
+
+    // An admin without aal2 (no second factor in this session).
+    let admin = app.signed_up_user("admin@example.com").await;
+    sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = $1")
+        .bind(admin.user_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let r = put_tier(&app, admin.access(), user.user_id, "high").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(problem(r).await["code"], "mfa_required");
+
+    let tier: String = sqlx::query_scalar("SELECT rate_limit_tier FROM users WHERE user_id = $1")
+        .bind(user.user_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(tier, "standard", "nothing changed");
+
+    let real_admin = admin_with_aal2(&app, "root@example.com").await;
+    assert_eq!(
+        put_tier(&app, &real_admin, uuid::Uuid::now_v7(), "high")
+            .await
+            .status(),
+        404
+    );
+    let r = put_tier(&app, &real_admin, user.user_id, "infinite").await;
+    assert_eq!(r.status(), 422);
+}
