@@ -400,6 +400,7 @@ pub async fn login(
     )
     .await?;
     tx.commit().await?;
+    state.outbox.wake();
     metrics::counter!("auth_login_total", "outcome" => "success").increment(1);
     Ok(JsonResponse(LoginResponse::Tokens(pair)))
 }

@@ -7,6 +7,7 @@
 //! the outbox in the background with retry and back-off; [`transport`]
 //! delivers to the log, to files (tests, local tools) or over SMTP.
 
+pub mod notices;
 pub mod sender;
 pub mod templates;
 pub mod transport;

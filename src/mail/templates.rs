@@ -49,3 +49,19 @@ pub fn recovery_code_used(to: &str) -> OutgoingMail {
             .into(),
     }
 }
+
+/// A security notice: something changed on the account, and what to do if
+/// it was not the account's owner.
+pub fn security_notice(to: &str, what: &str, details: &str, at: chrono::DateTime<chrono::Utc>) -> OutgoingMail {
+    OutgoingMail {
+        to: to.to_owned(),
+        subject: format!("Security notice: {what}"),
+        text: format!(
+            "{what} on your account at about {} UTC.\n{details}\n\n\
+             If this was you, no action is needed.\n\
+             If it was not you, reset your password now, then review your signed-in devices \
+             and sign out the ones you do not recognise.",
+            at.format("%Y-%m-%d %H:%M"),
+        ),
+    }
+}

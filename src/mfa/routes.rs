@@ -217,7 +217,9 @@ pub async fn confirm_totp(
             .client(&client),
     )
     .await?;
+    crate::mail::notices::notify(&mut tx, &state, auth.user_id, crate::mail::notices::Notice::MfaEnabled).await?;
     tx.commit().await?;
+    state.outbox.wake();
     Ok(JsonResponse(RecoveryCodesResponse {
         recovery_codes: codes,
     }))
@@ -301,7 +303,9 @@ pub async fn disable_totp(
             .detail("sessions_ended", ended),
     )
     .await?;
+    crate::mail::notices::notify(&mut tx, &state, auth.user_id, crate::mail::notices::Notice::MfaDisabled).await?;
     tx.commit().await?;
+    state.outbox.wake();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -83,6 +83,34 @@ pub async fn start(
             .as_ref()
             .map(|c| platform_str(c.platform).to_owned())
     });
+    let (signed_in_before, known_device) = db::device_history(
+        &mut *conn,
+        sign_in.user_id,
+        platform.as_deref(),
+        device.name.as_deref(),
+        device.model.as_deref(),
+        client.user_agent.as_deref(),
+    )
+    .await?;
+    if signed_in_before && !known_device {
+        let label = [device.name.as_deref(), device.model.as_deref(), platform.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let label = if label.is_empty() {
+            client.user_agent.clone().unwrap_or_else(|| "an unnamed device".into())
+        } else {
+            label
+        };
+        crate::mail::notices::notify(
+            &mut *conn,
+            state,
+            sign_in.user_id,
+            crate::mail::notices::Notice::NewDeviceSignIn { device: &label },
+        )
+        .await?;
+    }
     db::insert_session(
         &mut *conn,
         &db::NewSession {

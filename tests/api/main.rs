@@ -12,6 +12,7 @@ mod helpers;
 mod mail;
 mod metrics;
 mod mfa;
+mod notices;
 mod openapi;
 mod rate_limits;
 mod readiness;
