@@ -57,3 +57,7 @@ pub const STEP_UP_REFUSED: &str = "mfa.step_up.refused";
 /// An administrator changed a user's rate-limit tier. Actor: the admin;
 /// user: the target. Details: `from`, `to`.
 pub const ADMIN_RATE_LIMIT_TIER_CHANGED: &str = "admin.user.rate_limit_tier_changed";
+
+/// A caller without the required role tried an administrative route
+/// (function-level authorization). Details: `role`, `path`.
+pub const ROLE_DENIED: &str = "authz.role.denied";

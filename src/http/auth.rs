@@ -157,6 +157,19 @@ impl<R: RoleSet> FromRequestParts<AppState> for RequireRole<R> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let auth = AuthUser::from_request_parts(parts, state).await?;
         if !R::ROLES.contains(&auth.role.as_str()) {
+            let client = ClientInfo::from_request_parts(parts, state).await?;
+            let mut conn = state.db.acquire().await?;
+            audit::record(
+                &mut conn,
+                state.clock.now(),
+                &AuditEvent::new(events::ROLE_DENIED, Outcome::Denied)
+                    .user(auth.user_id)
+                    .session(auth.session_id)
+                    .client(&client)
+                    .detail("role", auth.role.clone())
+                    .detail("path", parts.uri.path().to_owned()),
+            )
+            .await?;
             return Err(ApiError::Forbidden {
                 code: "forbidden",
                 detail: "Your role does not allow this action.",

@@ -86,6 +86,11 @@ async fn method_not_allowed() -> ApiError {
 /// Load shedding: a request beyond the concurrency bound is refused at
 /// once (503, `Retry-After`) instead of queueing without bound.
 async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Probes are exempt: an orchestrator that reads "overloaded" as "dead"
+    // would restart a busy process and make the overload worse.
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return next.run(req).await;
+    }
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         metrics::counter!("http_requests_shed_total").increment(1);
         return ApiError::Unavailable {

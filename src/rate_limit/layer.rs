@@ -7,7 +7,8 @@
 //! resolved through `TRUSTED_PROXIES` only.
 //!
 //! Headers follow the IETF httpapi rate-limit draft's structured fields:
-//! `RateLimit-Policy: "login";q=5;w=60` and `RateLimit: "login";r=0;t=42`.
+//! `RateLimit-Policy: "credentials";q=20;w=60` and
+//! `RateLimit: "credentials";r=0;t=42`.
 
 use super::{
     gcra::{Decision, Quota},

@@ -140,7 +140,8 @@ pub fn classify(method: &axum::http::Method, route: &str) -> Option<Class> {
         | "/v1/auth/login"
         | "/v1/auth/mfa"
         | "/v1/auth/password/forgot"
-        | "/v1/auth/password/reset" => Some(Class::Credentials),
+        | "/v1/auth/password/reset"
+        | "/v1/auth/password/change" => Some(Class::Credentials),
         "/v1/auth/refresh" => Some(Class::Refresh),
         r if r.starts_with("/v1/") => Some(if *method == Method::GET || *method == Method::HEAD {
             Class::Reads
