@@ -69,6 +69,17 @@ pub struct AuthConfig {
     pub breached_password_api: Option<Url>,
 }
 
+/// Native TLS on the API listener: `TLS_CERT_FILE` and `TLS_KEY_FILE` (PEM),
+/// both or neither. See `crate::tls`.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// How often the files are checked for a new certificate
+    /// (`TLS_RELOAD_POLL_SECS`); SIGHUP reloads at once.
+    pub reload_poll: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub app_env: AppEnv,
@@ -77,6 +88,9 @@ pub struct Config {
     pub database_acquire_timeout: Duration,
     pub listen_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// Native TLS on the API listener; `None` serves plain HTTP (behind a
+    /// TLS-terminating proxy).
+    pub tls: Option<TlsConfig>,
     pub public_base_url: Url,
     pub data_dir: PathBuf,
     pub mail_transport: MailTransportConfig,
@@ -103,6 +117,8 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     /// Prefix of every Redis key, so several deployments can share a Redis.
     pub redis_key_prefix: String,
+    /// How long audit rows are kept (`AUDIT_RETENTION_DAYS`, default 365).
+    pub audit_retention: chrono::Duration,
 }
 
 /// Every problem found, one per line.
@@ -151,6 +167,24 @@ impl Config {
         let database_url = r.get("DATABASE_URL").map(SecretString::from);
         let listen_addr = r.parse_or("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)));
         let metrics_addr = r.parse_or("METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9090)));
+        let tls = match (r.get("TLS_CERT_FILE"), r.get("TLS_KEY_FILE")) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert_file: PathBuf::from(cert),
+                key_file: PathBuf::from(key),
+                reload_poll: Duration::from_secs(r.parse_or("TLS_RELOAD_POLL_SECS", 5)),
+            }),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                r.problem(
+                    "TLS_CERT_FILE and TLS_KEY_FILE go together: set both for native TLS, \
+                     or neither for plain HTTP",
+                );
+                None
+            }
+        };
+        if tls.as_ref().is_some_and(|t| t.reload_poll.is_zero()) {
+            r.problem("TLS_RELOAD_POLL_SECS must be at least 1");
+        }
         let public_base_url = match r.get("PUBLIC_BASE_URL") {
             Some(raw) => match Url::parse(&raw) {
                 Ok(u) => Some(u),
@@ -164,7 +198,10 @@ impl Config {
         // Without PUBLIC_BASE_URL (development), links point at the listener.
         let base_url = match public_base_url.clone() {
             Some(u) => u,
-            None => match Url::parse(&format!("http://{listen_addr}/")) {
+            None => match Url::parse(&format!(
+                "{}://{listen_addr}/",
+                if tls.is_some() { "https" } else { "http" }
+            )) {
                 Ok(u) => u,
                 Err(e) => {
                     r.problem(format!("LISTEN_ADDR does not form a base URL: {e}"));
@@ -260,6 +297,7 @@ impl Config {
             ),
             listen_addr,
             metrics_addr,
+            tls,
             public_base_url: base_url,
             data_dir: PathBuf::from(r.get("DATA_DIR").unwrap_or_else(|| ".data".into())),
             mail_transport,
@@ -308,6 +346,7 @@ impl Config {
             redis_key_prefix: r
                 .get("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "mobile-backend".into()),
+            audit_retention: r.duration("AUDIT_RETENTION_DAYS", 365, 86_400),
         };
         if config.database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -625,5 +664,33 @@ mod tests {
         let c = parse(&[("TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.7, ::1")]).unwrap();
         assert_eq!(c.trusted_proxies.len(), 3);
         assert!(c.trusted_proxies[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_makes_the_default_base_url_https() {
+        for one in ["TLS_CERT_FILE", "TLS_KEY_FILE"] {
+            let err = parse(&[(one, "/etc/tls/x.pem")]).unwrap_err();
+            assert!(
+                err.problems.iter().any(|p| p.contains("go together")),
+                "{one}: {:?}",
+                err.problems
+            );
+        }
+        let c = parse(&[
+            ("TLS_CERT_FILE", "/etc/tls/cert.pem"),
+            ("TLS_KEY_FILE", "/etc/tls/key.pem"),
+        ])
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.reload_poll, Duration::from_secs(5));
+        assert_eq!(c.public_base_url.scheme(), "https");
+        assert!(parse(&[]).unwrap().tls.is_none());
+        let err = parse(&[
+            ("TLS_CERT_FILE", "/c.pem"),
+            ("TLS_KEY_FILE", "/k.pem"),
+            ("TLS_RELOAD_POLL_SECS", "0"),
+        ])
+        .unwrap_err();
+        assert!(err.problems[0].contains("TLS_RELOAD_POLL_SECS"));
     }
 }

@@ -37,5 +37,7 @@ pub mod startup;
 pub mod state;
 /// Tracing and Prometheus metrics.
 pub mod telemetry;
+/// Native TLS (rustls, reload without restart) and the `tls-pins` command.
+pub mod tls;
 /// EdDSA access tokens: signing key ring, verification, JWKS.
 pub mod tokens;

@@ -1,5 +1,5 @@
-//! The `mobile-backend` command: `serve` (the default), `migrate` and
-//! `keys generate`.
+//! The `mobile-backend` command: `serve` (the default), `migrate`,
+//! `keys generate` and `tls-pins`.
 //!
 //! Start-up failures print one clear line per problem and exit non-zero;
 //! secrets are never printed.
@@ -36,6 +36,21 @@ enum Command {
     /// Key management.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the SPKI SHA-256 pins of a certificate and of a backup key, with
+    /// Android and iOS certificate-pinning snippets (reads only the files
+    /// given; needs no configuration).
+    TlsPins(mobile_backend::tls::pins::PinsArgs),
+    /// The audit trail's hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the chain and report the first broken link (exit 1 if any).
+    Verify,
+    /// Seal every committed row now (the server also does this every 10 s).
+    Seal,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +67,16 @@ enum KeysCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::TlsPins(args)) = &cli.command {
+        // Needs no configuration: it runs on a release machine or a laptop.
+        return match mobile_backend::tls::pins::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(Command::Keys(keys_command)) = &cli.command {
         // Needs no configuration: it is how a new deployment gets its keys.
         return match keys(keys_command) {
@@ -84,7 +109,8 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
-        Command::Keys(_) => Ok(()),
+        Command::Audit(command) => audit(config, command).await,
+        Command::Keys(_) | Command::TlsPins(_) => Ok(()),
     };
     if let Some(db) = dev_db {
         if let Err(e) = db.stop().await {
@@ -139,6 +165,43 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "serving"
     );
     app.run_until(shutdown).await
+}
+
+async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<()> {
+    use mobile_backend::audit::chain::{self, Verification};
+    let pool = startup::connect(&config).await?;
+    startup::MIGRATOR.run(&pool).await?;
+    match command {
+        AuditCommand::Seal => {
+            let mut total = 0;
+            loop {
+                let n = chain::seal_pending(&pool, 0.0).await?;
+                total += n;
+                if n == 0 {
+                    break;
+                }
+            }
+            println!("sealed {total} rows");
+            Ok(())
+        }
+        AuditCommand::Verify => {
+            match chain::verify(&pool).await? {
+                Verification::Intact { rows, unsealed } => {
+                    println!("audit chain intact: {rows} sealed rows verified, {unsealed} not sealed yet");
+                    Ok(())
+                }
+                Verification::Broken {
+                    chain_pos,
+                    audit_event_id,
+                    reason,
+                } => {
+                    anyhow::bail!(
+                    "audit chain broken at position {chain_pos} (audit event {audit_event_id}): {reason}"
+                )
+                }
+            }
+        }
+    }
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! Building and running the application: pool, migrations, state, the API
-//! listener, the metrics listener and the mail sender, with graceful
-//! shutdown.
+//! listener (plain HTTP, or TLS through [`crate::tls`]), the metrics
+//! listener and the mail sender, with graceful shutdown.
 //!
 //! Tests call [`Application::build_with`] with port 0, a manual clock and
 //! probe routes, and get the same stack production runs.
@@ -21,7 +21,12 @@ use anyhow::Context;
 use axum::Router;
 use secrecy::ExposeSecret;
 use sqlx::{postgres::PgPoolOptions, PgPool};
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 use tokio::{net::TcpListener, sync::watch};
 
 /// The embedded migrations (`migrations/`), applied at start-up and by `migrate`.
@@ -34,6 +39,8 @@ pub struct Application {
     listener: TcpListener,
     metrics_listener: TcpListener,
     transport: Transport,
+    /// Native TLS for `listener`, when `TLS_CERT_FILE`/`TLS_KEY_FILE` are set.
+    tls: Option<crate::tls::TlsServer>,
 }
 
 /// Opens the pool with bounded size and timeouts.
@@ -64,6 +71,12 @@ impl Application {
         clock: Clock,
         extra: ApiRouter,
     ) -> anyhow::Result<Self> {
+        // A bad certificate or key stops start-up first, before the database
+        // is touched or anything is served.
+        let tls = match &config.tls {
+            Some(settings) => Some(crate::tls::TlsServer::load(settings).await?),
+            None => None,
+        };
         let db = connect(&config).await?;
         MIGRATOR.run(&db).await.context("applying migrations")?;
         let keys = Keys::load(&config)?;
@@ -110,7 +123,7 @@ impl Application {
             clock,
             keys: Arc::new(keys),
             outbox: Outbox::new(),
-            tls_enabled: false,
+            tls_enabled: tls.is_some(),
         };
         let (router, routes) = http::app(state.clone(), extra);
         let mut conn = state.db.acquire().await?;
@@ -128,6 +141,7 @@ impl Application {
             listener,
             metrics_listener,
             transport,
+            tls,
         })
     }
 
@@ -162,6 +176,10 @@ impl Application {
             self.transport,
             stop_rx.clone(),
         ));
+        let maintenance = tokio::spawn(crate::audit::maintenance(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -169,16 +187,26 @@ impl Application {
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let metrics = tokio::spawn(async move { metrics.await });
 
-        let api = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown.await;
             tracing::info!("shutdown requested: finishing in-flight requests");
             let _ = stop_tx.send(true);
-        });
+        };
+        // Same semantics either way: on shutdown, stop accepting and let
+        // in-flight requests finish within the grace period.
+        let api: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match self.tls {
+                Some(tls) => Box::pin(tls.serve(self.listener, self.router, shutdown, grace)),
+                None => Box::pin(
+                    axum::serve(
+                        self.listener,
+                        self.router
+                            .into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(shutdown)
+                    .into_future(),
+                ),
+            };
         let deadline = async {
             stopped(stop_rx.clone()).await;
             tokio::time::sleep(grace).await;
@@ -188,6 +216,7 @@ impl Application {
             () = deadline => tracing::warn!(?grace, "shutdown grace period over; dropping remaining requests"),
         }
         let _ = sender.await;
+        let _ = maintenance.await;
         let _ = metrics.await;
         tracing::info!("stopped");
         Ok(())

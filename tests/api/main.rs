@@ -19,4 +19,5 @@ mod readiness;
 mod refresh;
 mod sessions;
 mod storage;
+mod tls;
 mod tokens;
