@@ -9,7 +9,9 @@
 //! second line of defence, values under secret-sounding keys are replaced
 //! by `"[redacted]"` before they are stored.
 
+pub mod chain;
 pub mod events;
+pub mod retention;
 
 use crate::http::extract::ClientInfo;
 use chrono::{DateTime, Utc};
@@ -149,6 +151,35 @@ pub async fn record(
     .await?;
     metrics::counter!("audit_events_total", "type" => event.event_type, "outcome" => event.outcome.as_str()).increment(1);
     Ok(id)
+}
+
+/// The background pass: seals new rows every few seconds and applies
+/// retention hourly, until `stop` turns true.
+pub async fn maintenance(
+    state: crate::state::AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last_retention: Option<std::time::Instant> = None;
+    loop {
+        if let Err(e) = chain::seal_pending(&state.db, 5.0).await {
+            tracing::warn!(error = %e, "audit sealing pass failed");
+        }
+        if last_retention.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
+            let now = state.clock.now();
+            let before = now - state.config.audit_retention;
+            if let Err(e) = retention::purge(&state.db, before, now).await {
+                tracing::warn!(error = %e, "audit retention pass failed");
+            }
+            last_retention = Some(std::time::Instant::now());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

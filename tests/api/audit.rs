@@ -103,3 +103,197 @@ async fn the_database_refuses_to_update_delete_or_truncate_audit_rows() {
         .unwrap();
     assert_eq!(n, 1, "the start-up event survived");
 }
+
+use mobile_backend::audit::{chain, retention};
+
+async fn seal_all(app: &TestApp) {
+    while chain::seal_pending(&app.db, 0.0).await.unwrap() > 0 {}
+}
+
+async fn some_events(app: &TestApp, n: usize) {
+    for i in 0..n {
+        let mut conn = app.db.acquire().await.unwrap();
+        audit::record(
+            &mut conn,
+            app.clock.now(),
+            &AuditEvent::new("test.chain.event", Outcome::Success).detail("i", i as i64),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A superuser's edit, bypassing the append-only trigger: the tamper the
+/// chain must reveal.
+async fn privileged(app: &TestApp, statement: &str) {
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_untouched_chain_verifies() {
+    let app = TestApp::spawn().await;
+    some_events(&app, 12).await;
+    seal_all(&app).await;
+    match chain::verify(&app.db).await.unwrap() {
+        chain::Verification::Intact { rows, unsealed } => {
+            assert_eq!(rows, 13, "the start-up event and twelve more");
+            assert_eq!(unsealed, 0);
+        }
+        broken => panic!("{broken:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_altered_row_is_named_by_verify() {
+    let app = TestApp::spawn().await;
+    some_events(&app, 6).await;
+    seal_all(&app).await;
+    let victim: uuid::Uuid =
+        sqlx::query_scalar("SELECT audit_event_id FROM audit_events WHERE chain_pos = 4")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    privileged(
+        &app,
+        &format!("UPDATE audit_events SET outcome = 'failure' WHERE audit_event_id = '{victim}'"),
+    )
+    .await;
+    assert_eq!(
+        chain::verify(&app.db).await.unwrap(),
+        chain::Verification::Broken {
+            chain_pos: 4,
+            audit_event_id: victim,
+            reason: "this row, or one before it, was altered"
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_row_breaks_the_chain_at_the_next_one() {
+    let app = TestApp::spawn().await;
+    some_events(&app, 6).await;
+    seal_all(&app).await;
+    privileged(&app, "DELETE FROM audit_events WHERE chain_pos = 3").await;
+    match chain::verify(&app.db).await.unwrap() {
+        chain::Verification::Broken { chain_pos, .. } => assert_eq!(chain_pos, 4),
+        intact => panic!("a deletion went unnoticed: {intact:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sealing_cannot_be_used_to_rewrite_a_row() {
+    let app = TestApp::spawn().await;
+    some_events(&app, 1).await;
+    // Setting the chain columns while changing content is refused.
+    let err = sqlx::query(
+        "UPDATE audit_events SET chain_pos = 99, chain_hash = '\\x00', outcome = 'denied' WHERE chain_pos IS NULL",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    // And a sealed row cannot be resealed.
+    seal_all(&app).await;
+    let err = sqlx::query("UPDATE audit_events SET chain_pos = chain_pos + 100")
+        .execute(&app.db)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+}
+
+#[tokio::test]
+async fn retention_deletes_old_sealed_rows_through_a_checkpoint_and_the_rest_still_verifies() {
+    let app = TestApp::spawn().await;
+    some_events(&app, 5).await;
+    seal_all(&app).await;
+    app.clock.advance(chrono::Duration::days(400));
+    some_events(&app, 3).await;
+    seal_all(&app).await;
+    let now = app.clock.now();
+    let deleted = retention::purge(&app.db, now - chrono::Duration::days(365), now)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 6, "the start-up event and the five old ones");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 3);
+    let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_checkpoints")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(checkpoints, 1);
+    assert_eq!(
+        chain::verify(&app.db).await.unwrap(),
+        chain::Verification::Intact {
+            rows: 3,
+            unsealed: 0
+        }
+    );
+    // Outside that path, deleting stays refused.
+    let err = sqlx::query("DELETE FROM audit_events")
+        .execute(&app.db)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"));
+}
+
+#[tokio::test]
+async fn the_audit_verify_command_passes_on_an_intact_chain_and_names_a_tampered_row() {
+    let app = TestApp::spawn().await;
+    some_events(&app, 3).await;
+    let db_url = app
+        .state
+        .config
+        .database_url
+        .as_ref()
+        .map(|u| secrecy::ExposeSecret::expose_secret(u).to_owned())
+        .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mobile-backend"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &db_url)
+            .env("DATA_DIR", app.mail_dir.parent().unwrap())
+            .current_dir(app.mail_dir.parent().unwrap())
+            .output()
+            .unwrap()
+    };
+    let sealed = run(&["audit", "seal"]);
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let ok = run(&["audit", "verify"]);
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 4 sealed rows"));
+
+    let victim: uuid::Uuid =
+        sqlx::query_scalar("SELECT audit_event_id FROM audit_events WHERE chain_pos = 2")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    privileged(
+        &app,
+        &format!(
+            "UPDATE audit_events SET details = '{{\"i\": 99}}' WHERE audit_event_id = '{victim}'"
+        ),
+    )
+    .await;
+    let broken = run(&["audit", "verify"]);
+    assert!(!broken.status.success());
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        stderr.contains(&victim.to_string()) && stderr.contains("position 2"),
+        "{stderr}"
+    );
+}
