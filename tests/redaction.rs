@@ -50,45 +50,100 @@ async fn a_full_scenario_logged_at_trace_leaks_no_secret() {
         user.access().to_owned(),
         user.refresh_token().to_owned(),
     ];
-    let verification = app.mailbox().iter().find(|m| m.subject.contains("verification")).unwrap().text.clone();
-    secrets.push(verification.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).unwrap().to_owned());
+    let verification = app
+        .mailbox()
+        .iter()
+        .find(|m| m.subject.contains("verification"))
+        .unwrap()
+        .text
+        .clone();
+    secrets.push(
+        verification
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 6)
+            .unwrap()
+            .to_owned(),
+    );
 
-    let refreshed: Value = app.refresh(user.refresh_token()).await.json().await.unwrap();
+    let refreshed: Value = app
+        .refresh(user.refresh_token())
+        .await
+        .json()
+        .await
+        .unwrap();
     secrets.push(refreshed["refresh_token"].as_str().unwrap().to_owned());
     let access = refreshed["access_token"].as_str().unwrap().to_owned();
     secrets.push(access.clone());
 
-    let setup: Value = app.post_auth("/v1/mfa/totp/setup", &access, None).await.json().await.unwrap();
+    let setup: Value = app
+        .post_auth("/v1/mfa/totp/setup", &access, None)
+        .await
+        .json()
+        .await
+        .unwrap();
     let secret_b32 = setup["secret"].as_str().unwrap().to_owned();
-    let secret = totp_rs::Secret::try_from_base32(&secret_b32).unwrap().as_ref().to_vec();
-    let code = |app: &TestApp| mobile_backend::mfa::totp::code_at(&secret, app.clock.now().timestamp() as u64, 6).unwrap();
+    let secret = totp_rs::Secret::try_from_base32(&secret_b32)
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let code = |app: &TestApp| {
+        mobile_backend::mfa::totp::code_at(&secret, app.clock.now().timestamp() as u64, 6).unwrap()
+    };
     let c1 = code(&app);
-    let confirmed: Value = app.post_auth("/v1/mfa/totp/confirm", &access, Some(&json!({"code": c1}))).await.json().await.unwrap();
-    let recovery: Vec<String> = serde_json::from_value(confirmed["recovery_codes"].clone()).unwrap();
+    let confirmed: Value = app
+        .post_auth("/v1/mfa/totp/confirm", &access, Some(&json!({"code": c1})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let recovery: Vec<String> =
+        serde_json::from_value(confirmed["recovery_codes"].clone()).unwrap();
     secrets.push(secret_b32);
     secrets.push(setup["otpauth_uri"].as_str().unwrap().to_owned());
     secrets.extend(recovery.iter().cloned());
 
     app.clock.advance(chrono::Duration::seconds(30));
-    let login: Value = app.login(email, STRONG_PASSWORD).await.json().await.unwrap();
+    let login: Value = app
+        .login(email, STRONG_PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
     let mfa_token = login["mfa_token"].as_str().unwrap().to_owned();
     let c2 = code(&app);
-    let pair: Value = app.post_json("/v1/auth/mfa", &json!({"mfa_token": mfa_token, "code": c2})).await.json().await.unwrap();
+    let pair: Value = app
+        .post_json("/v1/auth/mfa", &json!({"mfa_token": mfa_token, "code": c2}))
+        .await
+        .json()
+        .await
+        .unwrap();
     secrets.push(mfa_token);
     secrets.push(pair["access_token"].as_str().unwrap().to_owned());
     secrets.push(pair["refresh_token"].as_str().unwrap().to_owned());
-    let login: Value = app.login(email, STRONG_PASSWORD).await.json().await.unwrap();
+    let login: Value = app
+        .login(email, STRONG_PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
     let r = app
-        .post_json("/v1/auth/mfa", &json!({"mfa_token": login["mfa_token"], "recovery_code": recovery[0]}))
+        .post_json(
+            "/v1/auth/mfa",
+            &json!({"mfa_token": login["mfa_token"], "recovery_code": recovery[0]}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     secrets.push(login["mfa_token"].as_str().unwrap().to_owned());
 
-    app.post_json("/v1/auth/password/forgot", &json!({"email": email})).await;
+    app.post_json("/v1/auth/password/forgot", &json!({"email": email}))
+        .await;
     let reset = app.code_for(email).await;
     let new_password = "a-new-secret-passphrase-55";
     let r = app
-        .post_json("/v1/auth/password/reset", &json!({"email": email, "code": reset, "new_password": new_password}))
+        .post_json(
+            "/v1/auth/password/reset",
+            &json!({"email": email, "code": reset, "new_password": new_password}),
+        )
         .await;
     assert_eq!(r.status(), 204);
     secrets.push(reset);
@@ -99,18 +154,35 @@ async fn a_full_scenario_logged_at_trace_leaks_no_secret() {
     app.drain_outbox().await;
 
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.len() > 10_000, "TRACE logging captured the scenario ({} bytes)", logs.len());
-    assert!(logs.contains("request finished"), "the request log lines are there");
+    assert!(
+        logs.len() > 10_000,
+        "TRACE logging captured the scenario ({} bytes)",
+        logs.len()
+    );
+    assert!(
+        logs.contains("request finished"),
+        "the request log lines are there"
+    );
     for secret in &secrets {
         // 6-digit codes: match whole numbers only (timestamps are full of digits).
         let leaked = if secret.len() == 6 && secret.bytes().all(|b| b.is_ascii_digit()) {
-            logs.split(|c: char| !c.is_ascii_digit()).any(|run| run == secret)
+            logs.split(|c: char| !c.is_ascii_digit())
+                .any(|run| run == secret)
         } else {
             logs.contains(secret.as_str())
         };
-        assert!(!leaked, "a secret reached the logs: {}…", &secret[..secret.len().min(6)]);
+        assert!(
+            !leaked,
+            "a secret reached the logs: {}…",
+            &secret[..secret.len().min(6)]
+        );
     }
     for code in [c1, c2] {
-        assert!(!logs.split(|c: char| !c.is_ascii_digit()).any(|run| run == code), "a TOTP code was logged");
+        assert!(
+            !logs
+                .split(|c: char| !c.is_ascii_digit())
+                .any(|run| run == code),
+            "a TOTP code was logged"
+        );
     }
 }

@@ -136,7 +136,13 @@ pub async fn reset_password(
             .detail("sessions_ended", ended),
     )
     .await?;
-    crate::mail::notices::notify(&mut tx, &state, user.user_id, crate::mail::notices::Notice::PasswordReset).await?;
+    crate::mail::notices::notify(
+        &mut tx,
+        &state,
+        user.user_id,
+        crate::mail::notices::Notice::PasswordReset,
+    )
+    .await?;
     tx.commit().await?;
     state.outbox.wake();
     Ok(StatusCode::NO_CONTENT)
@@ -220,7 +226,13 @@ pub async fn change_password(
             .detail("sessions_ended", ended),
     )
     .await?;
-    crate::mail::notices::notify(&mut tx, &state, auth.user_id, crate::mail::notices::Notice::PasswordChanged).await?;
+    crate::mail::notices::notify(
+        &mut tx,
+        &state,
+        auth.user_id,
+        crate::mail::notices::Notice::PasswordChanged,
+    )
+    .await?;
     tx.commit().await?;
     state.outbox.wake();
     Ok(StatusCode::NO_CONTENT)

@@ -29,7 +29,10 @@ impl Notice<'_> {
     fn text(&self) -> (&'static str, String) {
         match self {
             Self::NewDeviceSignIn { device } => ("New sign-in", format!("Device: {device}")),
-            Self::PasswordChanged => ("Password changed", "Your other devices were signed out.".into()),
+            Self::PasswordChanged => (
+                "Password changed",
+                "Your other devices were signed out.".into(),
+            ),
             Self::PasswordReset => ("Password reset", "Every device was signed out.".into()),
             Self::MfaEnabled => ("Two-factor authentication turned on", String::new()),
             Self::MfaDisabled => (

@@ -52,7 +52,12 @@ pub fn recovery_code_used(to: &str) -> OutgoingMail {
 
 /// A security notice: something changed on the account, and what to do if
 /// it was not the account's owner.
-pub fn security_notice(to: &str, what: &str, details: &str, at: chrono::DateTime<chrono::Utc>) -> OutgoingMail {
+pub fn security_notice(
+    to: &str,
+    what: &str,
+    details: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> OutgoingMail {
     OutgoingMail {
         to: to.to_owned(),
         subject: format!("Security notice: {what}"),

@@ -217,7 +217,13 @@ pub async fn confirm_totp(
             .client(&client),
     )
     .await?;
-    crate::mail::notices::notify(&mut tx, &state, auth.user_id, crate::mail::notices::Notice::MfaEnabled).await?;
+    crate::mail::notices::notify(
+        &mut tx,
+        &state,
+        auth.user_id,
+        crate::mail::notices::Notice::MfaEnabled,
+    )
+    .await?;
     tx.commit().await?;
     state.outbox.wake();
     Ok(JsonResponse(RecoveryCodesResponse {
@@ -303,7 +309,13 @@ pub async fn disable_totp(
             .detail("sessions_ended", ended),
     )
     .await?;
-    crate::mail::notices::notify(&mut tx, &state, auth.user_id, crate::mail::notices::Notice::MfaDisabled).await?;
+    crate::mail::notices::notify(
+        &mut tx,
+        &state,
+        auth.user_id,
+        crate::mail::notices::Notice::MfaDisabled,
+    )
+    .await?;
     tx.commit().await?;
     state.outbox.wake();
     Ok(StatusCode::NO_CONTENT)

@@ -93,13 +93,20 @@ pub async fn start(
     )
     .await?;
     if signed_in_before && !known_device {
-        let label = [device.name.as_deref(), device.model.as_deref(), platform.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(", ");
+        let label = [
+            device.name.as_deref(),
+            device.model.as_deref(),
+            platform.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
         let label = if label.is_empty() {
-            client.user_agent.clone().unwrap_or_else(|| "an unnamed device".into())
+            client
+                .user_agent
+                .clone()
+                .unwrap_or_else(|| "an unnamed device".into())
         } else {
             label
         };

@@ -330,7 +330,11 @@ async fn beyond_the_concurrency_bound_requests_are_shed_with_503() {
     let r = app.get("/v1/_probe").await;
     assert_eq!(r.status(), 503);
     assert_eq!(problem(r).await["code"], "overloaded");
-    assert_eq!(app.get("/healthz").await.status(), 200, "probes are never shed");
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "probes are never shed"
+    );
     slow.abort();
 }
 
@@ -450,11 +454,16 @@ async fn only_an_admin_with_a_second_factor_may_change_a_tier() {
     assert_eq!(r.status(), 403);
     let body = problem(r).await;
     assert_eq!(body["code"], "forbidden");
-    assert!(body.get("rate_limit_tier").is_none() && body.get("id").is_none(), "no data");
-    let denied: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event_type = 'authz.role.denied'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    assert!(
+        body.get("rate_limit_tier").is_none() && body.get("id").is_none(),
+        "no data"
+    );
+    let denied: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE event_type = 'authz.role.denied'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     assert_eq!(denied, 1, "the attempt is audited");
 
     // An admin without aal2 (no second factor in this session).
