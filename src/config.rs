@@ -119,6 +119,12 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// How long audit rows are kept (`AUDIT_RETENTION_DAYS`, default 365).
     pub audit_retention: chrono::Duration,
+    /// Where security alerts are POSTed as JSON, if anywhere.
+    pub alert_webhook_url: Option<Url>,
+    /// Thresholds of the failed-login spike rules.
+    pub alert_thresholds: crate::alerts::rules::SpikeThresholds,
+    /// A trusted proxy's country header (e.g. `cf-ipcountry`), lower-case.
+    pub geo_country_header: Option<String>,
 }
 
 /// Every problem found, one per line.
@@ -347,9 +353,29 @@ impl Config {
                 .get("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "mobile-backend".into()),
             audit_retention: r.duration("AUDIT_RETENTION_DAYS", 365, 86_400),
+            alert_webhook_url: r.parse_with("ALERT_WEBHOOK_URL", parse_url),
+            alert_thresholds: {
+                let d = crate::alerts::rules::SpikeThresholds::default();
+                let mut q = |name: &str, default| {
+                    r.parse_with(name, |s| {
+                        crate::rate_limit::policy::parse_quota(s)
+                            .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 10/900".to_owned())
+                    })
+                    .unwrap_or(default)
+                };
+                crate::alerts::rules::SpikeThresholds {
+                    per_account: q("ALERT_FAILED_LOGINS_ACCOUNT", d.per_account),
+                    per_ip: q("ALERT_FAILED_LOGINS_IP", d.per_ip),
+                    global: q("ALERT_FAILED_LOGINS_GLOBAL", d.global),
+                }
+            },
+            geo_country_header: r.get("GEO_COUNTRY_HEADER").map(|h| h.to_ascii_lowercase()),
         };
         if config.database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
+        if config.audit_retention < chrono::Duration::days(1) {
+            r.problem("AUDIT_RETENTION_DAYS must be at least 1");
         }
         if config.max_concurrent_requests == 0 {
             r.problem("MAX_CONCURRENT_REQUESTS must be at least 1");

@@ -5,6 +5,8 @@
 
 /// Administration (rate-limit tiers so far).
 pub mod admin;
+/// Security alerts: anomaly rules, webhook delivery, admin listing.
+pub mod alerts;
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
 /// Accounts: registration, verification, sign-in, password recovery.

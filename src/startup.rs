@@ -180,6 +180,10 @@ impl Application {
             self.state.clone(),
             stop_rx.clone(),
         ));
+        let webhook = tokio::spawn(crate::alerts::webhook::run(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -217,6 +221,7 @@ impl Application {
         }
         let _ = sender.await;
         let _ = maintenance.await;
+        let _ = webhook.await;
         let _ = metrics.await;
         tracing::info!("stopped");
         Ok(())

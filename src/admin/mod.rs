@@ -1,5 +1,6 @@
-//! Administration. For now: per-user rate-limit tiers; the rest of the
-//! admin surface (user search, locking, audit queries, client policy)
-//! arrives with the profiles & administration feature.
+//! Administration. For now: per-user rate-limit tiers and the audit-event
+//! query (alerts live in `alerts/`); the rest of the admin surface (user
+//! search, locking, client policy) arrives with profiles & administration.
 
+pub mod audit_events;
 pub mod routes;

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 /// Serialises sealing and retention across processes.
 pub const CHAIN_LOCK: i64 = 0x006d_6261_7564_6974; // "mbaudit"
-const BATCH: i64 = 1000;
+/// Rows sealed per pass.
+pub const BATCH: i64 = 1000;
 
 fn link(prev: &[u8], canonical: &str) -> Vec<u8> {
     let mut h = Sha256::new();

@@ -61,3 +61,7 @@ pub const ADMIN_RATE_LIMIT_TIER_CHANGED: &str = "admin.user.rate_limit_tier_chan
 /// A caller without the required role tried an administrative route
 /// (function-level authorization). Details: `role`, `path`.
 pub const ROLE_DENIED: &str = "authz.role.denied";
+
+/// An administrator acknowledged a security alert. Actor: the admin.
+/// Details: `alert_id`, `rule`.
+pub const ADMIN_ALERT_ACKNOWLEDGED: &str = "admin.alert.acknowledged";

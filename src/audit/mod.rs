@@ -153,17 +153,30 @@ pub async fn record(
     Ok(id)
 }
 
-/// The background pass: seals new rows every few seconds and applies
-/// retention hourly, until `stop` turns true.
+/// The background pass: seals new rows every few seconds, samples the
+/// resource gauges and applies retention hourly, until `stop` turns true.
 pub async fn maintenance(
     state: crate::state::AppState,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_retention: Option<std::time::Instant> = None;
     loop {
-        if let Err(e) = chain::seal_pending(&state.db, 5.0).await {
-            tracing::warn!(error = %e, "audit sealing pass failed");
+        // Keep sealing while full batches come back, so a burst is caught up at once.
+        loop {
+            match chain::seal_pending(&state.db, 5.0).await {
+                Ok(n) if n as i64 == chain::BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit sealing pass failed");
+                    break;
+                }
+            }
         }
+        // Gauges of shared resources, sampled on the same cadence.
+        metrics::gauge!("db_pool_connections").set(f64::from(state.db.size()));
+        metrics::gauge!("db_pool_idle_connections").set(state.db.num_idle() as f64);
+        metrics::gauge!("password_hash_queue_depth").set(state.hasher.queue_depth() as f64);
+        metrics::gauge!("password_hash_in_flight").set(state.hasher.in_flight() as f64);
         if last_retention.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
             let now = state.clock.now();
             let before = now - state.config.audit_retention;

@@ -228,7 +228,10 @@ impl PasswordHasher {
         // spawn_blocking panics outside a runtime; this reports it instead.
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| HashError::Internal(format!("no tokio runtime: {e}")))?;
+        let waited = std::time::Instant::now();
         let permit = self.acquire().await?;
+        metrics::histogram!("password_hash_wait_duration_seconds")
+            .record(waited.elapsed().as_secs_f64());
         runtime
             .spawn_blocking(move || {
                 let _permit = permit;

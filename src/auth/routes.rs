@@ -340,13 +340,10 @@ pub async fn login(
     let user = match user {
         Some(u) if verified.ok => u,
         other => {
+            let failed_user = other.map(|u| u.user_id);
             let mut conn = state.db.acquire().await?;
-            audit::record(
-                &mut conn,
-                now,
-                &refuse("invalid_credentials", other.map(|u| u.user_id)),
-            )
-            .await?;
+            audit::record(&mut conn, now, &refuse("invalid_credentials", failed_user)).await?;
+            crate::alerts::rules::failed_login(&mut conn, &state, failed_user, client.ip).await?;
             metrics::counter!("auth_login_total", "outcome" => "invalid_credentials").increment(1);
             // Count the failure against this (account, IP) pair.
             state

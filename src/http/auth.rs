@@ -66,7 +66,10 @@ impl FromRequestParts<AppState> for AuthUser {
                 metrics::counter!("auth_access_token_rejected_total").increment(1);
                 invalid_token()
             })?;
+        let acquired = std::time::Instant::now();
         let mut conn = state.db.acquire().await?;
+        metrics::histogram!("db_pool_acquire_duration_seconds")
+            .record(acquired.elapsed().as_secs_f64());
         let live = db::live_session(&mut conn, claims.sub, claims.sid, now)
             .await?
             .ok_or_else(invalid_token)?;

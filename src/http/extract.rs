@@ -169,6 +169,40 @@ pub fn flatten_validation(prefix: &str, errors: &ValidationErrors) -> Vec<FieldE
     out
 }
 
+/// A query string, strictly: unknown parameters (with
+/// `deny_unknown_fields`), wrong types and failed rules are a 422 problem.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned + Validate,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let value = axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map_err(|rejection| {
+                let text = rejection.body_text();
+                let message = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text)
+                    .to_owned();
+                ApiError::Validation(vec![FieldError {
+                    field: "query".into(),
+                    code: "invalid_query".into(),
+                    message,
+                }])
+            })?
+            .0;
+        value
+            .validate()
+            .map_err(|e| ApiError::Validation(flatten_validation("", &e)))?;
+        Ok(Query(value))
+    }
+}
+
 /// A path parameter; one that does not parse (a malformed id) is answered
 /// exactly like a missing object: 404, never a plain-text 400.
 #[derive(Debug)]
@@ -196,6 +230,9 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
     pub request_id: String,
     pub client: Option<ClientVersion>,
+    /// ISO 3166 country from `GEO_COUNTRY_HEADER`, only when the socket
+    /// peer is a trusted proxy (a client cannot claim a country).
+    pub country: Option<String>,
 }
 
 impl FromRequestParts<AppState> for ClientInfo {
@@ -219,11 +256,27 @@ impl FromRequestParts<AppState> for ClientInfo {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         let client = ClientVersion::from_headers(&parts.headers)?;
+        let trusted_peer = state
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&peer));
+        let country = state
+            .config
+            .geo_country_header
+            .as_deref()
+            .filter(|_| trusted_peer)
+            .and_then(|h| parts.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+            .map(str::to_ascii_uppercase);
         Ok(Self {
             ip,
             user_agent,
             request_id,
             client,
+            country,
         })
     }
 }

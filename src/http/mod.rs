@@ -49,6 +49,8 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::mfa::routes::router())
         .merge(crate::mfa::challenge::router())
         .merge(crate::admin::routes::router())
+        .merge(crate::admin::audit_events::router())
+        .merge(crate::alerts::routes::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

@@ -117,6 +117,19 @@ pub async fn start(
             crate::mail::notices::Notice::NewDeviceSignIn { device: &label },
         )
         .await?;
+        crate::alerts::raise(
+            &mut *conn,
+            state,
+            crate::alerts::Alert::new(crate::alerts::Rule::NewDevice)
+                .user(sign_in.user_id)
+                .ip(client.ip)
+                .detail("device", label.clone()),
+        )
+        .await?;
+    }
+    if let Some(country) = &client.country {
+        crate::alerts::rules::new_country(&mut *conn, state, sign_in.user_id, country, client.ip)
+            .await?;
     }
     db::insert_session(
         &mut *conn,
@@ -135,6 +148,7 @@ pub async fn start(
             app_version: client.client.as_ref().map(|c| c.version.to_string()),
             ip: IpNetwork::from(client.ip),
             user_agent: client.user_agent.as_deref(),
+            country: client.country.as_deref(),
         },
     )
     .await?;

@@ -137,11 +137,39 @@ pub async fn refresh(
                         .detail("seconds_since_use", (now - used_at).num_seconds()),
                 )
                 .await?;
+                crate::alerts::raise(
+                    &mut tx,
+                    state,
+                    crate::alerts::Alert::new(crate::alerts::Rule::RefreshTokenReuse)
+                        .user(row.user_id)
+                        .ip(client.ip)
+                        .detail("session_id", row.session_id.to_string()),
+                )
+                .await?;
                 tx.commit().await?;
                 metrics::counter!("auth_refresh_total", "outcome" => "reuse_detected").increment(1);
                 tracing::warn!(session_id = %row.session_id, "refresh token reuse detected; session revoked");
                 return Err(RefreshFailure::Reused.into_error());
             }
+        }
+    }
+    // Device fingerprint drift: the app refreshing says it is another
+    // platform than the one that signed in (a stolen token replayed from
+    // elsewhere, or a tampered client).
+    if let (Some(signed_in), Some(now_client)) = (row.platform.as_deref(), client.client.as_ref()) {
+        let presented = super::platform_str(now_client.platform);
+        if signed_in != presented {
+            crate::alerts::raise(
+                &mut tx,
+                state,
+                crate::alerts::Alert::new(crate::alerts::Rule::DeviceDrift)
+                    .user(row.user_id)
+                    .ip(client.ip)
+                    .detail("session_id", row.session_id.to_string())
+                    .detail("signed_in_as", signed_in)
+                    .detail("refreshing_as", presented),
+            )
+            .await?;
         }
     }
     let idle = (now + state.config.auth.refresh_idle_ttl).min(row.absolute_expires_at);

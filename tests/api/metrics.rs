@@ -29,3 +29,42 @@ async fn the_public_listener_does_not_serve_metrics() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/metrics").await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_scenario_exposes_the_security_metrics() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("ada@example.com").await;
+    app.login(&user.email, "not-the-password-at-all").await;
+    app.get_auth("/v1/sessions", user.access()).await;
+    app.refresh(user.refresh_token()).await;
+    app.clock.advance(chrono::Duration::seconds(60));
+    app.refresh(user.refresh_token()).await; // reuse: an alert
+    app.drain_outbox().await;
+    let text = app
+        .client
+        .get(format!("http://{}/metrics", app.metrics_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for metric in [
+        "auth_login_total",
+        "auth_refresh_total",
+        "audit_events_total",
+        "mail_sent_total",
+        "mail_outbox_pending",
+        "security_alerts_total",
+        "password_hash_wait_duration_seconds",
+        "db_pool_acquire_duration_seconds",
+    ] {
+        assert!(text.contains(metric), "{metric} missing");
+    }
+    assert!(text.contains("outcome=\"reuse_detected\""));
+    assert!(text.contains("rule=\"refresh_token_reuse\""));
+    // No user id, email or IP ever becomes a label.
+    assert!(!text.contains(&user.user_id.to_string()));
+    assert!(!text.contains("ada@example.com"));
+    assert!(!text.contains("127.0.0.1"));
+}

@@ -364,7 +364,7 @@ async fn the_redis_store_and_the_in_process_store_decide_alike() {
 }
 
 /// An administrator whose session completed the second factor.
-async fn admin_with_aal2(app: &TestApp, email: &str) -> String {
+pub async fn admin_with_aal2(app: &TestApp, email: &str) -> String {
     let admin = app.signed_up_user(email).await;
     sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = $1")
         .bind(admin.user_id)

@@ -1,0 +1,127 @@
+//! The anomaly rules. Each is cheap, configurable where it has a
+//! threshold, and fires once per crossing (when a count *reaches* its
+//! threshold), so an ongoing attack is one alert, not thousands.
+
+use super::{raise, Alert, Rule};
+use crate::{rate_limit::gcra::Quota, state::AppState};
+use chrono::Duration;
+use sqlx::{types::ipnetwork::IpNetwork, PgConnection};
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// Thresholds of the failed-login spike rules (`LIMIT/WINDOW_SECS`).
+#[derive(Clone, Copy, Debug)]
+pub struct SpikeThresholds {
+    pub per_account: Quota,
+    pub per_ip: Quota,
+    pub global: Quota,
+}
+
+impl Default for SpikeThresholds {
+    fn default() -> Self {
+        Self {
+            per_account: Quota::per_seconds(10, 900),
+            per_ip: Quota::per_seconds(20, 900),
+            global: Quota::per_seconds(200, 300),
+        }
+    }
+}
+
+/// After a failed login was audited: per account, per IP and globally,
+/// over sliding windows of the audit trail.
+pub async fn failed_login(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user_id: Option<Uuid>,
+    ip: IpAddr,
+) -> sqlx::Result<()> {
+    let now = state.clock.now();
+    let t = state.config.alert_thresholds;
+    let since = |q: Quota| now - Duration::milliseconds(q.window_ms);
+    if let Some(user_id) = user_id {
+        let n = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM audit_events
+               WHERE event_type = 'auth.login.failed' AND user_id = $1 AND occurred_at > $2"#,
+            user_id,
+            since(t.per_account),
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if n == i64::from(t.per_account.limit) {
+            raise(
+                conn,
+                state,
+                Alert::new(Rule::FailedLoginsAccount)
+                    .user(user_id)
+                    .ip(ip)
+                    .detail("failures", n),
+            )
+            .await?;
+        }
+    }
+    let n = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM audit_events
+           WHERE event_type = 'auth.login.failed' AND ip = $1 AND occurred_at > $2"#,
+        IpNetwork::from(ip),
+        since(t.per_ip),
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if n == i64::from(t.per_ip.limit) {
+        raise(
+            conn,
+            state,
+            Alert::new(Rule::FailedLoginsIp)
+                .ip(ip)
+                .detail("failures", n),
+        )
+        .await?;
+    }
+    let n = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM audit_events
+           WHERE event_type = 'auth.login.failed' AND occurred_at > $1"#,
+        since(t.global),
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if n == i64::from(t.global.limit) {
+        raise(
+            conn,
+            state,
+            Alert::new(Rule::FailedLoginsGlobal).detail("failures", n),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A sign-in from a country the user has not signed in from before
+/// (known only behind a trusted proxy that sends `GEO_COUNTRY_HEADER`).
+pub async fn new_country(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user_id: Uuid,
+    country: &str,
+    ip: IpAddr,
+) -> sqlx::Result<()> {
+    let row = sqlx::query!(
+        r#"SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1 AND country IS NOT NULL) AS "any!",
+                  EXISTS (SELECT 1 FROM sessions WHERE user_id = $1 AND country = $2) AS "seen!""#,
+        user_id,
+        country,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if row.any && !row.seen {
+        raise(
+            conn,
+            state,
+            Alert::new(Rule::NewCountry)
+                .user(user_id)
+                .ip(ip)
+                .detail("country", country),
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Alert webhook delivery (`ALERT_WEBHOOK_URL`): JSON POSTs with retry and
+//! exponential back-off, leased like the mail outbox so several processes
+//! never send one alert twice. A receiver that is down receives every
+//! alert once it recovers, for up to eight attempts.
+
+use crate::state::AppState;
+use chrono::Duration;
+use serde_json::json;
+use tokio::sync::watch;
+
+pub const MAX_ATTEMPTS: i32 = 8;
+const LEASE: Duration = Duration::seconds(60);
+
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .user_agent(concat!("mobile-backend/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// Sends every alert that is due; returns how many were attempted.
+pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> anyhow::Result<usize> {
+    let Some(url) = state.config.alert_webhook_url.clone() else {
+        return Ok(0);
+    };
+    let now = state.clock.now();
+    let due = sqlx::query!(
+        r#"UPDATE security_alerts SET webhook_locked_until = $2, webhook_attempts = webhook_attempts + 1
+           WHERE security_alert_id IN (
+               SELECT security_alert_id FROM security_alerts
+               WHERE webhook_status = 'pending' AND webhook_next_at <= $1
+                 AND (webhook_locked_until IS NULL OR webhook_locked_until < $1)
+               ORDER BY webhook_next_at LIMIT 20
+               FOR UPDATE SKIP LOCKED)
+           RETURNING security_alert_id, created_at, rule, severity, user_id, host(ip) AS ip, details,
+                     webhook_attempts"#,
+        now,
+        now + LEASE,
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let count = due.len();
+    for alert in due {
+        let body = json!({
+            "id": alert.security_alert_id,
+            "created_at": alert.created_at,
+            "rule": alert.rule,
+            "severity": alert.severity,
+            "user_id": alert.user_id,
+            "ip": alert.ip,
+            "details": alert.details,
+        });
+        let sent = client
+            .post(url.clone())
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        let now = state.clock.now();
+        let give_up = !sent && alert.webhook_attempts >= MAX_ATTEMPTS;
+        let status = if sent {
+            "sent"
+        } else if give_up {
+            "failed"
+        } else {
+            "pending"
+        };
+        sqlx::query!(
+            r#"UPDATE security_alerts SET webhook_status = $2, webhook_next_at = $3, webhook_locked_until = NULL
+               WHERE security_alert_id = $1"#,
+            alert.security_alert_id,
+            status,
+            now + crate::mail::sender::backoff(alert.webhook_attempts),
+        )
+        .execute(&state.db)
+        .await?;
+        metrics::counter!("alert_webhook_deliveries_total", "outcome" => status).increment(1);
+    }
+    Ok(count)
+}
+
+/// Delivers alerts every few seconds until `stop` turns true.
+pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    let Ok(client) = client() else {
+        tracing::error!("could not build the alert webhook client");
+        return;
+    };
+    loop {
+        if let Err(e) = deliver_due(&state, &client).await {
+            tracing::warn!(error = %e, "alert webhook pass failed");
+        }
+        tokio::select! {
+            // The same cadence as the mail outbox (MAIL_POLL_SECS).
+            _ = tokio::time::sleep(state.config.mail_poll_interval) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
