@@ -125,6 +125,8 @@ pub struct Config {
     pub alert_thresholds: crate::alerts::rules::SpikeThresholds,
     /// A trusted proxy's country header (e.g. `cf-ipcountry`), lower-case.
     pub geo_country_header: Option<String>,
+    /// Distinct public profiles one user may view per window before an alert.
+    pub alert_profile_views: crate::rate_limit::gcra::Quota,
 }
 
 /// Every problem found, one per line.
@@ -370,6 +372,12 @@ impl Config {
                 }
             },
             geo_country_header: r.get("GEO_COUNTRY_HEADER").map(|h| h.to_ascii_lowercase()),
+            alert_profile_views: r
+                .parse_with("ALERT_PROFILE_VIEWS", |s| {
+                    crate::rate_limit::policy::parse_quota(s)
+                        .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 50/300".to_owned())
+                })
+                .unwrap_or(crate::rate_limit::gcra::Quota::per_seconds(50, 300)),
         };
         if config.database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");

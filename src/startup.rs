@@ -113,6 +113,7 @@ impl Application {
         .context("REDIS_URL")?;
         let state = AppState {
             limiter: Arc::new(limiter),
+            profile_views: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             breached_passwords,
             hasher,

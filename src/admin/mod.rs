@@ -4,3 +4,4 @@
 
 pub mod audit_events;
 pub mod routes;
+pub mod users;

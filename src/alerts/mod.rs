@@ -6,6 +6,7 @@
 //! background sender with retries (`webhook.rs`). Administrators list and
 //! acknowledge alerts through `/v1/admin/alerts`.
 
+pub mod access;
 pub mod routes;
 pub mod rules;
 pub mod webhook;
@@ -25,6 +26,7 @@ pub enum Rule {
     NewDevice,
     NewCountry,
     DeviceDrift,
+    DataAccessVolume,
 }
 
 impl Rule {
@@ -37,6 +39,7 @@ impl Rule {
             Self::NewDevice => "new_device",
             Self::NewCountry => "new_country",
             Self::DeviceDrift => "device_drift",
+            Self::DataAccessVolume => "data_access_volume",
         }
     }
 
@@ -46,7 +49,8 @@ impl Rule {
             Self::FailedLoginsAccount
             | Self::FailedLoginsIp
             | Self::DeviceDrift
-            | Self::NewCountry => "warning",
+            | Self::NewCountry
+            | Self::DataAccessVolume => "warning",
             Self::NewDevice => "info",
         }
     }

@@ -51,6 +51,7 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::admin::routes::router())
         .merge(crate::admin::audit_events::router())
         .merge(crate::alerts::routes::router())
+        .merge(crate::admin::users::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

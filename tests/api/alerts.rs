@@ -353,3 +353,93 @@ async fn admins_list_and_acknowledge_alerts_and_query_the_audit_trail_and_users_
         .await;
     assert_eq!(r.status(), 422);
 }
+
+#[tokio::test]
+async fn the_public_profile_shows_only_id_and_display_name() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .post_json("/v1/auth/register", &json!({"email": "named@example.com", "password": STRONG_PASSWORD, "display_name": "Ada L."}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let code = app.code_for("named@example.com").await;
+    app.post_json(
+        "/v1/auth/verify-email",
+        &json!({"email": "named@example.com", "code": code}),
+    )
+    .await;
+    let named: Value = app
+        .login("named@example.com", STRONG_PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let named_id = crate::helpers::decode_claims(named["access_token"].as_str().unwrap())["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let viewer = app.signed_up_user("viewer@example.com").await;
+
+    let body: Value = app
+        .get_auth(&format!("/v1/users/{named_id}"), viewer.access())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body,
+        json!({"id": named_id, "display_name": "Ada L."}),
+        "exactly two fields"
+    );
+    let r = app
+        .get_auth(
+            &format!("/v1/users/{}", uuid::Uuid::now_v7()),
+            viewer.access(),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        app.get(&format!("/v1/users/{named_id}")).await.status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn viewing_many_distinct_profiles_quickly_raises_a_data_access_alert() {
+    let app = TestApp::builder()
+        .env("ALERT_PROFILE_VIEWS", "3/300")
+        .spawn()
+        .await;
+    let scraper = app.signed_up_user("scraper@example.com").await;
+    let mut ids = vec![];
+    for i in 0..4 {
+        ids.push(
+            app.signed_up_user(&format!("person{i}@example.com"))
+                .await
+                .user_id,
+        );
+    }
+    // Looking at one profile many times is not enumeration.
+    for _ in 0..5 {
+        app.get_auth(&format!("/v1/users/{}", ids[0]), scraper.access())
+            .await;
+    }
+    assert!(alerts(&app)
+        .await
+        .iter()
+        .all(|a| a.0 != "data_access_volume"));
+    for id in &ids[1..] {
+        assert_eq!(
+            app.get_auth(&format!("/v1/users/{id}"), scraper.access())
+                .await
+                .status(),
+            200
+        );
+    }
+    let raised: Vec<_> = alerts(&app)
+        .await
+        .into_iter()
+        .filter(|a| a.0 == "data_access_volume")
+        .collect();
+    assert_eq!(raised.len(), 1, "once per crossing");
+    assert_eq!(raised[0].1, Some(scraper.user_id));
+}
