@@ -32,9 +32,16 @@ CREATE INDEX audit_events_failed_login_ip_idx ON audit_events (ip, occurred_at D
     WHERE event_type = 'auth.login.failed';
 
 -- Retention checkpoints are part of the tamper evidence: append-only too.
+CREATE FUNCTION audit_checkpoints_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_checkpoints is append-only (% refused)', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
 CREATE TRIGGER audit_checkpoints_append_only
     BEFORE UPDATE OR DELETE ON audit_checkpoints
-    FOR EACH ROW EXECUTE FUNCTION audit_events_refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION audit_checkpoints_refuse_change();
 CREATE TRIGGER audit_checkpoints_no_truncate
     BEFORE TRUNCATE ON audit_checkpoints
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_events_refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_checkpoints_refuse_change();

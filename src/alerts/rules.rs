@@ -1,6 +1,8 @@
 //! The anomaly rules. Each is cheap, configurable where it has a
-//! threshold, and fires once per crossing (when a count *reaches* its
-//! threshold), so an ongoing attack is one alert, not thousands.
+//! threshold, and fires at most once per window and subject (once the
+//! count reaches the threshold and no such alert was raised in the
+//! window), so an ongoing attack is one alert, not thousands, and two
+//! failures arriving together cannot skip past the threshold.
 
 use super::{raise, Alert, Rule};
 use crate::{rate_limit::gcra::Quota, state::AppState};
@@ -47,7 +49,16 @@ pub async fn failed_login(
         )
         .fetch_one(&mut *conn)
         .await?;
-        if n == i64::from(t.per_account.limit) {
+        if n >= i64::from(t.per_account.limit)
+            && !recently_raised(
+                conn,
+                Rule::FailedLoginsAccount,
+                Some(user_id),
+                None,
+                since(t.per_account),
+            )
+            .await?
+        {
             raise(
                 conn,
                 state,
@@ -67,7 +78,9 @@ pub async fn failed_login(
     )
     .fetch_one(&mut *conn)
     .await?;
-    if n == i64::from(t.per_ip.limit) {
+    if n >= i64::from(t.per_ip.limit)
+        && !recently_raised(conn, Rule::FailedLoginsIp, None, Some(ip), since(t.per_ip)).await?
+    {
         raise(
             conn,
             state,
@@ -84,7 +97,9 @@ pub async fn failed_login(
     )
     .fetch_one(&mut *conn)
     .await?;
-    if n == i64::from(t.global.limit) {
+    if n >= i64::from(t.global.limit)
+        && !recently_raised(conn, Rule::FailedLoginsGlobal, None, None, since(t.global)).await?
+    {
         raise(
             conn,
             state,
@@ -93,6 +108,28 @@ pub async fn failed_login(
         .await?;
     }
     Ok(())
+}
+
+/// Whether `rule` already fired for this subject since `since`.
+async fn recently_raised(
+    conn: &mut PgConnection,
+    rule: Rule,
+    user_id: Option<Uuid>,
+    ip: Option<IpAddr>,
+    since: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM security_alerts
+                          WHERE rule = $1 AND created_at > $2
+                            AND ($3::uuid IS NULL OR user_id = $3)
+                            AND ($4::inet IS NULL OR ip = $4)) AS "raised!""#,
+        rule.name(),
+        since,
+        user_id,
+        ip.map(IpNetwork::from),
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// A sign-in from a country the user has not signed in from before

@@ -243,6 +243,18 @@ async fn retention_deletes_old_sealed_rows_through_a_checkpoint_and_the_rest_sti
         .await
         .unwrap_err();
     assert!(err.to_string().contains("append-only"));
+    // Checkpoints cannot be changed or removed either.
+    for attack in [
+        "UPDATE audit_checkpoints SET chain_pos = chain_pos + 1",
+        "DELETE FROM audit_checkpoints",
+        "TRUNCATE audit_checkpoints",
+    ] {
+        let err = sqlx::query(attack).execute(&app.db).await.unwrap_err();
+        assert!(
+            err.to_string().contains("audit_checkpoints is append-only"),
+            "{attack}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
