@@ -51,6 +51,7 @@ RUN mkdir -p src tests/api \
 #    * COPY keeps the files' original modification times, which may be older
 #      than the placeholder build. Touching the crate roots makes Cargo
 #      rebuild the crate instead of reusing the placeholder.
+COPY build.rs ./
 COPY .sqlx ./.sqlx
 COPY migrations ./migrations
 COPY src ./src
