@@ -17,7 +17,6 @@ use crate::{
     crypto::aead,
     error::ApiError,
     http::{auth::AuthUser, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
-    sessions::db as sessions_db,
     state::AppState,
 };
 use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
@@ -124,23 +123,17 @@ pub async fn reset_password(
     let hash = super::hash_password(&state, &password).await?;
     db::set_password_hash(&mut tx, user.user_id, &hash, now, true).await?;
     db::mark_verified(&mut tx, user.user_id, now).await?;
-    let ended =
-        sessions_db::revoke_all_sessions(&mut tx, user.user_id, None, now, "password_reset")
-            .await?;
-    audit::record(
-        &mut tx,
-        now,
-        &AuditEvent::new(events::PASSWORD_RESET, Outcome::Success)
-            .user(user.user_id)
-            .client(&client)
-            .detail("sessions_ended", ended),
-    )
-    .await?;
-    crate::mail::notices::notify(
+    crate::sessions::end_sessions_after(
         &mut tx,
         &state,
-        user.user_id,
-        crate::mail::notices::Notice::PasswordReset,
+        crate::sessions::CredentialChange {
+            user_id: user.user_id,
+            keep: None,
+            client: &client,
+            event: events::PASSWORD_RESET,
+            reason: "password_reset",
+            notice: crate::mail::notices::Notice::PasswordReset,
+        },
     )
     .await?;
     tx.commit().await?;
@@ -208,29 +201,17 @@ pub async fn change_password(
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     db::set_password_hash(&mut tx, auth.user_id, &hash, now, true).await?;
-    let ended = sessions_db::revoke_all_sessions(
-        &mut tx,
-        auth.user_id,
-        Some(auth.session_id),
-        now,
-        "password_changed",
-    )
-    .await?;
-    audit::record(
-        &mut tx,
-        now,
-        &AuditEvent::new(events::PASSWORD_CHANGED, Outcome::Success)
-            .user(auth.user_id)
-            .session(auth.session_id)
-            .client(&client)
-            .detail("sessions_ended", ended),
-    )
-    .await?;
-    crate::mail::notices::notify(
+    crate::sessions::end_sessions_after(
         &mut tx,
         &state,
-        auth.user_id,
-        crate::mail::notices::Notice::PasswordChanged,
+        crate::sessions::CredentialChange {
+            user_id: auth.user_id,
+            keep: Some(auth.session_id),
+            client: &client,
+            event: events::PASSWORD_CHANGED,
+            reason: "password_changed",
+            notice: crate::mail::notices::Notice::PasswordChanged,
+        },
     )
     .await?;
     tx.commit().await?;

@@ -12,7 +12,6 @@ use crate::{
         routes::ApiRouter,
         validate,
     },
-    sessions::db as sessions_db,
     state::AppState,
 };
 use axum::{body::Bytes, extract::State, http::Method, http::StatusCode, Json as JsonResponse};
@@ -291,29 +290,17 @@ pub async fn disable_totp(
         return Err(f.into_error(false));
     }
     db::delete_mfa(&mut tx, auth.user_id).await?;
-    let ended = sessions_db::revoke_all_sessions(
-        &mut tx,
-        auth.user_id,
-        Some(auth.session_id),
-        now,
-        "mfa_disabled",
-    )
-    .await?;
-    audit::record(
-        &mut tx,
-        now,
-        &AuditEvent::new(events::MFA_DISABLED, Outcome::Success)
-            .user(auth.user_id)
-            .session(auth.session_id)
-            .client(&client)
-            .detail("sessions_ended", ended),
-    )
-    .await?;
-    crate::mail::notices::notify(
+    crate::sessions::end_sessions_after(
         &mut tx,
         &state,
-        auth.user_id,
-        crate::mail::notices::Notice::MfaDisabled,
+        crate::sessions::CredentialChange {
+            user_id: auth.user_id,
+            keep: Some(auth.session_id),
+            client: &client,
+            event: events::MFA_DISABLED,
+            reason: "mfa_disabled",
+            notice: crate::mail::notices::Notice::MfaDisabled,
+        },
     )
     .await?;
     tx.commit().await?;

@@ -234,3 +234,39 @@ pub fn platform_str(p: crate::http::client_version::Platform) -> &'static str {
         Platform::Web => "web",
     }
 }
+
+/// What changed about how a user signs in, for [`end_sessions_after`].
+pub struct CredentialChange<'a> {
+    pub user_id: Uuid,
+    /// The session to keep (the one that made the change), or none.
+    pub keep: Option<Uuid>,
+    pub client: &'a ClientInfo,
+    pub event: &'static str,
+    /// Stored as the sessions' revocation reason.
+    pub reason: &'static str,
+    pub notice: crate::mail::notices::Notice<'a>,
+}
+
+/// After a change to how a user signs in (password changed or reset, MFA
+/// turned off): ends the other sessions, audits the change with how many
+/// ended, and emails the owner, all in the caller's transaction.
+pub async fn end_sessions_after(
+    conn: &mut PgConnection,
+    state: &AppState,
+    change: CredentialChange<'_>,
+) -> Result<u64, ApiError> {
+    let now = state.clock.now();
+    let ended =
+        db::revoke_all_sessions(&mut *conn, change.user_id, change.keep, now, change.reason)
+            .await?;
+    let mut event = AuditEvent::new(change.event, Outcome::Success)
+        .user(change.user_id)
+        .client(change.client)
+        .detail("sessions_ended", ended);
+    if let Some(session) = change.keep {
+        event = event.session(session);
+    }
+    audit::record(&mut *conn, now, &event).await?;
+    crate::mail::notices::notify(&mut *conn, state, change.user_id, change.notice).await?;
+    Ok(ended)
+}
