@@ -19,6 +19,8 @@ pub mod config;
 pub mod crypto;
 /// Development only: a project-local PostgreSQL when no DATABASE_URL is set.
 pub mod dev_db;
+/// Devices: push registrations, the example user-owned resource.
+pub mod devices;
 /// `ApiError`, the single error type, rendered as problem+json.
 pub mod error;
 /// Router, layers, extractors, headers, client-version gate, health.

@@ -65,3 +65,8 @@ pub const ROLE_DENIED: &str = "authz.role.denied";
 /// An administrator acknowledged a security alert. Actor: the admin.
 /// Details: `alert_id`, `rule`.
 pub const ADMIN_ALERT_ACKNOWLEDGED: &str = "admin.alert.acknowledged";
+
+/// A push-notification device was registered. Details: `device_id`.
+pub const DEVICE_REGISTERED: &str = "device.registration.created";
+/// A device registration was deleted by its owner. Details: `device_id`.
+pub const DEVICE_DELETED: &str = "device.registration.deleted";

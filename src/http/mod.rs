@@ -52,6 +52,7 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::admin::audit_events::router())
         .merge(crate::alerts::routes::router())
         .merge(crate::admin::users::router())
+        .merge(crate::devices::routes::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

@@ -8,6 +8,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod client_version;
+mod devices;
 mod headers;
 mod helpers;
 mod mail;
