@@ -268,24 +268,34 @@ async fn the_audit_verify_command_passes_on_an_intact_chain_and_names_a_tampered
         .as_ref()
         .map(|u| secrecy::ExposeSecret::expose_secret(u).to_owned())
         .unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_mobile-backend"))
-            .args(args)
+    // The CLI runs as a child process while this test's own app keeps running
+    // its audit maintenance, which takes the chain lock inside a transaction.
+    // The child must be awaited, not waited on with a blocking call: blocking
+    // this runtime's only thread would freeze the app mid-transaction, holding
+    // the lock the child is waiting for (a deadlock CI once hit).
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobile-backend"));
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &db_url)
             .env("DATA_DIR", app.mail_dir.parent().unwrap())
             .current_dir(app.mail_dir.parent().unwrap())
-            .output()
-            .unwrap()
+            .kill_on_drop(true);
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+                .await
+                .expect("the audit CLI finishes within a minute")
+                .unwrap()
+        }
     };
-    let sealed = run(&["audit", "seal"]);
+    let sealed = run(&["audit", "seal"]).await;
     assert!(
         sealed.status.success(),
         "{}",
         String::from_utf8_lossy(&sealed.stderr)
     );
-    let ok = run(&["audit", "verify"]);
+    let ok = run(&["audit", "verify"]).await;
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 4 sealed rows"));
 
@@ -301,7 +311,7 @@ async fn the_audit_verify_command_passes_on_an_intact_chain_and_names_a_tampered
         ),
     )
     .await;
-    let broken = run(&["audit", "verify"]);
+    let broken = run(&["audit", "verify"]).await;
     assert!(!broken.status.success());
     let stderr = String::from_utf8_lossy(&broken.stderr);
     assert!(
