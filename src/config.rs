@@ -97,6 +97,8 @@ pub struct Config {
     pub mail_from: String,
     /// How often the mail sender looks for due messages when not woken.
     pub mail_poll_interval: Duration,
+    /// How often each process re-reads the run-time client policy.
+    pub client_policy_refresh: Duration,
     pub redis_url: Option<SecretString>,
     pub trusted_proxies: Vec<IpNet>,
     pub min_client_version_ios: Option<Version>,
@@ -313,6 +315,9 @@ impl Config {
                 .get("MAIL_FROM")
                 .unwrap_or_else(|| "Mobile Backend <no-reply@localhost>".into()),
             mail_poll_interval: Duration::from_secs(r.parse_or("MAIL_POLL_SECS", 5)),
+            client_policy_refresh: Duration::from_secs(
+                r.parse_or("CLIENT_POLICY_REFRESH_SECS", 10),
+            ),
             redis_url: r.get("REDIS_URL").map(SecretString::from),
             trusted_proxies,
             min_client_version_ios: r.parse_with("MIN_CLIENT_VERSION_IOS", parse_version),
@@ -387,6 +392,9 @@ impl Config {
         }
         if config.max_concurrent_requests == 0 {
             r.problem("MAX_CONCURRENT_REQUESTS must be at least 1");
+        }
+        if config.client_policy_refresh.is_zero() {
+            r.problem("CLIENT_POLICY_REFRESH_SECS must be at least 1");
         }
         if config.mail_poll_interval.is_zero() {
             r.problem("MAIL_POLL_SECS must be at least 1");

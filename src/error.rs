@@ -283,7 +283,14 @@ impl IntoResponse for ApiError {
 /// keeps "check then insert" races impossible: the database decides once.
 /// Features add their constraints here as they land.
 type ConstraintAnswer = fn() -> ApiError;
-const CONSTRAINT_ERRORS: &[(&str, ConstraintAnswer)] = &[];
+const CONSTRAINT_ERRORS: &[(&str, ConstraintAnswer)] = &[(
+    // An email change confirmed after another account took the address.
+    "users_email_blind_index_key",
+    || ApiError::Conflict {
+        code: "email_unavailable",
+        detail: "That email address cannot be used for this account.",
+    },
+)];
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
@@ -310,7 +317,15 @@ impl From<sqlx::Error> for ApiError {
 impl From<crate::crypto::CryptoError> for ApiError {
     fn from(e: crate::crypto::CryptoError) -> Self {
         // A ciphertext that fails to open is either tampering or a lost key:
-        // both are server-side problems the client cannot fix.
+        // both are server-side problems the client cannot fix. Counted and
+        // logged apart from other 500s so an alert can watch for it.
+        if matches!(e, crate::crypto::CryptoError::Decrypt) {
+            metrics::counter!("crypto_open_failures_total").increment(1);
+            tracing::error!(
+                security_event = "tamper_suspected",
+                "a sealed field failed authentication: tampered, moved between rows, or sealed under another key"
+            );
+        }
         Self::Internal(anyhow::Error::new(e).context("field decryption failed"))
     }
 }

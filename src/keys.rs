@@ -120,3 +120,35 @@ fn load_or_create_dev_keys(data_dir: &Path) -> anyhow::Result<Keys> {
     );
     Ok(keys)
 }
+
+/// `keys rotate`: the ring with a fresh key, numbered one above the
+/// highest id, as its new primary; every old key stays (it still unwraps
+/// until `keys rewrap` has run).
+pub fn rotated(ring: &KeyRing) -> anyhow::Result<KeyRing> {
+    let next = ring
+        .ids()
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        .checked_add(1)
+        .context("no key id left")?;
+    let spec = format!(
+        "{next}:{},{}",
+        crate::crypto::Key::generate().to_base64(),
+        ring.to_spec()
+    );
+    Ok(KeyRing::parse(&spec)?)
+}
+
+/// `keys rotate` in development: rotates the master key in
+/// `$DATA_DIR/dev-keys.json` (created if missing); returns the new id.
+pub fn rotate_dev_keys(data_dir: &Path) -> anyhow::Result<u32> {
+    let keys = load_or_create_dev_keys(data_dir)?;
+    let path = data_dir.join("dev-keys.json");
+    let raw = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut file: DevKeyFile = serde_json::from_slice(&raw)?;
+    let ring = rotated(&keys.data)?;
+    file.data_keys = ring.to_spec();
+    fs::write(&path, serde_json::to_vec_pretty(&file)?)?;
+    Ok(ring.primary_id())
+}

@@ -3,7 +3,7 @@
 //! Each module below is one concern; DESIGN.md explains the layout and the
 //! rules that hold everywhere.
 
-/// Administration (rate-limit tiers so far).
+/// Administration: users, roles, sessions, client policy, tiers, audit trail.
 pub mod admin;
 /// Security alerts: anomaly rules, webhook delivery, admin listing.
 pub mod alerts;
@@ -31,6 +31,8 @@ pub mod keys;
 pub mod mail;
 /// Multi-factor authentication: TOTP, recovery codes, step-up.
 pub mod mfa;
+/// The caller's own account: profile, email change, deletion, export.
+pub mod profile;
 /// Rate limits per class, IP, user and account, with progressive penalties.
 pub mod rate_limit;
 /// Sessions, refresh-token rotation and reuse detection.
@@ -45,3 +47,5 @@ pub mod telemetry;
 pub mod tls;
 /// EdDSA access tokens: signing key ring, verification, JWKS.
 pub mod tokens;
+/// Per-user data keys wrapped by the master key: crypto-shredding, rewrap.
+pub mod user_keys;

@@ -1,12 +1,14 @@
 //! The `mobile-backend` command: `serve` (the default), `migrate`,
-//! `keys generate` and `tls-pins`.
+//! `keys …`, `admin …`, `audit …` and `tls-pins`.
 //!
 //! Start-up failures print one clear line per problem and exit non-zero;
 //! secrets are never printed.
 
 use clap::{Parser, Subcommand};
 use mobile_backend::{
+    admin::accounts::Role,
     config::{AppEnv, Config},
+    crypto::KeyRing,
     dev_db::{self, LocalPostgres},
     keys::Keys,
     startup::{self, Application},
@@ -43,6 +45,45 @@ enum Command {
     /// The audit trail's hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Bootstrap administrators (needs the database and the keys).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a verified account with a staff role. The password is
+    /// prompted for (not echoed) on a terminal, or read as one line from stdin.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum, default_value = "admin")]
+        role: RoleArg,
+    },
+    /// Give an existing account a role.
+    Promote {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    User,
+    Support,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::User => Role::User,
+            RoleArg::Support => Role::Support,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -62,6 +103,20 @@ enum KeysCommand {
     /// put it first in SIGNING_KEYS and keep the old key after it until the
     /// longest access-token lifetime has passed.
     GenerateSigning,
+    /// Add a new master data key as current. With DATA_KEYS set, prints the
+    /// new DATA_KEYS value to store in your secret manager (nothing is
+    /// written); in development, updates $DATA_DIR/dev-keys.json. Then run
+    /// `keys rewrap`.
+    Rotate,
+    /// Re-wrap every user data key under the current master key, in
+    /// batches (resumable, safe while the service serves). Afterwards the
+    /// old master keys can be removed from DATA_KEYS.
+    Rewrap {
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
+    /// How many user data keys each master key still wraps.
+    Status,
 }
 
 #[tokio::main]
@@ -77,7 +132,10 @@ async fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::Keys(keys_command)) = &cli.command {
+    if let Some(Command::Keys(
+        keys_command @ (KeysCommand::Generate | KeysCommand::GenerateSigning | KeysCommand::Rotate),
+    )) = &cli.command
+    {
         // Needs no configuration: it is how a new deployment gets its keys.
         return match keys(keys_command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -110,7 +168,9 @@ async fn main() -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
         Command::Audit(command) => audit(config, command).await,
-        Command::Keys(_) | Command::TlsPins(_) => Ok(()),
+        Command::Admin(command) => admin(config, command).await,
+        Command::Keys(command) => keys_with_database(config, command).await,
+        Command::TlsPins(_) => Ok(()),
     };
     if let Some(db) = dev_db {
         if let Err(e) = db.stop().await {
@@ -136,8 +196,122 @@ fn keys(command: &KeysCommand) -> anyhow::Result<()> {
             println!("CODE_HMAC_KEY={}", keys.codes.to_base64());
         }
         KeysCommand::GenerateSigning => print!("{}", SigningKeys::generate_pem()?),
+        KeysCommand::Rotate => rotate_master_key()?,
+        KeysCommand::Rewrap { .. } | KeysCommand::Status => {}
     }
     Ok(())
+}
+
+/// `keys rotate`: a new master key, first in the ring.
+fn rotate_master_key() -> anyhow::Result<()> {
+    if std::env::var("APP_ENV").as_deref() != Ok("production") {
+        let _ = dotenvy::dotenv();
+    }
+    match std::env::var("DATA_KEYS") {
+        Ok(spec) => {
+            let ring = KeyRing::parse(&spec)?;
+            let rotated = mobile_backend::keys::rotated(&ring)?;
+            eprintln!(
+                "new master key {} added as current; store this DATA_KEYS, restart the service, then run `keys rewrap`:",
+                rotated.primary_id()
+            );
+            println!("DATA_KEYS={}", rotated.to_spec());
+        }
+        Err(_) => {
+            let data_dir = std::env::var("DATA_DIR").unwrap_or_else(|_| ".data".into());
+            let id = mobile_backend::keys::rotate_dev_keys(std::path::Path::new(&data_dir))?;
+            println!("development master key {id} added as current in {data_dir}/dev-keys.json; run `keys rewrap`");
+        }
+    }
+    Ok(())
+}
+
+/// `keys rewrap` and `keys status`: they read the database.
+async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    use mobile_backend::user_keys;
+    let pool = startup::connect(&config).await?;
+    startup::MIGRATOR.run(&pool).await?;
+    let keys = Keys::load(&config)?;
+    match command {
+        KeysCommand::Rewrap { batch } => {
+            let batch = batch.clamp(1, 10_000);
+            let current = keys.data.primary_id();
+            let mut total = 0;
+            loop {
+                let now = mobile_backend::clock::Clock::system().now();
+                let step = user_keys::rewrap_batch(&pool, &keys.data, batch, now).await?;
+                total += step.rewrapped;
+                println!(
+                    "rewrapped {total} user keys under master key {current}; {} remaining",
+                    step.remaining
+                );
+                if step.remaining == 0 {
+                    break;
+                }
+                if step.rewrapped == 0 {
+                    // Every remaining row is locked by another rewrap run.
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+            println!("done: every user key is wrapped by master key {current}; older master keys can leave DATA_KEYS once no backup you keep needs them");
+        }
+        KeysCommand::Status => {
+            let mut conn = pool.acquire().await?;
+            let counts = user_keys::status(&mut conn).await?;
+            println!("current master key: {}", keys.data.primary_id());
+            for (id, n) in counts {
+                let note = if id == keys.data.primary_id() {
+                    "current"
+                } else if keys.data.get(id).is_some() {
+                    "older, in DATA_KEYS: run `keys rewrap`"
+                } else {
+                    "MISSING from DATA_KEYS: these users' data cannot be read"
+                };
+                println!("master key {id}: {n} user keys ({note})");
+            }
+        }
+        KeysCommand::Generate | KeysCommand::GenerateSigning | KeysCommand::Rotate => {}
+    }
+    Ok(())
+}
+
+async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    use mobile_backend::admin::bootstrap;
+    let pool = startup::connect(&config).await?;
+    startup::MIGRATOR.run(&pool).await?;
+    let keys = Keys::load(&config)?;
+    match command {
+        AdminCommand::Create { email, role } => {
+            let password = read_password()?;
+            let id =
+                bootstrap::create(&pool, &config, &keys, &email, &password, role.into()).await?;
+            println!("created account {id}");
+            println!(
+                "next: sign in and turn on two-factor authentication; staff routes need it (aal2)"
+            );
+        }
+        AdminCommand::Promote { email, role } => {
+            let id = bootstrap::promote(&pool, &keys, &email, role.into()).await?;
+            println!("account {id} now has role {}", Role::from(role).as_str());
+        }
+    }
+    Ok(())
+}
+
+/// Prompts twice without echo on a terminal; otherwise reads one line.
+fn read_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let first = zeroize::Zeroizing::new(rpassword::prompt_password("Password: ")?);
+        let again = zeroize::Zeroizing::new(rpassword::prompt_password("Repeat: ")?);
+        anyhow::ensure!(*first == *again, "the passwords differ");
+        return Ok(first);
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    anyhow::ensure!(!trimmed.is_empty(), "no password on stdin");
+    Ok(trimmed)
 }
 
 /// In development without `DATABASE_URL`, start the project-local cluster.

@@ -127,6 +127,10 @@ impl Application {
             tls_enabled: tls.is_some(),
         };
         let (router, routes) = http::app(state.clone(), extra);
+        // Run-time minimum app versions are in force from the first request.
+        crate::admin::client_policy::refresh(&state)
+            .await
+            .context("reading the client policy")?;
         let mut conn = state.db.acquire().await?;
         audit::record(
             &mut conn,
@@ -185,6 +189,10 @@ impl Application {
             self.state.clone(),
             stop_rx.clone(),
         ));
+        let policy = tokio::spawn(crate::admin::client_policy::run_refresh(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -223,6 +231,7 @@ impl Application {
         let _ = sender.await;
         let _ = maintenance.await;
         let _ = webhook.await;
+        let _ = policy.await;
         let _ = metrics.await;
         tracing::info!("stopped");
         Ok(())

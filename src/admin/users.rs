@@ -3,10 +3,10 @@
 //! Every view feeds the data-access volume rule.
 
 use crate::{
-    crypto::{aead, Aad},
     error::ApiError,
     http::{auth::AuthUser, extract::Path, routes::ApiRouter},
     state::AppState,
+    user_keys::UserKey,
 };
 use axum::{extract::State, http::Method, Json};
 use serde::Serialize;
@@ -41,19 +41,14 @@ pub async fn get_public_user(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(ApiError::NotFound)?;
-    drop(conn);
     let display_name = match sealed {
         Some(sealed) => {
-            let aad = Aad {
-                table: "users",
-                column: "display_name",
-                row_id: id,
-            };
-            let plain = aead::open(&state.keys.data, &aad, &sealed)?;
-            Some(String::from_utf8_lossy(&plain).into_owned())
+            let key = UserKey::load(&mut conn, &state.keys.data, id).await?;
+            crate::profile::open_text(&key, "display_name", Some(&sealed))?
         }
         None => None,
     };
+    drop(conn);
     crate::alerts::access::profile_viewed(&state, auth.user_id, id).await?;
     Ok(Json(PublicUser { id, display_name }))
 }

@@ -70,3 +70,38 @@ pub const ADMIN_ALERT_ACKNOWLEDGED: &str = "admin.alert.acknowledged";
 pub const DEVICE_REGISTERED: &str = "device.registration.created";
 /// A device registration was deleted by its owner. Details: `device_id`.
 pub const DEVICE_DELETED: &str = "device.registration.deleted";
+
+/// The owner changed profile fields. Details: `fields` (names only, never values).
+pub const PROFILE_UPDATED: &str = "user.profile.updated";
+/// An email change was requested: a code went to the new address and a
+/// notice to the old one. Details: `reason` on failure.
+pub const EMAIL_CHANGE_REQUESTED: &str = "user.email.change_requested";
+/// An email change was confirmed with its code (or refused: `reason`).
+pub const EMAIL_CHANGED: &str = "user.email.changed";
+/// The account was deleted by its owner: the tombstone that remains.
+/// Details: `sessions_ended`; `reason` on failure.
+pub const ACCOUNT_DELETED: &str = "user.account.deleted";
+/// The owner downloaded the export of their data. Details: none.
+pub const DATA_EXPORTED: &str = "user.data.exported";
+
+/// Support or an administrator listed or searched users. Actor: the
+/// caller. Details: `by_email` (whether an address was given, never the
+/// address), `matches`.
+pub const ADMIN_USERS_SEARCHED: &str = "admin.user.searched";
+/// Support or an administrator opened a user's record. Actor: the caller;
+/// user: the target. Details: `masked`.
+pub const ADMIN_USER_VIEWED: &str = "admin.user.viewed";
+/// An administrator changed a user's role or status (or was refused).
+/// Actor: the admin; user: the target. Details: `role_from`, `role_to`,
+/// `status_from`, `status_to`, `sessions_ended`; `reason` on refusal.
+pub const ADMIN_USER_UPDATED: &str = "admin.user.updated";
+/// Support or an administrator ended all of a user's sessions. Actor: the
+/// caller; user: the target. Details: `sessions_ended`.
+pub const ADMIN_SESSIONS_REVOKED: &str = "admin.user.sessions_revoked";
+/// An administrator changed the minimum app versions. Actor: the admin.
+/// Details: `ios`, `android` (the new minimums).
+pub const ADMIN_CLIENT_POLICY_CHANGED: &str = "admin.client_policy.changed";
+/// The `admin create` / `admin promote` command created or promoted an
+/// account (no actor: run by an operator with database access). Details:
+/// `role`, `created`.
+pub const ADMIN_BOOTSTRAPPED: &str = "admin.cli.account_bootstrapped";

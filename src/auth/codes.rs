@@ -22,6 +22,8 @@ const DIGITS: u32 = 6;
 pub enum Purpose {
     EmailVerification,
     PasswordReset,
+    /// Confirms a new email address (sent to that address).
+    EmailChange,
 }
 
 impl Purpose {
@@ -29,6 +31,7 @@ impl Purpose {
         match self {
             Self::EmailVerification => "email_verification",
             Self::PasswordReset => "password_reset",
+            Self::EmailChange => "email_change",
         }
     }
 }

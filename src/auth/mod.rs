@@ -87,8 +87,57 @@ pub async fn email_of(
     let sealed = db::email_ciphertext(conn, user_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user {user_id} has no email")))?;
-    let plain = crate::crypto::aead::open(&state.keys.data, &routes::email_aad(user_id), &sealed)?;
-    email::Email::parse(&String::from_utf8_lossy(&plain), "email")
+    let key = crate::user_keys::UserKey::load(&mut *conn, &state.keys.data, user_id).await?;
+    let plain = key.open_string(&routes::email_aad(user_id), &sealed)?;
+    email::Email::parse(&plain, "email")
+}
+
+/// Re-authentication for sensitive changes (password change, email change,
+/// account deletion): checks the caller's current password. A wrong one is
+/// audited under `event` and answered 403 `invalid_credentials` (never 401,
+/// which an app would read as "signed out").
+pub async fn check_current_password(
+    state: &AppState,
+    auth: &crate::http::auth::AuthUser,
+    client: &crate::http::extract::ClientInfo,
+    password: &str,
+    event: &'static str,
+) -> Result<(), ApiError> {
+    use crate::audit::{self, AuditEvent, Outcome};
+    let mut conn = state.db.acquire().await?;
+    let user = db::find_by_id(&mut conn, auth.user_id)
+        .await?
+        .ok_or_else(crate::http::auth::invalid_token)?;
+    drop(conn);
+    let current = SecretString::from(policy::normalize(password));
+    let ok = match state
+        .hasher
+        .verify(&current, Some(&user.password_hash))
+        .await
+    {
+        Ok(v) => v.ok,
+        // An over-long password is simply wrong here.
+        Err(password::HashError::TooLong) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if ok {
+        return Ok(());
+    }
+    let mut conn = state.db.acquire().await?;
+    audit::record(
+        &mut conn,
+        state.clock.now(),
+        &AuditEvent::new(event, Outcome::Failure)
+            .user(auth.user_id)
+            .session(auth.session_id)
+            .client(client)
+            .detail("reason", "invalid_current_password"),
+    )
+    .await?;
+    Err(ApiError::Forbidden {
+        code: "invalid_credentials",
+        detail: "The current password is incorrect.",
+    })
 }
 
 /// Issues a fresh email code for `purpose`, queues its mail and audits it,
@@ -116,6 +165,10 @@ pub async fn send_code(
         codes::Purpose::PasswordReset => (
             templates::password_reset_code(email.as_str(), &code),
             events::PASSWORD_RESET_REQUESTED,
+        ),
+        codes::Purpose::EmailChange => (
+            templates::email_change_code(email.as_str(), &code),
+            events::EMAIL_CHANGE_REQUESTED,
         ),
     };
     mail::enqueue(&mut *conn, &state.keys, now, purpose.as_str(), &message)

@@ -10,17 +10,15 @@ use super::{
     db,
     email::Email,
     invalid_code,
-    routes::{email_aad, EmailOnlyRequest, StatusResponse},
+    routes::{EmailOnlyRequest, StatusResponse},
 };
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
-    crypto::aead,
     error::ApiError,
     http::{auth::AuthUser, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
     state::AppState,
 };
 use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
-use secrecy::SecretString;
 use serde::Deserialize;
 use validator::Validate;
 
@@ -156,45 +154,17 @@ pub async fn change_password(
     client: ClientInfo,
     Json(req): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
+    super::check_current_password(
+        &state,
+        &auth,
+        &client,
+        &req.current_password,
+        events::PASSWORD_CHANGED,
+    )
+    .await?;
     let mut conn = state.db.acquire().await?;
-    let user = db::find_by_id(&mut conn, auth.user_id)
-        .await?
-        .ok_or_else(crate::http::auth::invalid_token)?;
-    let sealed = db::email_ciphertext(&mut conn, auth.user_id)
-        .await?
-        .ok_or_else(crate::http::auth::invalid_token)?;
+    let email = super::email_of(&mut conn, &state, auth.user_id).await?;
     drop(conn);
-    let current = SecretString::from(super::policy::normalize(&req.current_password));
-    // An over-long current password is simply wrong here: never a 401,
-    // which an app would read as "signed out".
-    let current_ok = match state
-        .hasher
-        .verify(&current, Some(&user.password_hash))
-        .await
-    {
-        Ok(v) => v.ok,
-        Err(super::password::HashError::TooLong) => false,
-        Err(e) => return Err(e.into()),
-    };
-    if !current_ok {
-        let mut conn = state.db.acquire().await?;
-        audit::record(
-            &mut conn,
-            state.clock.now(),
-            &AuditEvent::new(events::PASSWORD_CHANGED, Outcome::Failure)
-                .user(auth.user_id)
-                .session(auth.session_id)
-                .client(&client)
-                .detail("reason", "invalid_current_password"),
-        )
-        .await?;
-        return Err(ApiError::Forbidden {
-            code: "invalid_credentials",
-            detail: "The current password is incorrect.",
-        });
-    }
-    let plain = aead::open(&state.keys.data, &email_aad(auth.user_id), &sealed)?;
-    let email = Email::parse(&String::from_utf8_lossy(&plain), "email")?;
     let password =
         super::accept_new_password(&state, &req.new_password, &email, "new_password").await?;
     let hash = super::hash_password(&state, &password).await?;

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
-    crypto::{aead, Aad},
+    crypto::Aad,
     error::ApiError,
     http::{extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
     mail::{self, templates},
@@ -19,6 +19,7 @@ use crate::{
     rate_limit::policy::Class,
     sessions::{self, DeviceInfo, SignIn, TokenPair},
     state::AppState,
+    user_keys::UserKey,
 };
 use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
 use secrecy::SecretString;
@@ -86,11 +87,10 @@ pub async fn register(
     let now = state.clock.now();
     let user_id = Uuid::now_v7();
     let blind = email.blind_index(&state.keys);
-    let sealed = aead::seal(
-        &state.keys.data,
-        &email_aad(user_id),
-        email.as_str().as_bytes(),
-    )?;
+    // The account's own data key: everything personal about it is sealed
+    // under this key, which is stored only wrapped by the master key.
+    let user_key = UserKey::generate(user_id);
+    let sealed = user_key.seal(&email_aad(user_id), email.as_str().as_bytes())?;
     let mut tx = state.db.begin().await?;
     let created = db::insert_user(
         &mut tx,
@@ -104,9 +104,9 @@ pub async fn register(
     )
     .await?;
     if created {
+        user_key.insert(&mut tx, &state.keys.data, now).await?;
         if let Some(name) = &req.display_name {
-            let sealed_name = aead::seal(
-                &state.keys.data,
+            let sealed_name = user_key.seal(
                 &Aad {
                     table: "users",
                     column: "display_name",

@@ -143,6 +143,13 @@ impl KeyRing {
                     "entry {pos}: key id must be an unsigned 32-bit integer"
                 ))
             })?;
+            // Id 0 marks values sealed under a per-user data key
+            // (`user_keys`), so a master key must never carry it.
+            if id == 0 {
+                return Err(CryptoError::InvalidKey(format!(
+                    "entry {pos}: key id 0 is reserved; number master keys from 1"
+                )));
+            }
             let key = Key::from_base64(encoded).map_err(|err| match err {
                 CryptoError::InvalidKey(msg) => {
                     CryptoError::InvalidKey(format!("entry {pos} (id {id}): {msg}"))
@@ -304,6 +311,12 @@ mod tests {
         assert_eq!(again.primary_id(), 2);
         assert_eq!(again.ids(), vec![2, 1]);
         assert_eq!(again.to_spec(), spec);
+    }
+
+    #[test]
+    fn key_id_zero_is_reserved_for_user_keys() {
+        let message = invalid_key_message(KeyRing::parse(&format!("0:{}", b64(1))));
+        assert!(message.contains("reserved"), "{message}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::db;
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
-    crypto::{aead, Aad},
+    crypto::Aad,
     error::ApiError,
     http::{
         auth::AuthUser,
@@ -13,6 +13,7 @@ use crate::{
         validate,
     },
     state::AppState,
+    user_keys::UserKey,
 };
 use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
 use chrono::{DateTime, Utc};
@@ -92,8 +93,8 @@ pub async fn register_device(
     let mut tx = state.db.begin().await?;
     // Seal first under the new id; an upsert that hits an existing row keeps
     // that row's own sealed token (same value), so the binding stays right.
-    let sealed = aead::seal(
-        &state.keys.data,
+    let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let sealed = user_key.seal(
         &Aad {
             table: "devices",
             column: "push_token",

@@ -84,10 +84,14 @@ pub struct PlatformPolicy {
     pub store_url: Option<Url>,
 }
 
-/// The minimum app versions in force; readable by every request, replaced
-/// as a whole by an administrator.
+/// The minimum app versions in force; readable by every request without
+/// touching the database. Seeded from `MIN_CLIENT_VERSION_*` (the
+/// fallback); an administrator's run-time minimums (table `client_policy`,
+/// `admin/client_policy.rs`) are applied over it when set and re-read by
+/// every process on a short interval.
 #[derive(Debug, Default)]
 pub struct ClientPolicy {
+    fallback: Policies,
     current: RwLock<Policies>,
 }
 
@@ -97,19 +101,28 @@ pub struct Policies {
     pub android: PlatformPolicy,
 }
 
+/// Minimums set at run time; `None` means "use the configured fallback".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub ios: Option<Version>,
+    pub android: Option<Version>,
+}
+
 impl ClientPolicy {
     pub fn from_config(config: &Config) -> Self {
+        let fallback = Policies {
+            ios: PlatformPolicy {
+                min_version: config.min_client_version_ios.clone(),
+                store_url: config.store_url_ios.clone(),
+            },
+            android: PlatformPolicy {
+                min_version: config.min_client_version_android.clone(),
+                store_url: config.store_url_android.clone(),
+            },
+        };
         Self {
-            current: RwLock::new(Policies {
-                ios: PlatformPolicy {
-                    min_version: config.min_client_version_ios.clone(),
-                    store_url: config.store_url_ios.clone(),
-                },
-                android: PlatformPolicy {
-                    min_version: config.min_client_version_android.clone(),
-                    store_url: config.store_url_android.clone(),
-                },
-            }),
+            current: RwLock::new(fallback.clone()),
+            fallback,
         }
     }
 
@@ -120,8 +133,25 @@ impl ClientPolicy {
             .clone()
     }
 
+    /// The configured minimums (`MIN_CLIENT_VERSION_*`).
+    pub fn fallback(&self) -> &Policies {
+        &self.fallback
+    }
+
     pub fn set(&self, policies: Policies) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = policies;
+    }
+
+    /// Puts run-time minimums in force over the configured ones.
+    pub fn apply(&self, overrides: &Overrides) {
+        let mut next = self.fallback.clone();
+        if let Some(v) = &overrides.ios {
+            next.ios.min_version = Some(v.clone());
+        }
+        if let Some(v) = &overrides.android {
+            next.android.min_version = Some(v.clone());
+        }
+        self.set(next);
     }
 
     /// `Err(426)` when this client is below its platform's minimum.

@@ -53,6 +53,9 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::alerts::routes::router())
         .merge(crate::admin::users::router())
         .merge(crate::devices::routes::router())
+        .merge(crate::profile::routes::router())
+        .merge(crate::admin::accounts::router())
+        .merge(crate::admin::client_policy::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

@@ -36,6 +36,35 @@ pub fn six_digits(value: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// A phone number in E.164: `+`, a country code not starting with 0, and
+/// at most 15 digits in all (ITU-T E.164 §6).
+pub fn e164(value: &str) -> Result<(), ValidationError> {
+    let digits = value.strip_prefix('+').unwrap_or("");
+    let ok = (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(error(
+            "phone_format",
+            "Use the international format, e.g. +447700900123.",
+        ))
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code in upper case (`GB`, `DE`).
+pub fn country_code(value: &str) -> Result<(), ValidationError> {
+    if value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(error(
+            "country_code",
+            "Use the two-letter ISO 3166-1 code, e.g. GB.",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,11 +8,23 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub enum Notice<'a> {
-    NewDeviceSignIn { device: &'a str },
+    NewDeviceSignIn {
+        device: &'a str,
+    },
     PasswordChanged,
     PasswordReset,
     MfaEnabled,
     MfaDisabled,
+    /// To the current address, when a change to `new_masked` is requested.
+    EmailChangeRequested {
+        new_masked: &'a str,
+    },
+    /// To the old address, once the change is confirmed.
+    EmailChanged {
+        new_masked: &'a str,
+    },
+    /// To the address of an account that was just deleted.
+    AccountDeleted,
 }
 
 impl Notice<'_> {
@@ -23,6 +35,20 @@ impl Notice<'_> {
             Self::PasswordReset => "notice_password_reset",
             Self::MfaEnabled => "notice_mfa_enabled",
             Self::MfaDisabled => "notice_mfa_disabled",
+            Self::EmailChangeRequested { .. } => "notice_email_change_requested",
+            Self::EmailChanged { .. } => "notice_email_changed",
+            Self::AccountDeleted => "notice_account_deleted",
+        }
+    }
+
+    fn advice(&self) -> &'static str {
+        match self {
+            // The account is gone, or this address no longer signs in to
+            // it: a password reset from here cannot help any more.
+            Self::AccountDeleted | Self::EmailChanged { .. } => {
+                "If it was not you, contact support at once: the change was made with your password (and your second factor, if enabled)."
+            }
+            _ => templates::ADVICE_SECURE_ACCOUNT,
         }
     }
 
@@ -39,6 +65,18 @@ impl Notice<'_> {
                 "Two-factor authentication turned off",
                 "Your other devices were signed out.".into(),
             ),
+            Self::EmailChangeRequested { new_masked } => (
+                "Email change requested",
+                format!("A change of your sign-in email to {new_masked} was requested. It takes effect only when a code sent to that address is entered."),
+            ),
+            Self::EmailChanged { new_masked } => (
+                "Email address changed",
+                format!("Your sign-in email is now {new_masked}. This address no longer signs in."),
+            ),
+            Self::AccountDeleted => (
+                "Account deleted",
+                "Your account and its personal data were deleted. This cannot be undone.".into(),
+            ),
         }
     }
 }
@@ -52,7 +90,7 @@ pub async fn notify(
     let email = crate::auth::email_of(&mut *conn, state, user_id).await?;
     let now = state.clock.now();
     let (what, details) = notice.text();
-    let mail = templates::security_notice(email.as_str(), what, &details, now);
+    let mail = templates::security_notice(email.as_str(), what, &details, notice.advice(), now);
     enqueue(&mut *conn, &state.keys, now, notice.template(), &mail)
         .await
         .map_err(ApiError::internal)?;

@@ -39,6 +39,18 @@ pub fn password_reset_code(to: &str, code: &str) -> OutgoingMail {
     }
 }
 
+pub fn email_change_code(to: &str, code: &str) -> OutgoingMail {
+    OutgoingMail {
+        to: to.to_owned(),
+        subject: "Confirm your new email address".into(),
+        text: format!(
+            "Your confirmation code is {code}.\n\n\
+             Enter it in the app within 15 minutes to make this your sign-in address.\n\
+             If you did not ask for this, ignore this message: nothing changes without the code."
+        ),
+    }
+}
+
 pub fn recovery_code_used(to: &str) -> OutgoingMail {
     OutgoingMail {
         to: to.to_owned(),
@@ -52,10 +64,16 @@ pub fn recovery_code_used(to: &str) -> OutgoingMail {
 
 /// A security notice: something changed on the account, and what to do if
 /// it was not the account's owner.
+/// What to do if a notice describes something the reader did not do.
+pub const ADVICE_SECURE_ACCOUNT: &str =
+    "If it was not you, reset your password now, then review your signed-in devices \
+     and sign out the ones you do not recognise.";
+
 pub fn security_notice(
     to: &str,
     what: &str,
     details: &str,
+    advice: &str,
     at: chrono::DateTime<chrono::Utc>,
 ) -> OutgoingMail {
     OutgoingMail {
@@ -63,9 +81,7 @@ pub fn security_notice(
         subject: format!("Security notice: {what}"),
         text: format!(
             "{what} on your account at about {} UTC.\n{details}\n\n\
-             If this was you, no action is needed.\n\
-             If it was not you, reset your password now, then review your signed-in devices \
-             and sign out the ones you do not recognise.",
+             If this was you, no action is needed.\n{advice}",
             at.format("%Y-%m-%d %H:%M"),
         ),
     }

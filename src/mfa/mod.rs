@@ -13,11 +13,7 @@ pub mod recovery;
 pub mod routes;
 pub mod totp;
 
-use crate::{
-    crypto::{aead, Aad},
-    error::ApiError,
-    state::AppState,
-};
+use crate::{crypto::Aad, error::ApiError, state::AppState};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -134,8 +130,9 @@ pub async fn verify_factor(
             match sealed {
                 None => false,
                 Some(sealed) => {
-                    let secret =
-                        aead::open(&state.keys.data, &secret_aad(user_id, *which), sealed)?;
+                    let key =
+                        crate::user_keys::UserKey::load(conn, &state.keys.data, user_id).await?;
+                    let secret = key.open(&secret_aad(user_id, *which), sealed)?;
                     match totp::matching_step(&secret, unix(now), code) {
                         // The step must be newer than any accepted before: replay-proof.
                         Some(step) => db::advance_step(conn, user_id, step as i64).await?,

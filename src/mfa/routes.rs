@@ -4,7 +4,7 @@
 use super::{db, recovery, totp, verify_factor, Factor, Secret};
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
-    crypto::{aead, random},
+    crypto::random,
     error::ApiError,
     http::{
         auth::{Aal2, AuthUser},
@@ -13,6 +13,7 @@ use crate::{
         validate,
     },
     state::AppState,
+    user_keys::UserKey,
 };
 use axum::{body::Bytes, extract::State, http::Method, http::StatusCode, Json as JsonResponse};
 use secrecy::SecretString;
@@ -114,11 +115,8 @@ pub async fn setup_totp(
         }
     }
     let secret = random::random_bytes::<{ totp::SECRET_BYTES }>();
-    let sealed = aead::seal(
-        &state.keys.data,
-        &super::secret_aad(auth.user_id, Secret::Pending),
-        &secret,
-    )?;
+    let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let sealed = user_key.seal(&super::secret_aad(auth.user_id, Secret::Pending), &secret)?;
     db::set_pending_secret(&mut tx, auth.user_id, &sealed, now).await?;
     let email = crate::auth::email_of(&mut tx, &state, auth.user_id).await?;
     audit::record(
@@ -194,16 +192,9 @@ pub async fn confirm_totp(
         return Err(f.into_error(false));
     }
     // Re-seal under the active column's binding.
-    let secret = aead::open(
-        &state.keys.data,
-        &super::secret_aad(auth.user_id, Secret::Pending),
-        &pending,
-    )?;
-    let sealed = aead::seal(
-        &state.keys.data,
-        &super::secret_aad(auth.user_id, Secret::Active),
-        &secret,
-    )?;
+    let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let secret = user_key.open(&super::secret_aad(auth.user_id, Secret::Pending), &pending)?;
+    let sealed = user_key.seal(&super::secret_aad(auth.user_id, Secret::Active), &secret)?;
     db::activate_pending(&mut tx, auth.user_id, &sealed, now).await?;
     let codes = new_recovery_codes(&mut tx, &state, auth.user_id).await?;
     db::upgrade_session(&mut tx, auth.session_id, "otp").await?;

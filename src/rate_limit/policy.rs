@@ -141,7 +141,11 @@ pub fn classify(method: &axum::http::Method, route: &str) -> Option<Class> {
         | "/v1/auth/mfa"
         | "/v1/auth/password/forgot"
         | "/v1/auth/password/reset"
-        | "/v1/auth/password/change" => Some(Class::Credentials),
+        | "/v1/auth/password/change"
+        | "/v1/me/email"
+        | "/v1/me/email/confirm" => Some(Class::Credentials),
+        // Deleting the account takes the password (and a code): a guess.
+        "/v1/me" if *method == Method::DELETE => Some(Class::Credentials),
         "/v1/auth/refresh" => Some(Class::Refresh),
         r if r.starts_with("/v1/") => Some(if *method == Method::GET || *method == Method::HEAD {
             Class::Reads

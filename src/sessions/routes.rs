@@ -114,20 +114,28 @@ pub async fn list_sessions(
     auth: AuthUser,
 ) -> Result<JsonResponse<Vec<SessionView>>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let rows = db::list_live_sessions(&mut conn, auth.user_id, state.clock.now()).await?;
-    Ok(JsonResponse(
-        rows.into_iter()
-            .map(|r| SessionView {
-                current: r.session_id == auth.session_id,
-                id: r.session_id,
-                device_name: r.device_name,
-                platform: r.platform,
-                created_at: r.created_at,
-                last_seen_at: r.last_seen_at,
-                ip: r.ip,
-            })
-            .collect(),
-    ))
+    Ok(JsonResponse(session_views(&mut conn, &state, &auth).await?))
+}
+
+/// The caller's live sessions (also part of the data export).
+pub async fn session_views(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    auth: &AuthUser,
+) -> Result<Vec<SessionView>, ApiError> {
+    let rows = db::list_live_sessions(conn, auth.user_id, state.clock.now()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SessionView {
+            current: r.session_id == auth.session_id,
+            id: r.session_id,
+            device_name: r.device_name,
+            platform: r.platform,
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+            ip: r.ip,
+        })
+        .collect())
 }
 
 pub async fn delete_session(

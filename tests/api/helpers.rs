@@ -7,7 +7,7 @@
 //! from the local binaries (the same code as the development default) and
 //! removed by a watchdog when the process exits.
 
-use axum::{http::Method, Json as AxumJson};
+use axum::Json as AxumJson;
 use chrono::{DateTime, Utc};
 use mobile_backend::{
     clock::Clock,
@@ -18,6 +18,7 @@ use mobile_backend::{
     startup::Application,
     state::AppState,
 };
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -403,6 +404,67 @@ impl TestApp {
             req = req.json(b);
         }
         req.send().await.unwrap()
+    }
+
+    /// Any method, with a bearer token and an optional JSON body.
+    pub async fn send_auth(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Turns on TOTP for `user`; their current session becomes aal2.
+    /// Returns the raw secret, for computing later codes.
+    pub async fn enable_totp(&self, user: &TestUser) -> Vec<u8> {
+        let setup: Value = self
+            .post_auth("/v1/mfa/totp/setup", user.access(), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let secret = totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let r = self
+            .post_auth(
+                "/v1/mfa/totp/confirm",
+                user.access(),
+                Some(&serde_json::json!({"code": self.totp_code(&secret)})),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "totp confirm");
+        secret
+    }
+
+    /// The TOTP code at the test clock's current time.
+    pub fn totp_code(&self, secret: &[u8]) -> String {
+        mobile_backend::mfa::totp::code_at(secret, self.clock.now().timestamp() as u64, 6).unwrap()
+    }
+
+    /// A verified user with `role` whose session completed the second
+    /// factor (staff routes need aal2).
+    pub async fn staff_user(&self, email: &str, role: &str) -> TestUser {
+        let user = self.signed_up_user(email).await;
+        sqlx::query("UPDATE users SET role = $2 WHERE user_id = $1")
+            .bind(user.user_id)
+            .bind(role)
+            .execute(&self.db)
+            .await
+            .unwrap();
+        self.enable_totp(&user).await;
+        user
     }
 
     pub async fn delete_auth(&self, path: &str, token: &str) -> reqwest::Response {

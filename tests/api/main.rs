@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod accounts;
+mod admin;
 mod alerts;
+mod at_rest;
 mod audit;
 mod bad_input;
 mod cli;
@@ -16,6 +18,7 @@ mod metrics;
 mod mfa;
 mod notices;
 mod openapi;
+mod profile;
 mod rate_limits;
 mod readiness;
 mod refresh;

@@ -1,0 +1,251 @@
+//! Per-user data keys: envelope encryption with crypto-shredding.
+//!
+//! Each user has their own random AES-256 key. Every personal field of that
+//! user (email, profile, TOTP secret, push tokens) is sealed under it with
+//! associated data naming table, column and row. The key itself is stored
+//! only wrapped by the current master key of `DATA_KEYS` (table
+//! `user_keys`), so:
+//!
+//! - deleting the wrapped key destroys the user's data everywhere it was
+//!   copied (crypto-shredding);
+//! - rotating the master key re-wraps 32-byte keys, never re-encrypts data
+//!   (`keys rotate`, `keys rewrap`, `keys status`);
+//! - a value moved from one user's row to another's fails to open twice
+//!   over: wrong key and wrong associated data.
+//!
+//! Values sealed under a user key carry key id 0 in their header; master
+//! keys are numbered from 1, so a user-key value never opens with a master
+//! key (and vice versa).
+
+use crate::{
+    crypto::{aead, Aad, CryptoError, Key, KeyRing},
+    error::ApiError,
+};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// The key id written into the header of values sealed under a user key.
+const USER_KEY_ID: u32 = 0;
+
+/// One user's unwrapped data key. Redacted in `Debug`, wiped on drop.
+#[derive(Debug)]
+pub struct UserKey {
+    user_id: Uuid,
+    ring: KeyRing,
+}
+
+fn wrap_aad(user_id: Uuid) -> Aad<'static> {
+    Aad::new("user_keys", "wrapped_key", user_id)
+}
+
+impl UserKey {
+    /// A fresh key for a new user and its wrapped form under `master`'s
+    /// current key; store it with [`UserKey::insert`] in the transaction
+    /// that creates the user.
+    pub fn generate(user_id: Uuid) -> Self {
+        Self::from_key(user_id, Key::generate())
+    }
+
+    fn from_key(user_id: Uuid, key: Key) -> Self {
+        let ring = KeyRing::new(USER_KEY_ID, vec![(USER_KEY_ID, key)])
+            .unwrap_or_else(|_| unreachable!("a one-key ring with its own primary id is valid"));
+        Self { user_id, ring }
+    }
+
+    fn wrap(&self, master: &KeyRing) -> Result<(u32, Vec<u8>), CryptoError> {
+        let (_, key) = self.ring.primary();
+        let wrapped = aead::seal(master, &wrap_aad(self.user_id), key.expose())?;
+        Ok((master.primary().0, wrapped))
+    }
+
+    fn unwrap(master: &KeyRing, user_id: Uuid, wrapped: &[u8]) -> Result<Self, CryptoError> {
+        let raw = aead::open(master, &wrap_aad(user_id), wrapped)?;
+        let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(
+            raw.as_slice()
+                .try_into()
+                .map_err(|_| CryptoError::Malformed)?,
+        );
+        Ok(Self::from_key(user_id, Key::from_bytes(*bytes)))
+    }
+
+    /// Stores this key wrapped under the master ring's current key.
+    pub async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        master: &KeyRing,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let (master_id, wrapped) = self.wrap(master)?;
+        sqlx::query!(
+            "INSERT INTO user_keys (user_id, master_key_id, wrapped_key, created_at) VALUES ($1, $2, $3, $4)",
+            self.user_id,
+            i64::from(master_id),
+            wrapped,
+            now,
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Loads and unwraps `user_id`'s key. A user without one (deleted, or
+    /// never had one) is an internal error: callers only ask for users they
+    /// have just found.
+    pub async fn load(
+        conn: &mut PgConnection,
+        master: &KeyRing,
+        user_id: Uuid,
+    ) -> Result<Self, ApiError> {
+        let wrapped = sqlx::query_scalar!(
+            "SELECT wrapped_key FROM user_keys WHERE user_id = $1",
+            user_id
+        )
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("user {user_id} has no data key")))?;
+        Ok(Self::unwrap(master, user_id, &wrapped)?)
+    }
+
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+
+    /// Seals a field of this user's row `row_id` in `table.column`.
+    pub fn seal(&self, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        aead::seal(&self.ring, aad, plaintext)
+    }
+
+    pub fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        aead::open(&self.ring, aad, sealed)
+    }
+
+    pub fn open_string(&self, aad: &Aad, sealed: &[u8]) -> Result<Zeroizing<String>, CryptoError> {
+        aead::open_string(&self.ring, aad, sealed)
+    }
+}
+
+/// Crypto-shredding: destroys `user_id`'s wrapped key. Run first when an
+/// account is deleted, in the same transaction as the rest of the erasure.
+pub async fn shred(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query!("DELETE FROM user_keys WHERE user_id = $1", user_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How many user keys each master key wraps.
+pub async fn status(conn: &mut PgConnection) -> sqlx::Result<Vec<(u32, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT master_key_id, count(*) AS "keys!" FROM user_keys
+           GROUP BY master_key_id ORDER BY master_key_id"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (u32::try_from(r.master_key_id).unwrap_or(0), r.keys))
+        .collect())
+}
+
+/// Progress of a re-wrap run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrapped {
+    pub rewrapped: u64,
+    pub remaining: u64,
+}
+
+/// Re-wraps up to `batch` user keys not yet under `master`'s current key.
+///
+/// Each batch is one short transaction that locks only its rows (`SKIP
+/// LOCKED`, so two runs share the work and requests that load keys are not
+/// blocked), and a row is updated only if it still holds the wrapped key we
+/// read. Stopping at any point loses nothing: a later run picks up the
+/// rows still under an old key.
+pub async fn rewrap_batch(
+    pool: &PgPool,
+    master: &KeyRing,
+    batch: i64,
+    now: DateTime<Utc>,
+) -> Result<Rewrapped, anyhow::Error> {
+    let current = i64::from(master.primary().0);
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query!(
+        r#"SELECT user_id, wrapped_key FROM user_keys
+           WHERE master_key_id <> $1
+           ORDER BY user_id LIMIT $2
+           FOR UPDATE SKIP LOCKED"#,
+        current,
+        batch,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut done = 0u64;
+    for row in rows {
+        let key = UserKey::unwrap(master, row.user_id, &row.wrapped_key).map_err(|e| {
+            anyhow::anyhow!(
+                "user {}: {e} (is the key that wrapped it still in DATA_KEYS?)",
+                row.user_id
+            )
+        })?;
+        let (master_id, wrapped) = key.wrap(master)?;
+        sqlx::query!(
+            "UPDATE user_keys SET master_key_id = $2, wrapped_key = $3, rewrapped_at = $4 WHERE user_id = $1",
+            row.user_id,
+            i64::from(master_id),
+            wrapped,
+            now,
+        )
+        .execute(&mut *tx)
+        .await?;
+        done += 1;
+    }
+    tx.commit().await?;
+    let remaining = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM user_keys WHERE master_key_id <> $1"#,
+        current
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Rewrapped {
+        rewrapped: done,
+        remaining: u64::try_from(remaining).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_key_opens_only_for_its_user_and_values_only_under_their_key() {
+        let master = KeyRing::generate_single(1);
+        let alice = Uuid::now_v7();
+        let bob = Uuid::now_v7();
+        let key = UserKey::generate(alice);
+        let (id, wrapped) = key.wrap(&master).unwrap();
+        assert_eq!(id, 1);
+        assert!(UserKey::unwrap(&master, bob, &wrapped).is_err());
+        let again = UserKey::unwrap(&master, alice, &wrapped).unwrap();
+        let aad = Aad::new("users", "phone", alice);
+        let sealed = key.seal(&aad, b"+447700900123").unwrap();
+        assert_eq!(&again.open(&aad, &sealed).unwrap()[..], b"+447700900123");
+        // Not with the master ring, not with another user's key.
+        assert_eq!(
+            aead::open(&master, &aad, &sealed).unwrap_err(),
+            CryptoError::UnknownKey(0)
+        );
+        assert_eq!(
+            UserKey::generate(alice).open(&aad, &sealed).unwrap_err(),
+            CryptoError::Decrypt
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let key = UserKey::generate(Uuid::nil());
+        assert!(!format!("{key:?}").contains(&key.ring.primary().1.to_base64()));
+    }
+}

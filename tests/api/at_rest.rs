@@ -1,0 +1,459 @@
+//! Data at rest and data exposure: known PII never appears in clear in any
+//! table; a ciphertext moved between users does not open (and the API
+//! answers with a problem, not a crash); master-key rotation re-wraps every
+//! user key; and no response of a full scenario carries a hash, key or token.
+
+use crate::helpers::{TestApp, TestUser};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const PII: &[&str] = &[
+    "pii.person@example.com",
+    "Ferdinand Quixotic",
+    "+447700900777",
+    "1977-07-07",
+    "42 Wallaby Way",
+    "Sydneyopolis",
+    "QX9 9ZZ",
+    "push-token-ferdinand-0001",
+];
+
+/// Every row of every table in the public schema as text, with bytea
+/// columns also decoded as raw bytes.
+async fn dump_everything(app: &TestApp) -> String {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(tables.len() >= 10, "{tables:?}");
+    let mut all = String::new();
+    for table in tables {
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
+                .fetch_all(&app.db)
+                .await
+                .unwrap();
+        for row in rows {
+            all.push_str(&row);
+            all.push('\n');
+        }
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 AND data_type = 'bytea'",
+        )
+        .bind(&table)
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+        for column in columns {
+            let values: Vec<Option<Vec<u8>>> =
+                sqlx::query_scalar(&format!("SELECT \"{column}\" FROM \"{table}\""))
+                    .fetch_all(&app.db)
+                    .await
+                    .unwrap();
+            for v in values.into_iter().flatten() {
+                all.push_str(&String::from_utf8_lossy(&v));
+                all.push('\n');
+            }
+        }
+    }
+    all
+}
+
+async fn person_with_everything(app: &TestApp) -> TestUser {
+    let user = app.signed_up_user(PII[0]).await;
+    let r = app
+        .send_auth(
+            Method::PATCH,
+            "/v1/me",
+            user.access(),
+            Some(&json!({
+                "display_name": PII[1],
+                "phone": PII[2],
+                "date_of_birth": PII[3],
+                "address": {"line1": PII[4], "city": PII[5], "postal_code": PII[6], "country": "AU"}
+            })),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .post_auth(
+            "/v1/devices",
+            user.access(),
+            Some(&json!({"platform": "ios", "push_token": PII[7]})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    app.enable_totp(&user).await;
+    user
+}
+
+#[tokio::test]
+async fn a_raw_scan_of_every_table_finds_no_known_pii_in_clear() {
+    let app = TestApp::spawn().await;
+    let user = person_with_everything(&app).await;
+    // A pending email change stores the new address too.
+    let r = app
+        .post_auth(
+            "/v1/me/email",
+            user.access(),
+            Some(
+                &json!({"new_email": "pii.pending@example.com", "current_password": user.password}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let dump = dump_everything(&app).await;
+    for value in PII
+        .iter()
+        .chain(&["pii.pending@example.com", "Wallaby", "Quixotic"])
+    {
+        assert!(!dump.contains(value), "{value} is stored in clear");
+        let lower = value.to_lowercase();
+        assert!(!dump.to_lowercase().contains(&lower), "{value} (any case)");
+    }
+    // The API still reads all of it back for the owner.
+    let me: Value = app
+        .get_auth("/v1/me", user.access())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["profile"]["address"]["line1"], PII[4]);
+}
+
+#[tokio::test]
+async fn a_ciphertext_copied_into_another_users_row_does_not_open_and_the_api_answers_a_problem() {
+    let app = TestApp::spawn().await;
+    let alice = person_with_everything(&app).await;
+    let bob = app.signed_up_user("bob@example.com").await;
+    // The attacker with write access to the database copies Alice's sealed
+    // phone into Bob's row, hoping Bob's view will decrypt it.
+    sqlx::query(
+        "UPDATE users SET phone_ciphertext = (SELECT phone_ciphertext FROM users WHERE user_id = $1) WHERE user_id = $2",
+    )
+    .bind(alice.user_id)
+    .bind(bob.user_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let r = app.get_auth("/v1/me", bob.access()).await;
+    assert_eq!(r.status(), 500);
+    let body = crate::helpers::problem(r).await;
+    assert_eq!(body["code"], "internal_error");
+    assert!(!body.to_string().contains("7700900777"));
+    // Counted for alerting, and the service is fine for everyone else.
+    let metrics = app
+        .client
+        .get(format!("http://{}/metrics", app.metrics_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("crypto_open_failures_total"), "{metrics}");
+    assert_eq!(app.get_auth("/v1/me", alice.access()).await.status(), 200);
+
+    // Moving a whole wrapped key to another user fails the same way.
+    sqlx::query(
+        "UPDATE user_keys SET wrapped_key = (SELECT wrapped_key FROM user_keys WHERE user_id = $1) WHERE user_id = $2",
+    )
+    .bind(alice.user_id)
+    .bind(bob.user_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(app.get_auth("/v1/me", bob.access()).await.status(), 500);
+}
+
+/// Runs the CLI against this app's database and keys as a child process,
+/// awaited (never a blocking wait: the app's background tasks must keep
+/// running while the child works). `stdin` is written to the child.
+pub async fn run_cli(
+    app: &TestApp,
+    args: &[&str],
+    data_keys: &str,
+    stdin: Option<&str>,
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let db_url = app
+        .state
+        .config
+        .database_url
+        .as_ref()
+        .map(|u| secrecy::ExposeSecret::expose_secret(u).to_owned())
+        .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobile-backend"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db_url)
+        .env("DATA_KEYS", data_keys)
+        .env("DATA_DIR", app.mail_dir.parent().unwrap())
+        .env("BLIND_INDEX_KEY", app.state.keys.blind_index.to_base64())
+        .env("CODE_HMAC_KEY", app.state.keys.codes.to_base64())
+        .env("SIGNING_KEYS", app.state.keys.signing.to_pem())
+        // The suite's cheap argon2 parameters, like the app's.
+        .env("ARGON2_MEMORY_KIB", "4096")
+        .env("ARGON2_ITERATIONS", "1")
+        .current_dir(app.mail_dir.parent().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("the CLI finishes")
+    .unwrap()
+}
+
+#[tokio::test]
+async fn keys_rotate_then_rewrap_moves_every_user_key_and_the_old_master_key_can_go() {
+    let app = TestApp::spawn().await;
+    let mut users = Vec::new();
+    for i in 0..5 {
+        users.push(app.signed_up_user(&format!("rot{i}@example.com")).await);
+    }
+    let old_spec = app.state.keys.data.to_spec();
+    let old_id = app.state.keys.data.primary_id();
+
+    let rotated = run_cli(&app, &["keys", "rotate"], &old_spec, None).await;
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let stdout = String::from_utf8(rotated.stdout).unwrap();
+    let new_spec = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("DATA_KEYS="))
+        .unwrap()
+        .to_owned();
+    let ring = mobile_backend::crypto::KeyRing::parse(&new_spec).unwrap();
+    assert_eq!(ring.ids(), vec![old_id + 1, old_id]);
+
+    let status = run_cli(&app, &["keys", "status"], &new_spec, None).await;
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        text.contains(&format!("master key {old_id}: 5 user keys")),
+        "{text}"
+    );
+
+    let rewrap = run_cli(&app, &["keys", "rewrap", "--batch", "2"], &new_spec, None).await;
+    assert!(
+        rewrap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rewrap.stderr)
+    );
+    let progress = String::from_utf8_lossy(&rewrap.stdout).into_owned();
+    assert!(progress.contains("0 remaining"), "{progress}");
+    assert!(progress.lines().count() >= 3, "batches of 2: {progress}");
+
+    let under_old: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM user_keys WHERE master_key_id = $1")
+            .bind(i64::from(old_id))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(under_old, 0);
+
+    // With only the new master key, every user's email still opens.
+    let new_only = new_spec.split(',').next().unwrap();
+    let new_ring = mobile_backend::crypto::KeyRing::parse(new_only).unwrap();
+    let mut conn = app.db.acquire().await.unwrap();
+    for user in &users {
+        let key = mobile_backend::user_keys::UserKey::load(&mut conn, &new_ring, user.user_id)
+            .await
+            .unwrap();
+        let sealed: Vec<u8> =
+            sqlx::query_scalar("SELECT email_ciphertext FROM users WHERE user_id = $1")
+                .bind(user.user_id)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        let email = mobile_backend::profile::open_text(&key, "email", Some(&sealed))
+            .unwrap()
+            .unwrap();
+        assert_eq!(email, user.email);
+    }
+    // The old ring alone no longer unwraps anything.
+    let old_only = mobile_backend::crypto::KeyRing::parse(&old_spec).unwrap();
+    assert!(
+        mobile_backend::user_keys::UserKey::load(&mut conn, &old_only, users[0].user_id)
+            .await
+            .is_err()
+    );
+    // A second run has nothing to do.
+    let again = run_cli(&app, &["keys", "rewrap"], &new_spec, None).await;
+    assert!(String::from_utf8_lossy(&again.stdout).contains("rewrapped 0 user keys"));
+}
+
+/// Field names that must never appear in any response.
+const FORBIDDEN_KEYS: &[&str] = &[
+    "password_hash",
+    "hash",
+    "token_hash",
+    "code_hash",
+    "wrapped_key",
+    "ciphertext",
+    "blind_index",
+    "push_token",
+    "secret_ciphertext",
+];
+
+fn walk(value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if FORBIDDEN_KEYS
+                    .iter()
+                    .any(|f| k == f || k.ends_with("_hash") || k.ends_with("_ciphertext"))
+                {
+                    out.push(format!("{path}.{k}"));
+                }
+                walk(v, &format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                walk(v, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn no_response_of_a_full_scenario_contains_a_hash_a_key_or_a_token_hash() {
+    let app = TestApp::spawn().await;
+    let user = person_with_everything(&app).await;
+    let other = app.signed_up_user("other@example.com").await;
+    let admin = app.staff_user("admin@example.com", "admin").await;
+    let support = app.staff_user("support@example.com", "support").await;
+    let mut bodies: Vec<(String, Value)> = Vec::new();
+    let calls: Vec<(Method, String, &TestUser, Option<Value>)> = vec![
+        (Method::GET, "/v1/me".into(), &user, None),
+        (Method::GET, "/v1/me/export".into(), &user, None),
+        (Method::GET, "/v1/mfa".into(), &user, None),
+        (Method::GET, "/v1/sessions".into(), &user, None),
+        (Method::GET, "/v1/devices".into(), &user, None),
+        (
+            Method::GET,
+            format!("/v1/users/{}", user.user_id),
+            &other,
+            None,
+        ),
+        (
+            Method::PATCH,
+            "/v1/me".into(),
+            &other,
+            Some(json!({"display_name": "Other"})),
+        ),
+        (Method::GET, "/v1/admin/users".into(), &admin, None),
+        (
+            Method::GET,
+            format!("/v1/admin/users/{}", user.user_id),
+            &admin,
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/admin/users/{}", user.user_id),
+            &support,
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/admin/audit-events?limit=200".into(),
+            &admin,
+            None,
+        ),
+        (Method::GET, "/v1/admin/alerts".into(), &admin, None),
+        (Method::GET, "/v1/admin/client-policy".into(), &admin, None),
+        (
+            Method::PATCH,
+            format!("/v1/admin/users/{}", other.user_id),
+            &admin,
+            Some(json!({"role": "support"})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/admin/users/{}/revoke-sessions", other.user_id),
+            &admin,
+            None,
+        ),
+    ];
+    for (method, path, who, body) in calls {
+        let r = app
+            .send_auth(method.clone(), &path, who.access(), body.as_ref())
+            .await;
+        assert!(r.status().is_success(), "{method} {path}: {}", r.status());
+        bodies.push((format!("{method} {path}"), r.json().await.unwrap()));
+    }
+    // Token endpoints hand out tokens by design, but never their hashes.
+    let refreshed: Value = app
+        .refresh(user.refresh_token())
+        .await
+        .json()
+        .await
+        .unwrap();
+    bodies.push(("POST /v1/auth/refresh".into(), refreshed));
+
+    // Every stored hash, wrapped key and ciphertext, as a response could
+    // spell it (hex or base64).
+    let mut stored: Vec<Vec<u8>> = Vec::new();
+    for (table, column) in [
+        ("refresh_tokens", "token_hash"),
+        ("recovery_codes", "code_hash"),
+        ("user_keys", "wrapped_key"),
+        ("users", "email_ciphertext"),
+        ("users", "email_blind_index"),
+        ("mfa_totp", "secret_ciphertext"),
+        ("devices", "push_token_ciphertext"),
+    ] {
+        let values: Vec<Vec<u8>> = sqlx::query_scalar(&format!("SELECT {column} FROM {table}"))
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+        assert!(!values.is_empty(), "{table}.{column}");
+        stored.extend(values);
+    }
+    let password_hashes: Vec<String> = sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    use base64::Engine;
+    for (call, body) in &bodies {
+        let mut bad = Vec::new();
+        walk(body, "", &mut bad);
+        assert!(bad.is_empty(), "{call} exposes {bad:?}");
+        let text = body.to_string();
+        assert!(!text.contains("$argon2id$"), "{call} has a password hash");
+        assert!(!text.contains(&user.password), "{call} has a password");
+        assert!(!text.contains(PII[7]), "{call} has a push token");
+        for h in &password_hashes {
+            assert!(!text.contains(h.as_str()));
+        }
+        for bytes in &stored {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            assert!(
+                !text.contains(&hex) && !text.contains(&b64) && !text.contains(&b64url),
+                "{call} exposes a stored secret"
+            );
+        }
+    }
+}
