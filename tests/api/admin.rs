@@ -448,10 +448,8 @@ async fn a_policy_written_by_another_process_reaches_this_one_through_the_refres
 #[tokio::test]
 async fn the_admin_commands_bootstrap_the_first_admin_and_promote_an_existing_account() {
     let app = TestApp::spawn().await;
-    let spec = app.state.keys.data.to_spec();
-    let run = |args: &'static [&'static str], stdin: Option<&'static str>| {
-        crate::at_rest::run_cli(&app, args, &spec, stdin)
-    };
+    let run =
+        |args: &'static [&'static str], stdin: Option<&'static str>| app.run_cli(args, None, stdin);
     let weak = run(
         &["admin", "create", "--email", "boss@example.com"],
         Some("short\n"),

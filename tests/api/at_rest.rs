@@ -144,15 +144,7 @@ async fn a_ciphertext_copied_into_another_users_row_does_not_open_and_the_api_an
     assert_eq!(body["code"], "internal_error");
     assert!(!body.to_string().contains("7700900777"));
     // Counted for alerting, and the service is fine for everyone else.
-    let metrics = app
-        .client
-        .get(format!("http://{}/metrics", app.metrics_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains("crypto_open_failures_total"), "{metrics}");
     assert_eq!(app.get_auth("/v1/me", alice.access()).await.status(), 200);
 
@@ -168,57 +160,6 @@ async fn a_ciphertext_copied_into_another_users_row_does_not_open_and_the_api_an
     assert_eq!(app.get_auth("/v1/me", bob.access()).await.status(), 500);
 }
 
-/// Runs the CLI against this app's database and keys as a child process,
-/// awaited (never a blocking wait: the app's background tasks must keep
-/// running while the child works). `stdin` is written to the child.
-pub async fn run_cli(
-    app: &TestApp,
-    args: &[&str],
-    data_keys: &str,
-    stdin: Option<&str>,
-) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let db_url = app
-        .state
-        .config
-        .database_url
-        .as_ref()
-        .map(|u| secrecy::ExposeSecret::expose_secret(u).to_owned())
-        .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobile-backend"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", db_url)
-        .env("DATA_KEYS", data_keys)
-        .env("DATA_DIR", app.mail_dir.parent().unwrap())
-        .env("BLIND_INDEX_KEY", app.state.keys.blind_index.to_base64())
-        .env("CODE_HMAC_KEY", app.state.keys.codes.to_base64())
-        .env("SIGNING_KEYS", app.state.keys.signing.to_pem())
-        // The suite's cheap argon2 parameters, like the app's.
-        .env("ARGON2_MEMORY_KIB", "4096")
-        .env("ARGON2_ITERATIONS", "1")
-        .current_dir(app.mail_dir.parent().unwrap())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        child.wait_with_output(),
-    )
-    .await
-    .expect("the CLI finishes")
-    .unwrap()
-}
-
 #[tokio::test]
 async fn keys_rotate_then_rewrap_moves_every_user_key_and_the_old_master_key_can_go() {
     let app = TestApp::spawn().await;
@@ -229,7 +170,9 @@ async fn keys_rotate_then_rewrap_moves_every_user_key_and_the_old_master_key_can
     let old_spec = app.state.keys.data.to_spec();
     let old_id = app.state.keys.data.primary_id();
 
-    let rotated = run_cli(&app, &["keys", "rotate"], &old_spec, None).await;
+    let rotated = app
+        .run_cli(&["keys", "rotate"], Some(&old_spec), None)
+        .await;
     assert!(
         rotated.status.success(),
         "{}",
@@ -244,14 +187,18 @@ async fn keys_rotate_then_rewrap_moves_every_user_key_and_the_old_master_key_can
     let ring = mobile_backend::crypto::KeyRing::parse(&new_spec).unwrap();
     assert_eq!(ring.ids(), vec![old_id + 1, old_id]);
 
-    let status = run_cli(&app, &["keys", "status"], &new_spec, None).await;
+    let status = app
+        .run_cli(&["keys", "status"], Some(&new_spec), None)
+        .await;
     let text = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(
         text.contains(&format!("master key {old_id}: 5 user keys")),
         "{text}"
     );
 
-    let rewrap = run_cli(&app, &["keys", "rewrap", "--batch", "2"], &new_spec, None).await;
+    let rewrap = app
+        .run_cli(&["keys", "rewrap", "--batch", "2"], Some(&new_spec), None)
+        .await;
     assert!(
         rewrap.status.success(),
         "{}",
@@ -296,7 +243,9 @@ async fn keys_rotate_then_rewrap_moves_every_user_key_and_the_old_master_key_can
             .is_err()
     );
     // A second run has nothing to do.
-    let again = run_cli(&app, &["keys", "rewrap"], &new_spec, None).await;
+    let again = app
+        .run_cli(&["keys", "rewrap"], Some(&new_spec), None)
+        .await;
     assert!(String::from_utf8_lossy(&again.stdout).contains("rewrapped 0 user keys"));
 }
 

@@ -261,34 +261,9 @@ async fn retention_deletes_old_sealed_rows_through_a_checkpoint_and_the_rest_sti
 async fn the_audit_verify_command_passes_on_an_intact_chain_and_names_a_tampered_row() {
     let app = TestApp::spawn().await;
     some_events(&app, 3).await;
-    let db_url = app
-        .state
-        .config
-        .database_url
-        .as_ref()
-        .map(|u| secrecy::ExposeSecret::expose_secret(u).to_owned())
-        .unwrap();
-    // The CLI runs as a child process while this test's own app keeps running
-    // its audit maintenance, which takes the chain lock inside a transaction.
-    // The child must be awaited, not waited on with a blocking call: blocking
-    // this runtime's only thread would freeze the app mid-transaction, holding
-    // the lock the child is waiting for (a deadlock CI once hit).
-    let run = |args: &'static [&'static str]| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobile-backend"));
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &db_url)
-            .env("DATA_DIR", app.mail_dir.parent().unwrap())
-            .current_dir(app.mail_dir.parent().unwrap())
-            .kill_on_drop(true);
-        async move {
-            tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
-                .await
-                .expect("the audit CLI finishes within a minute")
-                .unwrap()
-        }
-    };
+    // Awaited child processes (see `TestApp::run_cli`): this test's app
+    // keeps sealing, under the same lock, while the CLI runs.
+    let run = |args: &'static [&'static str]| app.run_cli(args, None, None);
     let sealed = run(&["audit", "seal"]).await;
     assert!(
         sealed.status.success(),

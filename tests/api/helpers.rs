@@ -427,16 +427,7 @@ impl TestApp {
     /// Turns on TOTP for `user`; their current session becomes aal2.
     /// Returns the raw secret, for computing later codes.
     pub async fn enable_totp(&self, user: &TestUser) -> Vec<u8> {
-        let setup: Value = self
-            .post_auth("/v1/mfa/totp/setup", user.access(), None)
-            .await
-            .json()
-            .await
-            .unwrap();
-        let secret = totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
-            .unwrap()
-            .as_ref()
-            .to_vec();
+        let secret = self.totp_setup(user).await;
         let r = self
             .post_auth(
                 "/v1/mfa/totp/confirm",
@@ -446,6 +437,89 @@ impl TestApp {
             .await;
         assert_eq!(r.status(), 200, "totp confirm");
         secret
+    }
+
+    /// Starts TOTP enrolment (not yet confirmed); returns the raw secret.
+    pub async fn totp_setup(&self, user: &TestUser) -> Vec<u8> {
+        let setup: Value = self
+            .post_auth("/v1/mfa/totp/setup", user.access(), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+
+    /// The Prometheus text of the metrics listener.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.metrics_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Runs the `mobile-backend` binary against this app's database and
+    /// keys (`data_keys` replaces `DATA_KEYS` when given) as an awaited child
+    /// process: never a blocking wait, because this app's background tasks
+    /// (audit sealing holds a lock inside a transaction) must keep running
+    /// while the child works. `stdin` is written to the child.
+    pub async fn run_cli(
+        &self,
+        args: &[&str],
+        data_keys: Option<&str>,
+        stdin: Option<&str>,
+    ) -> std::process::Output {
+        use tokio::io::AsyncWriteExt;
+        let db_url = self
+            .state
+            .config
+            .database_url
+            .as_ref()
+            .map(|u| secrecy::ExposeSecret::expose_secret(u).to_owned())
+            .unwrap();
+        let dir = self.mail_dir.parent().unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobile-backend"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", db_url)
+            .env(
+                "DATA_KEYS",
+                data_keys.map_or_else(|| self.state.keys.data.to_spec(), str::to_owned),
+            )
+            .env("DATA_DIR", dir)
+            .env("BLIND_INDEX_KEY", self.state.keys.blind_index.to_base64())
+            .env("CODE_HMAC_KEY", self.state.keys.codes.to_base64())
+            .env("SIGNING_KEYS", self.state.keys.signing.to_pem())
+            // The suite's cheap argon2 parameters, like the app's.
+            .env("ARGON2_MEMORY_KIB", "4096")
+            .env("ARGON2_ITERATIONS", "1")
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            child.wait_with_output(),
+        )
+        .await
+        .expect("the CLI finishes within two minutes")
+        .unwrap()
     }
 
     /// The TOTP code at the test clock's current time.

@@ -7,15 +7,7 @@ async fn request_metrics_appear_on_the_metrics_listener_by_route_template() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz").await.status(), 200);
     let _ = app.get("/v1/no/such/path/12345").await;
-    let text = app
-        .client
-        .get(format!("http://{}/metrics", app.metrics_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(text.contains("http_requests_total"), "{text}");
     assert!(text.contains("route=\"/healthz\""));
     assert!(text.contains("http_request_duration_seconds_bucket"));
@@ -40,15 +32,7 @@ async fn a_scenario_exposes_the_security_metrics() {
     app.clock.advance(chrono::Duration::seconds(60));
     app.refresh(user.refresh_token()).await; // reuse: an alert
     app.drain_outbox().await;
-    let text = app
-        .client
-        .get(format!("http://{}/metrics", app.metrics_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for metric in [
         "auth_login_total",
         "auth_refresh_total",

@@ -187,16 +187,7 @@ async fn an_earlier_steps_code_fails_after_a_later_one_was_used_and_two_steps_aw
 async fn the_code_that_confirmed_enrolment_cannot_also_sign_in() {
     let app = TestApp::spawn().await;
     let user = app.signed_up_user("ada@example.com").await;
-    let setup: Value = app
-        .post_auth("/v1/mfa/totp/setup", user.access(), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let secret = totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
-        .unwrap()
-        .as_ref()
-        .to_vec();
+    let secret = app.totp_setup(&user).await;
     let c = code(&app, &secret);
     assert_eq!(
         app.post_auth(

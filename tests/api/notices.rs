@@ -2,7 +2,7 @@
 //! device and about every change to how they sign in.
 
 use crate::helpers::{CapturedMail, TestApp};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn notices_to<'a>(mails: &'a [CapturedMail], to: &str) -> Vec<&'a CapturedMail> {
     mails
@@ -54,16 +54,7 @@ async fn password_change_and_reset_and_mfa_changes_are_each_mailed_to_the_owner(
         .await;
     assert_eq!(r.status(), 204);
 
-    let setup: Value = app
-        .post_auth("/v1/mfa/totp/setup", user.access(), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let secret = totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
-        .unwrap()
-        .as_ref()
-        .to_vec();
+    let secret = app.totp_setup(&user).await;
     let code = |app: &TestApp| {
         mobile_backend::mfa::totp::code_at(&secret, app.clock.now().timestamp() as u64, 6).unwrap()
     };

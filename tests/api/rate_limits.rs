@@ -365,33 +365,7 @@ async fn the_redis_store_and_the_in_process_store_decide_alike() {
 
 /// An administrator whose session completed the second factor.
 pub async fn admin_with_aal2(app: &TestApp, email: &str) -> String {
-    let admin = app.signed_up_user(email).await;
-    sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = $1")
-        .bind(admin.user_id)
-        .execute(&app.db)
-        .await
-        .unwrap();
-    let setup: serde_json::Value = app
-        .post_auth("/v1/mfa/totp/setup", admin.access(), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let secret = totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
-        .unwrap()
-        .as_ref()
-        .to_vec();
-    let code =
-        mobile_backend::mfa::totp::code_at(&secret, app.clock.now().timestamp() as u64, 6).unwrap();
-    let r = app
-        .post_auth(
-            "/v1/mfa/totp/confirm",
-            admin.access(),
-            Some(&json!({"code": code})),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    admin.access().to_owned()
+    app.staff_user(email, "admin").await.access().to_owned()
 }
 
 async fn put_tier(app: &TestApp, token: &str, user: uuid::Uuid, tier: &str) -> reqwest::Response {
