@@ -233,6 +233,10 @@ pub struct ClientInfo {
     /// ISO 3166 country from `GEO_COUNTRY_HEADER`, only when the socket
     /// peer is a trusted proxy (a client cannot claim a country).
     pub country: Option<String>,
+    /// `X-App-Install-Id`: a random UUID the app creates at first launch.
+    /// Bound to the session at sign-in; a refresh from another install is
+    /// flagged as device drift.
+    pub install_id: Option<uuid::Uuid>,
 }
 
 impl FromRequestParts<AppState> for ClientInfo {
@@ -271,12 +275,27 @@ impl FromRequestParts<AppState> for ClientInfo {
             .map(str::trim)
             .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
             .map(str::to_ascii_uppercase);
+        let install_id = match parts.headers.get("x-app-install-id") {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_install_id",
+                            "X-App-Install-Id must be a UUID.",
+                        )
+                    })?,
+            ),
+        };
         Ok(Self {
             ip,
             user_agent,
             request_id,
             client,
             country,
+            install_id,
         })
     }
 }

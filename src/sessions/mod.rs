@@ -77,6 +77,7 @@ pub async fn start(
     let absolute = now + auth.refresh_absolute_ttl;
     let idle = (now + auth.refresh_idle_ttl).min(absolute);
     let device = sign_in.device.cloned().unwrap_or_default();
+    let install_id_index = client.install_id.map(|id| install_id_index(state, id));
     let platform = device.platform.clone().or_else(|| {
         client
             .client
@@ -149,6 +150,7 @@ pub async fn start(
             ip: IpNetwork::from(client.ip),
             user_agent: client.user_agent.as_deref(),
             country: client.country.as_deref(),
+            install_id_index: install_id_index.as_ref().map(|i| i.as_slice()),
         },
     )
     .await?;
@@ -224,6 +226,14 @@ pub fn issue_pair(
         refresh_expires_in: (grant.idle_expires_at - now).num_seconds().max(0),
         session_id: grant.session_id,
     })
+}
+
+/// The keyed blind index of an app install id (`X-App-Install-Id`).
+pub fn install_id_index(state: &AppState, install_id: Uuid) -> [u8; 32] {
+    state
+        .keys
+        .blind_index
+        .compute("sessions.install_id", &install_id.to_string())
 }
 
 pub fn platform_str(p: crate::http::client_version::Platform) -> &'static str {

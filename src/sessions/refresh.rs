@@ -154,23 +154,37 @@ pub async fn refresh(
         }
     }
     // Device fingerprint drift: the app refreshing says it is another
-    // platform than the one that signed in (a stolen token replayed from
-    // elsewhere, or a tampered client).
+    // platform, or another install, than the one that signed in (a stolen
+    // token replayed from elsewhere, or a tampered client). A signal for
+    // monitoring, not a refusal: the alert carries what differed.
+    let mut drift: Vec<(&str, String)> = Vec::new();
     if let (Some(signed_in), Some(now_client)) = (row.platform.as_deref(), client.client.as_ref()) {
         let presented = super::platform_str(now_client.platform);
         if signed_in != presented {
-            crate::alerts::raise(
-                &mut tx,
-                state,
-                crate::alerts::Alert::new(crate::alerts::Rule::DeviceDrift)
-                    .user(row.user_id)
-                    .ip(client.ip)
-                    .detail("session_id", row.session_id.to_string())
-                    .detail("signed_in_as", signed_in)
-                    .detail("refreshing_as", presented),
-            )
-            .await?;
+            drift.push(("signed_in_as", signed_in.to_owned()));
+            drift.push(("refreshing_as", presented.to_owned()));
         }
+    }
+    // A session bound to an install id must keep presenting it.
+    if let Some(signed_in) = row.install_id_index.as_deref() {
+        match client
+            .install_id
+            .map(|id| super::install_id_index(state, id))
+        {
+            Some(p) if crate::crypto::hash::constant_time_eq(&p, signed_in) => {}
+            Some(_) => drift.push(("install_id", "different".to_owned())),
+            None => drift.push(("install_id", "missing".to_owned())),
+        }
+    }
+    if !drift.is_empty() {
+        let mut alert = crate::alerts::Alert::new(crate::alerts::Rule::DeviceDrift)
+            .user(row.user_id)
+            .ip(client.ip)
+            .detail("session_id", row.session_id.to_string());
+        for (key, value) in drift {
+            alert = alert.detail(key, value);
+        }
+        crate::alerts::raise(&mut tx, state, alert).await?;
     }
     let idle = (now + state.config.auth.refresh_idle_ttl).min(row.absolute_expires_at);
     db::touch_session(

@@ -196,6 +196,86 @@ async fn a_refresh_from_another_platform_than_the_sign_in_raises_a_drift_alert()
     assert_eq!(drift[0]["refreshing_as"], "android");
 }
 
+#[tokio::test]
+async fn a_refresh_from_another_app_install_raises_a_drift_alert_and_the_same_install_does_not() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("install@example.com").await;
+    let install = uuid::Uuid::new_v4().to_string();
+    let pair: Value = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("x-app-install-id", &install)
+        .json(&json!({"email": user.email, "password": STRONG_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh = |token: Value, install: Option<String>| {
+        let app = &app;
+        async move {
+            let mut req = app.client.post(app.url("/v1/auth/refresh"));
+            if let Some(id) = install {
+                req = req.header("x-app-install-id", id);
+            }
+            let r = req
+                .json(&json!({"refresh_token": token}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let drift = || async {
+        alerts(&app)
+            .await
+            .into_iter()
+            .filter(|a| a.0 == "device_drift")
+            .map(|a| a.2)
+            .collect::<Vec<Value>>()
+    };
+    // The same install: quiet.
+    let pair = refresh(pair["refresh_token"].clone(), Some(install.clone())).await;
+    assert!(drift().await.is_empty());
+    // Another install, then none at all: each flagged.
+    let pair = refresh(
+        pair["refresh_token"].clone(),
+        Some(uuid::Uuid::new_v4().to_string()),
+    )
+    .await;
+    refresh(pair["refresh_token"].clone(), None).await;
+    let found = drift().await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    let kinds: Vec<&str> = found
+        .iter()
+        .filter_map(|d| d["install_id"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"different") && kinds.contains(&"missing"),
+        "{kinds:?}"
+    );
+    // The stored value is a keyed index, not the id itself.
+    let stored: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT install_id_index FROM sessions WHERE install_id_index IS NOT NULL",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(stored.unwrap().len(), 32);
+    // A malformed id is refused, not ignored.
+    let r = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("x-app-install-id", "not-a-uuid")
+        .json(&json!({"email": user.email, "password": STRONG_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
 /// What the receiver got, and how often it was called.
 type Received = (Arc<Mutex<Vec<Value>>>, Arc<AtomicUsize>);
 
