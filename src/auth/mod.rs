@@ -185,6 +185,33 @@ pub async fn send_code(
     Ok(())
 }
 
+/// The enumeration-safe "mail me a code" endpoints (resend verification,
+/// forgot password): the same 202 whether or not the address has an
+/// account; a code is sent only when it has one and `applies` to it. The
+/// per-account limit runs first, for every address alike.
+pub async fn code_by_email(
+    state: &AppState,
+    client: &crate::http::extract::ClientInfo,
+    raw_email: &str,
+    purpose: codes::Purpose,
+    applies: impl FnOnce(&db::UserAuth) -> bool,
+) -> Result<(axum::http::StatusCode, axum::Json<routes::StatusResponse>), ApiError> {
+    let email = email::Email::parse(raw_email, "email")?;
+    limit_account(state, &email).await?;
+    let mut tx = state.db.begin().await?;
+    if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
+        if applies(&user) {
+            send_code(&mut tx, state, client, user.user_id, &email, purpose).await?;
+        }
+    }
+    tx.commit().await?;
+    state.outbox.wake();
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(routes::StatusResponse { status: "accepted" }),
+    ))
+}
+
 /// The per-account credential limit, keyed by the email's blind index so
 /// one address cannot be hammered from many IPs. Every address string gets
 /// the same treatment, so a 429 reveals nothing about whether it exists.

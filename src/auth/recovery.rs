@@ -49,26 +49,10 @@ pub async fn forgot_password(
     client: ClientInfo,
     Json(req): Json<EmailOnlyRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
-    let email = Email::parse(&req.email, "email")?;
-    super::limit_account(&state, &email).await?;
-    let mut tx = state.db.begin().await?;
-    if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
-        super::send_code(
-            &mut tx,
-            &state,
-            &client,
-            user.user_id,
-            &email,
-            Purpose::PasswordReset,
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    state.outbox.wake();
-    Ok((
-        StatusCode::ACCEPTED,
-        JsonResponse(StatusResponse { status: "accepted" }),
-    ))
+    super::code_by_email(&state, &client, &req.email, Purpose::PasswordReset, |_| {
+        true
+    })
+    .await
 }
 
 #[derive(Deserialize, Validate)]

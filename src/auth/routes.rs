@@ -229,28 +229,15 @@ pub async fn resend_verification(
     client: ClientInfo,
     Json(req): Json<EmailOnlyRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
-    let email = Email::parse(&req.email, "email")?;
-    super::limit_account(&state, &email).await?;
-    let mut tx = state.db.begin().await?;
-    if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
-        if user.email_verified_at.is_none() {
-            super::send_code(
-                &mut tx,
-                &state,
-                &client,
-                user.user_id,
-                &email,
-                Purpose::EmailVerification,
-            )
-            .await?;
-        }
-    }
-    tx.commit().await?;
-    state.outbox.wake();
-    Ok((
-        StatusCode::ACCEPTED,
-        JsonResponse(StatusResponse { status: "accepted" }),
-    ))
+    // Only an unverified account gets a new verification code.
+    super::code_by_email(
+        &state,
+        &client,
+        &req.email,
+        Purpose::EmailVerification,
+        |u| u.email_verified_at.is_none(),
+    )
+    .await
 }
 
 #[derive(Deserialize, Validate)]

@@ -147,6 +147,27 @@ impl RoleSet for Staff {
     const ROLES: &'static [&'static str] = &["support", "admin"];
 }
 
+/// Audits a refused administrative call with the caller and their client.
+async fn deny(
+    parts: &mut Parts,
+    state: &AppState,
+    auth: &AuthUser,
+    event: AuditEvent,
+) -> Result<(), ApiError> {
+    let client = ClientInfo::from_request_parts(parts, state).await?;
+    let mut conn = state.db.acquire().await?;
+    audit::record(
+        &mut conn,
+        state.clock.now(),
+        &event
+            .user(auth.user_id)
+            .session(auth.session_id)
+            .client(&client),
+    )
+    .await?;
+    Ok(())
+}
+
 /// `RequireRole<R>`: function-level authorization. The role is read from
 /// the database on every request (a demotion applies at once), a caller
 /// without it gets 403 `forbidden` and no data, and every administrative
@@ -160,37 +181,19 @@ impl<R: RoleSet> FromRequestParts<AppState> for RequireRole<R> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let auth = AuthUser::from_request_parts(parts, state).await?;
         if !R::ROLES.contains(&auth.role.as_str()) {
-            let client = ClientInfo::from_request_parts(parts, state).await?;
-            let mut conn = state.db.acquire().await?;
-            audit::record(
-                &mut conn,
-                state.clock.now(),
-                &AuditEvent::new(events::ROLE_DENIED, Outcome::Denied)
-                    .user(auth.user_id)
-                    .session(auth.session_id)
-                    .client(&client)
-                    .detail("role", auth.role.clone())
-                    .detail("path", parts.uri.path().to_owned()),
-            )
-            .await?;
+            let event = AuditEvent::new(events::ROLE_DENIED, Outcome::Denied)
+                .detail("role", auth.role.clone())
+                .detail("path", parts.uri.path().to_owned());
+            deny(parts, state, &auth, event).await?;
             return Err(ApiError::Forbidden {
                 code: "forbidden",
                 detail: "Your role does not allow this action.",
             });
         }
         if auth.aal != "aal2" {
-            let client = ClientInfo::from_request_parts(parts, state).await?;
-            let mut conn = state.db.acquire().await?;
-            audit::record(
-                &mut conn,
-                state.clock.now(),
-                &AuditEvent::new(events::STEP_UP_REFUSED, Outcome::Denied)
-                    .user(auth.user_id)
-                    .session(auth.session_id)
-                    .client(&client)
-                    .detail("reason", "admin_requires_aal2"),
-            )
-            .await?;
+            let event = AuditEvent::new(events::STEP_UP_REFUSED, Outcome::Denied)
+                .detail("reason", "admin_requires_aal2");
+            deny(parts, state, &auth, event).await?;
             return Err(ApiError::Forbidden {
                 code: "mfa_required",
                 detail: "Administrative actions need a session signed in with a second factor.",
