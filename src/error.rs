@@ -322,7 +322,7 @@ impl From<crate::crypto::CryptoError> for ApiError {
         if matches!(e, crate::crypto::CryptoError::Decrypt) {
             metrics::counter!("crypto_open_failures_total").increment(1);
             tracing::error!(
-                security_event = "tamper_suspected",
+                security_event = "crypt_decrypt_fail",
                 "a sealed field failed authentication: tampered, moved between rows, or sealed under another key"
             );
         }

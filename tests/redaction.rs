@@ -135,6 +135,43 @@ async fn a_full_scenario_logged_at_trace_leaks_no_secret() {
     assert_eq!(r.status(), 200);
     secrets.push(login["mfa_token"].as_str().unwrap().to_owned());
 
+    // Profile PII and an email change are logged without their values.
+    let me_token = pair["access_token"].as_str().unwrap().to_owned();
+    let profile = json!({
+        "display_name": "Private Person",
+        "phone": "+447700900555",
+        "date_of_birth": "1981-03-04",
+        "address": {"line1": "7 Hidden Lane", "city": "Secretville", "postal_code": "SV1 1SV", "country": "GB"}
+    });
+    let r = app
+        .send_auth(reqwest::Method::PATCH, "/v1/me", &me_token, Some(&profile))
+        .await;
+    assert_eq!(r.status(), 200);
+    secrets.extend(
+        [
+            "Private Person",
+            "+447700900555",
+            "1981-03-04",
+            "7 Hidden Lane",
+            "Secretville",
+        ]
+        .map(str::to_owned),
+    );
+    app.post_auth(
+        "/v1/me/email",
+        &me_token,
+        Some(
+            &json!({"new_email": "next.private@example.com", "current_password": STRONG_PASSWORD}),
+        ),
+    )
+    .await;
+    secrets.push("next.private@example.com".to_owned());
+    // A tampered ciphertext is logged as such, without the value.
+    sqlx::query("UPDATE users SET phone_ciphertext = display_name_ciphertext")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(app.get_auth("/v1/me", &me_token).await.status(), 500);
     app.post_json("/v1/auth/password/forgot", &json!({"email": email}))
         .await;
     let reset = app.code_for(email).await;
@@ -154,6 +191,10 @@ async fn a_full_scenario_logged_at_trace_leaks_no_secret() {
     app.drain_outbox().await;
 
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("crypt_decrypt_fail"),
+        "the decryption failure is logged for alerting"
+    );
     assert!(
         logs.len() > 10_000,
         "TRACE logging captured the scenario ({} bytes)",
