@@ -138,6 +138,8 @@ impl ClientPolicy {
         &self.fallback
     }
 
+    /// Replaces the policy in force (tests, and [`ClientPolicy::apply`]).
+    /// A direct `set` lasts only until the next refresh from the database.
     pub fn set(&self, policies: Policies) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = policies;
     }

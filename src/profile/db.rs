@@ -181,6 +181,9 @@ pub struct OwnAuditEvent {
     pub user_agent: Option<String>,
 }
 
+/// Events about the user that someone else performed (a staff member
+/// viewing or locking the account) are listed without that person's IP
+/// address and user agent: the export is the user's data, not staff's.
 pub async fn own_audit_events(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -188,7 +191,9 @@ pub async fn own_audit_events(
 ) -> sqlx::Result<Vec<OwnAuditEvent>> {
     sqlx::query_as!(
         OwnAuditEvent,
-        r#"SELECT occurred_at, event_type, outcome, host(ip) AS ip, user_agent
+        r#"SELECT occurred_at, event_type, outcome,
+                  CASE WHEN actor_id IS NULL OR actor_id = user_id THEN host(ip) END AS ip,
+                  CASE WHEN actor_id IS NULL OR actor_id = user_id THEN user_agent END AS user_agent
            FROM audit_events WHERE user_id = $1
            ORDER BY audit_event_id DESC LIMIT $2"#,
         user_id,

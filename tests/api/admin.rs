@@ -529,3 +529,50 @@ async fn the_admin_commands_bootstrap_the_first_admin_and_promote_an_existing_ac
     .unwrap();
     assert_eq!(audited, 2);
 }
+
+#[tokio::test]
+async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
+    let app = TestApp::spawn().await;
+    let a = app.staff_user("a-admin@example.com", "admin").await;
+    let b = app.staff_user("b-admin@example.com", "admin").await;
+    for _ in 0..5 {
+        let demote = |actor: String, target: uuid::Uuid| {
+            let app = &app;
+            async move {
+                app.send_auth(
+                    Method::PATCH,
+                    &format!("/v1/admin/users/{target}"),
+                    &actor,
+                    Some(&json!({"role": "user"})),
+                )
+                .await
+            }
+        };
+        let (ra, rb) = tokio::join!(
+            demote(a.access().to_owned(), b.user_id),
+            demote(b.access().to_owned(), a.user_id)
+        );
+        let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
+        statuses.sort_unstable();
+        // Never both: the loser is refused by the row-locked last-admin
+        // check (409) or, when it arrives after the winner committed, by
+        // its own role already being gone (403).
+        assert!(
+            statuses == [200, 409] || statuses == [200, 403],
+            "{statuses:?}"
+        );
+        let admins: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM users WHERE role = 'admin' AND status = 'active'",
+        )
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+        assert_eq!(admins.len(), 1);
+        // Restore both for the next round (straight in the database).
+        sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = ANY($1)")
+            .bind(vec![a.user_id, b.user_id])
+            .execute(&app.db)
+            .await
+            .unwrap();
+    }
+}

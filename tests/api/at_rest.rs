@@ -406,3 +406,43 @@ async fn no_response_of_a_full_scenario_contains_a_hash_a_key_or_a_token_hash() 
         }
     }
 }
+
+#[tokio::test]
+async fn a_rewrap_stopped_midway_resumes_and_two_runs_share_the_work() {
+    use mobile_backend::{crypto::KeyRing, user_keys};
+    let app = TestApp::spawn().await;
+    for i in 0..7 {
+        app.signed_up_user(&format!("resume{i}@example.com")).await;
+    }
+    let ring = mobile_backend::keys::rotated(&app.state.keys.data).unwrap();
+    let now = app.clock.now();
+    // One batch, then "the operator presses Ctrl-C".
+    let first = user_keys::rewrap_batch(&app.db, &ring, 3, now)
+        .await
+        .unwrap();
+    assert_eq!((first.rewrapped, first.remaining), (3, 4));
+    // Two runs at once: SKIP LOCKED hands each its own rows.
+    let (a, b) = tokio::join!(
+        user_keys::rewrap_batch(&app.db, &ring, 2, now),
+        user_keys::rewrap_batch(&app.db, &ring, 2, now)
+    );
+    assert_eq!(a.unwrap().rewrapped + b.unwrap().rewrapped, 4);
+    let last = user_keys::rewrap_batch(&app.db, &ring, 100, now)
+        .await
+        .unwrap();
+    assert_eq!((last.rewrapped, last.remaining), (0, 0));
+    let mut conn = app.db.acquire().await.unwrap();
+    let counts = user_keys::status(&mut conn).await.unwrap();
+    assert_eq!(counts, vec![(ring.primary_id(), 7)]);
+    // Every key still unwraps under the new master key alone.
+    let new_only = KeyRing::parse(ring.to_spec().split(',').next().unwrap()).unwrap();
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT user_id FROM user_keys")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    for id in ids {
+        user_keys::UserKey::load(&mut conn, &new_only, id)
+            .await
+            .unwrap();
+    }
+}

@@ -2,7 +2,6 @@
 //! changeable at run time.
 
 use crate::helpers::{problem, TestApp};
-use mobile_backend::http::client_version::{PlatformPolicy, Policies};
 
 async fn call(app: &TestApp, path: &str, platform: &str, version: &str) -> reqwest::Response {
     app.client
@@ -88,13 +87,18 @@ async fn raising_the_minimum_at_run_time_takes_effect_without_a_restart() {
         call(&app, "/v1/_probe", "android", "3.0.0").await.status(),
         200
     );
-    app.state.client_policy.set(Policies {
-        ios: PlatformPolicy::default(),
-        android: PlatformPolicy {
-            min_version: Some(semver::Version::new(3, 1, 0)),
-            store_url: None,
-        },
-    });
+    // What an administrator's PUT (from any process) leaves in the database,
+    // then this process's next refresh.
+    sqlx::query(
+        "INSERT INTO client_policy (platform, min_version, updated_at, updated_by) VALUES ('android', '3.1.0', now(), $1)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    mobile_backend::admin::client_policy::refresh(&app.state)
+        .await
+        .unwrap();
     let r = call(&app, "/v1/_probe", "android", "3.0.0").await;
     assert_eq!(r.status(), 426);
     assert!(problem(r).await.get("store_url").is_none());

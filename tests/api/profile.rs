@@ -402,9 +402,27 @@ async fn the_export_holds_the_callers_data_and_nobody_elses() {
         )
         .await;
     }
+    // A support agent looks at Alice's record: she sees that it happened,
+    // not the agent's IP address or user agent.
+    let support = app.staff_user("agent@example.com", "support").await;
+    let r = app
+        .get_auth(
+            &format!("/v1/admin/users/{}", alice.user_id),
+            support.access(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     let r = app.get_auth("/v1/me/export", alice.access()).await;
     assert_eq!(r.status(), 200);
     let export: Value = r.json().await.unwrap();
+    let viewed = export["audit_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "admin.user.viewed")
+        .expect("the staff view is in the export");
+    assert!(viewed["ip"].is_null() && viewed["user_agent"].is_null());
+    assert!(!export.to_string().contains("agent@example.com"));
     assert_eq!(export["account"]["email"], "alice.export@example.com");
     assert_eq!(export["account"]["profile"]["phone"], "+447700900123");
     assert_eq!(export["sessions"].as_array().unwrap().len(), 1);
