@@ -152,3 +152,31 @@ pub fn rotate_dev_keys(data_dir: &Path) -> anyhow::Result<u32> {
     fs::write(&path, serde_json::to_vec_pretty(&file)?)?;
     Ok(ring.primary_id())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_puts_a_new_key_first_and_keeps_the_old_ones() {
+        let ring = KeyRing::parse(&format!(
+            "3:{},1:{}",
+            crate::crypto::Key::generate().to_base64(),
+            crate::crypto::Key::generate().to_base64()
+        ))
+        .unwrap();
+        let next = rotated(&ring).unwrap();
+        assert_eq!(next.ids(), vec![4, 3, 1]);
+        assert_eq!(next.primary_id(), 4);
+    }
+
+    #[test]
+    fn development_rotation_rewrites_the_key_file_and_it_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(rotate_dev_keys(dir.path()).unwrap(), 2);
+        assert_eq!(rotate_dev_keys(dir.path()).unwrap(), 3);
+        let keys = load_or_create_dev_keys(dir.path()).unwrap();
+        assert_eq!(keys.data.ids(), vec![3, 2, 1]);
+    }
+}

@@ -74,6 +74,15 @@ async fn users_get_403_on_every_admin_route_support_on_admin_only_routes_and_aal
     .await
     .unwrap();
     assert!(denials >= routes.len() as i64);
+    let step_ups: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE event_type = 'mfa.step_up.refused' \
+         AND user_id = $1 AND details->>'reason' = 'admin_requires_aal2'",
+    )
+    .bind(aal1_admin.user_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(step_ups, routes.len() as i64);
 }
 
 async fn user_with_profile(app: &TestApp, email: &str) -> TestUser {
