@@ -119,20 +119,22 @@ fn platform_view(runtime: Option<&Version>, fallback: &PlatformPolicy) -> Platfo
     }
 }
 
+/// The policy as stored, and its view for administrators.
 async fn current_view(
     conn: &mut PgConnection,
     state: &AppState,
-) -> Result<ClientPolicyView, ApiError> {
+) -> Result<(Overrides, ClientPolicyView), ApiError> {
     let overrides = load(&mut *conn).await?;
     let updated_at = sqlx::query_scalar!("SELECT max(updated_at) FROM client_policy")
         .fetch_one(&mut *conn)
         .await?;
     let fallback = state.client_policy.fallback();
-    Ok(ClientPolicyView {
+    let view = ClientPolicyView {
         ios: platform_view(overrides.ios.as_ref(), &fallback.ios),
         android: platform_view(overrides.android.as_ref(), &fallback.android),
         updated_at,
-    })
+    };
+    Ok((overrides, view))
 }
 
 pub async fn get_client_policy(
@@ -140,7 +142,8 @@ pub async fn get_client_policy(
     RequireRole(_admin, _): RequireRole<Admin>,
 ) -> Result<JsonResponse<ClientPolicyView>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    Ok(JsonResponse(current_view(&mut conn, &state).await?))
+    let (_, view) = current_view(&mut conn, &state).await?;
+    Ok(JsonResponse(view))
 }
 
 fn plain_version(value: &str) -> Result<(), ValidationError> {
@@ -202,8 +205,7 @@ pub async fn put_client_policy(
         event = event.detail(platform, minimum.min_version.clone());
     }
     audit::record(&mut tx, now, &event).await?;
-    let view = current_view(&mut tx, &state).await?;
-    let overrides = load(&mut tx).await?;
+    let (overrides, view) = current_view(&mut tx, &state).await?;
     tx.commit().await?;
     // In force here at once; other processes within the refresh interval.
     state.client_policy.apply(&overrides);

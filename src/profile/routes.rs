@@ -43,17 +43,13 @@ pub fn router() -> ApiRouter {
         .route(Method::GET, "/v1/me/export", "export_me", export_me)
 }
 
-/// Loads the caller's row and key and builds their view.
-async fn load_me(
-    conn: &mut sqlx::PgConnection,
-    state: &AppState,
-    user_id: uuid::Uuid,
-) -> Result<MeResponse, ApiError> {
-    let row = db::user_row(&mut *conn, user_id)
+/// Reads the caller's row and builds their view with their (already
+/// unwrapped) key.
+async fn load_me(conn: &mut sqlx::PgConnection, key: &UserKey) -> Result<MeResponse, ApiError> {
+    let row = db::user_row(&mut *conn, key.user_id())
         .await?
         .ok_or_else(crate::http::auth::invalid_token)?;
-    let key = UserKey::load(&mut *conn, &state.keys.data, user_id).await?;
-    Ok(me_response(&key, &row)?)
+    Ok(me_response(key, &row)?)
 }
 
 pub async fn get_me(
@@ -61,9 +57,8 @@ pub async fn get_me(
     auth: AuthUser,
 ) -> Result<JsonResponse<MeResponse>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    Ok(JsonResponse(
-        load_me(&mut conn, &state, auth.user_id).await?,
-    ))
+    let key = UserKey::load(&mut conn, &state.keys.data, auth.user_id).await?;
+    Ok(JsonResponse(load_me(&mut conn, &key).await?))
 }
 
 /// `Some(value)` when the field is present, even as `null`: PATCH tells
@@ -190,7 +185,7 @@ pub async fn update_me(
         )
         .await?;
     }
-    let me = load_me(&mut tx, &state, uid).await?;
+    let me = load_me(&mut tx, &key).await?;
     tx.commit().await?;
     Ok(JsonResponse(me))
 }
@@ -228,18 +223,17 @@ pub async fn request_email_change(
     let uid = auth.user_id;
     let blind = new_email.blind_index(&state.keys);
     let mut tx = state.db.begin().await?;
-    let current = crate::auth::email_of(&mut tx, &state, uid).await?;
-    if current.as_str() == new_email.as_str() {
+    // One lookup by blind index answers both "is it mine already" and "is
+    // it someone else's".
+    let holder = crate::auth::db::find_by_email(&mut tx, &blind).await?;
+    if holder.as_ref().is_some_and(|u| u.user_id == uid) {
         return Err(ApiError::invalid_field(
             "new_email",
             "unchanged",
             "This is already your email address.",
         ));
     }
-    let taken = crate::auth::db::find_by_email(&mut tx, &blind)
-        .await?
-        .is_some();
-    if taken {
+    if holder.is_some() {
         // Tell the address's owner, change nothing, answer as usual.
         mail::enqueue(
             &mut tx,
@@ -369,7 +363,7 @@ pub async fn confirm_email_change(
             .client(&client),
     )
     .await?;
-    let me = load_me(&mut tx, &state, uid).await?;
+    let me = load_me(&mut tx, &key).await?;
     tx.commit().await?;
     state.outbox.wake();
     Ok(JsonResponse(me))
@@ -503,7 +497,8 @@ pub async fn export_me(
     let now = state.clock.now();
     let uid = auth.user_id;
     let mut tx = state.db.begin().await?;
-    let account = load_me(&mut tx, &state, uid).await?;
+    let key = UserKey::load(&mut tx, &state.keys.data, uid).await?;
+    let account = load_me(&mut tx, &key).await?;
     let sessions = crate::sessions::routes::session_views(&mut tx, &state, &auth).await?;
     let devices = crate::devices::db::list(&mut tx, uid)
         .await?
