@@ -67,6 +67,9 @@ pub struct AuthConfig {
     pub password_hash_queue: usize,
     /// The Pwned Passwords range API, when the optional check is on.
     pub breached_password_api: Option<Url>,
+    /// How long after the last real sign-in a staff session may still use
+    /// staff routes (`STAFF_MAX_AUTH_AGE_SECS`, default 12 h, 60 s to 24 h).
+    pub staff_max_auth_age: chrono::Duration,
 }
 
 /// Native TLS on the API listener: `TLS_CERT_FILE` and `TLS_KEY_FILE` (PEM),
@@ -279,7 +282,13 @@ impl Config {
             } else {
                 None
             },
+            staff_max_auth_age: r.duration("STAFF_MAX_AUTH_AGE_SECS", 43_200, 1),
         };
+        if auth.staff_max_auth_age < chrono::Duration::seconds(60)
+            || auth.staff_max_auth_age > chrono::Duration::hours(24)
+        {
+            r.problem("STAFF_MAX_AUTH_AGE_SECS must be between 60 and 86400");
+        }
         if auth.access_token_ttl < chrono::Duration::seconds(60)
             || auth.access_token_ttl > chrono::Duration::hours(1)
         {

@@ -39,6 +39,11 @@ pub enum ApiError {
         code: &'static str,
         detail: &'static str,
     },
+    /// 401 `reauthentication_required`: the token is valid but the session's
+    /// last real sign-in is older than a staff route allows; the app signs
+    /// in again (a refresh does not help). RFC 9470's step-up challenge.
+    #[error("reauthentication required")]
+    ReauthenticationRequired { max_age_secs: u64 },
     /// 403: authenticated but not allowed. `code` e.g. `forbidden`.
     #[error("forbidden: {code}")]
     Forbidden {
@@ -114,7 +119,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized { .. } | Self::ReauthenticationRequired { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -138,6 +145,7 @@ impl ApiError {
             | Self::Forbidden { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unavailable { code, .. } => code,
+            Self::ReauthenticationRequired { .. } => "reauthentication_required",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
@@ -154,6 +162,7 @@ impl ApiError {
             Self::MalformedJson => "Malformed JSON",
             Self::BadRequest { .. } => "Bad request",
             Self::Unauthorized { .. } => "Unauthorized",
+            Self::ReauthenticationRequired { .. } => "Reauthentication required",
             Self::Forbidden { .. } => "Forbidden",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
@@ -175,6 +184,9 @@ impl ApiError {
             Self::Unauthorized { detail, .. }
             | Self::Forbidden { detail, .. }
             | Self::Conflict { detail, .. } => (*detail).into(),
+            Self::ReauthenticationRequired { .. } => {
+                "Staff actions need a recent sign-in. Sign in again with your password and second factor.".into()
+            }
             Self::NotFound => "The resource does not exist.".into(),
             Self::MethodNotAllowed => "This method is not allowed on this resource.".into(),
             Self::PayloadTooLarge => "The request body exceeds 64 KiB.".into(),
@@ -255,11 +267,25 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            Self::Unauthorized { .. } => {
+            // Only a refused access token says `invalid_token`: generic
+            // mobile interceptors refresh and retry on it, which is wrong
+            // for a mistyped password or code (and loops on refresh).
+            Self::Unauthorized {
+                code: "invalid_token",
+                ..
+            } => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
+            }
+            Self::ReauthenticationRequired { max_age_secs } => {
+                let challenge = format!(
+                    "Bearer error=\"insufficient_user_authentication\", max_age={max_age_secs}"
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             Self::RateLimited { retry_after_secs }
             | Self::Unavailable {

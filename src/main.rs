@@ -283,12 +283,23 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::Create { email, role } => {
             let password = read_password()?;
-            let id =
+            let created =
                 bootstrap::create(&pool, &config, &keys, &email, &password, role.into()).await?;
-            println!("created account {id}");
-            println!(
-                "next: sign in and turn on two-factor authentication; staff routes need it (aal2)"
-            );
+            println!("created account {}", created.user_id);
+            if let Some(totp) = created.totp {
+                // Shown once, on stdout only: add it to an authenticator app
+                // and store the recovery codes offline.
+                println!("two-factor authentication is on (staff roles require it)");
+                println!("otpauth_uri: {}", totp.otpauth_uri);
+                println!("totp_secret: {}", totp.secret_base32);
+                println!("recovery_codes:");
+                for code in &totp.recovery_codes {
+                    println!("  {code}");
+                }
+                println!(
+                    "these are shown only now: add the secret to an authenticator app and keep the recovery codes offline"
+                );
+            }
         }
         AdminCommand::Promote { email, role } => {
             let id = bootstrap::promote(&pool, &keys, &email, role.into()).await?;

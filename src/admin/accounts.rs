@@ -323,6 +323,30 @@ pub async fn update_user(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::NotFound)?;
+    // Staff roles require a second factor: a staff password alone must
+    // never reach a staff route. (The row lock above orders this with the
+    // account's own MFA changes, which lock the same row.)
+    if req.role.is_some_and(super::bootstrap::requires_mfa)
+        && !crate::mfa::db::mfa_enabled(&mut tx, id).await?
+    {
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::ADMIN_USER_UPDATED, Outcome::Denied)
+                .actor(admin.user_id)
+                .user(id)
+                .session(admin.session_id)
+                .client(&client)
+                .detail("reason", "mfa_not_enrolled"),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(ApiError::Conflict {
+            code: "mfa_not_enrolled",
+            detail:
+                "Staff roles require two-factor authentication: the account must turn it on first.",
+        });
+    }
     let role: &str = req.role.map_or(&current.role, |r| r.as_str());
     let status: &str = req.status.map_or(&current.status, |s| s.as_str());
     let loses_admin = admins.contains(&id) && (role != "admin" || status != "active");
@@ -410,15 +434,29 @@ pub async fn revoke_sessions(
 ) -> Result<JsonResponse<RevokedSessions>, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let exists = sqlx::query_scalar!(
-        r#"SELECT true AS "x!" FROM users WHERE user_id = $1 FOR UPDATE"#,
-        id
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .is_some();
-    if !exists {
-        return Err(ApiError::NotFound);
+    let target_role =
+        sqlx::query_scalar!("SELECT role FROM users WHERE user_id = $1 FOR UPDATE", id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+    // Support acts on users, not on the administrators it answers to.
+    if target_role == "admin" && staff.role != "admin" {
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::ADMIN_SESSIONS_REVOKED, Outcome::Denied)
+                .actor(staff.user_id)
+                .user(id)
+                .session(staff.session_id)
+                .client(&client)
+                .detail("reason", "target_is_admin"),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(ApiError::Forbidden {
+            code: "forbidden",
+            detail: "Support cannot act on an administrator's account.",
+        });
     }
     let sessions_ended =
         crate::sessions::db::revoke_all_sessions(&mut tx, id, None, now, "revoked_by_staff")

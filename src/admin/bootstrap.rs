@@ -2,6 +2,11 @@
 //! administrator comes to exist. They run with database access and the
 //! service's keys (an operator's shell), never over HTTP, and are audited
 //! without an actor.
+//!
+//! Staff roles require a second factor, so a staff password alone never
+//! reaches a staff route: `create` enrols TOTP for the new account and
+//! hands its secret and recovery codes to the operator once; `promote` to
+//! support or admin refuses an account without MFA.
 
 use super::accounts::Role;
 use crate::{
@@ -17,9 +22,27 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// What `create` made: the account, and for a staff role the enrolled
+/// authenticator, shown to the operator once and never stored in clear.
+pub struct Created {
+    pub user_id: Uuid,
+    pub totp: Option<EnrolledTotp>,
+}
+
+pub struct EnrolledTotp {
+    pub otpauth_uri: String,
+    pub secret_base32: String,
+    pub recovery_codes: Vec<String>,
+}
+
+/// Whether a role needs a second factor (every staff role does).
+pub fn requires_mfa(role: Role) -> bool {
+    matches!(role, Role::Support | Role::Admin)
+}
+
 /// Creates a verified account with `role`. Fails if the address already
 /// has an account (use [`promote`]); the password must pass the same
-/// policy as any sign-up.
+/// policy as any sign-up. A staff account is created with TOTP enrolled.
 pub async fn create(
     pool: &PgPool,
     config: &Config,
@@ -27,7 +50,7 @@ pub async fn create(
     email: &str,
     password: &str,
     role: Role,
-) -> anyhow::Result<Uuid> {
+) -> anyhow::Result<Created> {
     let email =
         Email::parse(email, "email").map_err(|_| anyhow::anyhow!("not a valid email address"))?;
     let normalised = policy::normalize(password);
@@ -68,18 +91,65 @@ pub async fn create(
         .map_err(|e| anyhow::anyhow!("storing the data key: {e}"))?;
     db::mark_verified(&mut tx, user_id, now).await?;
     set_role(&mut tx, user_id, role, now).await?;
+    let totp = if requires_mfa(role) {
+        Some(
+            enrol_totp(
+                &mut tx,
+                config,
+                keys,
+                &user_key,
+                user_id,
+                email.as_str(),
+                now,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     audit::record(
         &mut tx,
         now,
         &AuditEvent::new(events::ADMIN_BOOTSTRAPPED, Outcome::Success)
             .user(user_id)
             .detail("role", role.as_str())
-            .detail("created", true),
+            .detail("created", true)
+            .detail("mfa_enrolled", totp.is_some()),
     )
     .await
     .map_err(|e| anyhow::anyhow!("audit: {e}"))?;
     tx.commit().await?;
-    Ok(user_id)
+    Ok(Created { user_id, totp })
+}
+
+/// Enrols TOTP at once (the operator is the channel that delivers the
+/// secret), with ten recovery codes.
+async fn enrol_totp(
+    conn: &mut sqlx::PgConnection,
+    config: &Config,
+    keys: &Keys,
+    user_key: &UserKey,
+    user_id: Uuid,
+    email: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<EnrolledTotp> {
+    use crate::mfa::{self, db as mfa_db, totp};
+    let secret =
+        zeroize::Zeroizing::new(crate::crypto::random::random_bytes::<{ totp::SECRET_BYTES }>());
+    let sealed = user_key.seal(
+        &mfa::secret_aad(user_id, mfa::Secret::Active),
+        secret.as_slice(),
+    )?;
+    mfa_db::set_pending_secret(&mut *conn, user_id, &sealed, now, None).await?;
+    mfa_db::activate_pending(&mut *conn, user_id, &sealed, now).await?;
+    let recovery_codes = mfa::routes::new_recovery_codes(&mut *conn, keys, user_id, now).await?;
+    let otpauth_uri = totp::otpauth_uri(secret.as_slice(), &config.mfa_issuer, email)
+        .context("building the otpauth URI")?;
+    Ok(EnrolledTotp {
+        otpauth_uri,
+        secret_base32: totp::secret_base32(secret.as_slice()),
+        recovery_codes,
+    })
 }
 
 /// Gives an existing account `role` (found by its email's blind index).
@@ -91,6 +161,15 @@ pub async fn promote(pool: &PgPool, keys: &Keys, email: &str, role: Role) -> any
     let user = db::find_by_email(&mut tx, &email.blind_index(keys))
         .await?
         .context("no account with this email")?;
+    let account = crate::mfa::db::lock_account(&mut tx, user.user_id)
+        .await?
+        .context("no account with this email")?;
+    anyhow::ensure!(
+        !requires_mfa(role) || account.mfa_enabled,
+        "this account has no second factor, and the {} role requires one: sign in as it and \
+         turn on two-factor authentication (POST /v1/mfa/totp/setup), then promote it again",
+        role.as_str()
+    );
     set_role(&mut tx, user.user_id, role, now).await?;
     audit::record(
         &mut tx,

@@ -133,3 +133,16 @@ pub async fn email_ciphertext(
     .fetch_optional(conn)
     .await
 }
+
+/// The email's blind index of a user: the account's rate-limit identity.
+pub async fn email_blind_index(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar!(
+        "SELECT email_blind_index FROM users WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(conn)
+    .await
+}

@@ -93,8 +93,8 @@ pub async fn email_of(
 }
 
 /// Re-authentication for sensitive changes (password change, email change,
-/// account deletion): checks the caller's current password. A wrong one is
-/// audited under `event` and answered 403 `invalid_credentials` (never 401,
+/// account deletion, MFA setup and disable): checks the caller's current
+/// password. A wrong one is answered 403 `invalid_credentials` (never 401,
 /// which an app would read as "signed out").
 pub async fn check_current_password(
     state: &AppState,
@@ -103,12 +103,59 @@ pub async fn check_current_password(
     password: &str,
     event: &'static str,
 ) -> Result<(), ApiError> {
-    use crate::audit::{self, AuditEvent, Outcome};
+    if verify_current_password(state, auth, client, password, event).await? {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            code: "invalid_credentials",
+            detail: "The current password is incorrect.",
+        })
+    }
+}
+
+/// The current-password check itself, for handlers that must answer a
+/// wrong password exactly like another wrong factor (`Ok(false)`).
+///
+/// A session is not a licence to guess: the check runs under the same
+/// per-account credential limit as sign-in (keyed by the account, so a
+/// thief's guesses and sign-in attempts share one budget), is refused
+/// while the (account, IP) soft lock holds, and a wrong password counts as
+/// a failed sign-in (`auth.login.failed`, the soft lock and the spike
+/// alert rules), whichever route it came through.
+pub async fn verify_current_password(
+    state: &AppState,
+    auth: &crate::http::auth::AuthUser,
+    client: &crate::http::extract::ClientInfo,
+    password: &str,
+    action: &'static str,
+) -> Result<bool, ApiError> {
+    use crate::{
+        audit::{self, events, AuditEvent, Outcome},
+        rate_limit::policy::Class,
+    };
     let mut conn = state.db.acquire().await?;
     let user = db::find_by_id(&mut conn, auth.user_id)
         .await?
         .ok_or_else(crate::http::auth::invalid_token)?;
+    let blind = db::email_blind_index(&mut conn, auth.user_id)
+        .await?
+        .ok_or_else(crate::http::auth::invalid_token)?;
     drop(conn);
+    let account = account_key(&blind);
+    limit_account_key(state, &account).await?;
+    let pair = soft_lock_key(&account, client.ip);
+    let now_ms = state.clock.now().timestamp_millis();
+    if let Some(wait) = state
+        .limiter
+        .blocked(Class::LoginFailures, &pair, now_ms)
+        .await?
+    {
+        metrics::counter!("rate_limit_refusals_total", "class" => Class::LoginFailures.name())
+            .increment(1);
+        return Err(ApiError::RateLimited {
+            retry_after_secs: wait,
+        });
+    }
     let current = SecretString::from(policy::normalize(password));
     let ok = match state
         .hasher
@@ -121,23 +168,27 @@ pub async fn check_current_password(
         Err(e) => return Err(e.into()),
     };
     if ok {
-        return Ok(());
+        return Ok(true);
     }
     let mut conn = state.db.acquire().await?;
     audit::record(
         &mut conn,
         state.clock.now(),
-        &AuditEvent::new(event, Outcome::Failure)
+        &AuditEvent::new(events::LOGIN_FAILED, Outcome::Failure)
             .user(auth.user_id)
             .session(auth.session_id)
             .client(client)
-            .detail("reason", "invalid_current_password"),
+            .detail("reason", "invalid_current_password")
+            .detail("action", action),
     )
     .await?;
-    Err(ApiError::Forbidden {
-        code: "invalid_credentials",
-        detail: "The current password is incorrect.",
-    })
+    crate::alerts::rules::failed_login(&mut conn, state, Some(auth.user_id), client.ip).await?;
+    metrics::counter!("auth_login_total", "outcome" => "invalid_current_password").increment(1);
+    state
+        .limiter
+        .check(Class::LoginFailures, &pair, now_ms)
+        .await?;
+    Ok(false)
 }
 
 /// Issues a fresh email code for `purpose`, queues its mail and audits it,
@@ -216,18 +267,33 @@ pub async fn code_by_email(
 /// one address cannot be hammered from many IPs. Every address string gets
 /// the same treatment, so a 429 reveals nothing about whether it exists.
 pub async fn limit_account(state: &AppState, email: &email::Email) -> Result<String, ApiError> {
-    use crate::rate_limit::{policy::Class, Limiter};
-    let account: String = email
-        .blind_index(&state.keys)
+    let account = account_key(&email.blind_index(&state.keys));
+    limit_account_key(state, &account).await?;
+    Ok(account)
+}
+
+/// The rate-limit key of an account: a prefix of its email's blind index
+/// (never the address itself), the same whether the caller named the
+/// address (sign-in) or holds a session (re-authentication).
+pub fn account_key(blind_index: &[u8]) -> String {
+    blind_index
         .iter()
         .take(16)
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect()
+}
+
+/// The soft-lock key: wrong passwords per (account, client IP).
+pub fn soft_lock_key(account: &str, ip: std::net::IpAddr) -> String {
+    format!("{account}:{ip}")
+}
+
+async fn limit_account_key(state: &AppState, account: &str) -> Result<(), ApiError> {
+    use crate::rate_limit::{policy::Class, Limiter};
     let now_ms = state.clock.now().timestamp_millis();
     let decision = state
         .limiter
-        .check(Class::CredentialsAccount, &account, now_ms)
+        .check(Class::CredentialsAccount, account, now_ms)
         .await?;
-    Limiter::enforce(Class::CredentialsAccount, decision)?;
-    Ok(account)
+    Limiter::enforce(Class::CredentialsAccount, decision)
 }

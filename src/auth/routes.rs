@@ -284,7 +284,7 @@ pub async fn login(
     let password = SecretString::from(normalised);
     // The soft lock: too many wrong passwords for this account from this
     // IP. Another network (the owner's) is not affected.
-    let pair = format!("{account}:{}", client.ip);
+    let pair = super::soft_lock_key(&account, client.ip);
     let now_ms = state.clock.now().timestamp_millis();
     if let Some(wait) = state
         .limiter

@@ -28,6 +28,8 @@ pub struct AuthUser {
     pub aal: String,
     /// Whether the account has a second factor.
     pub mfa_enabled: bool,
+    /// When the person last proved a credential in this session.
+    pub auth_time: chrono::DateTime<chrono::Utc>,
 }
 
 pub fn invalid_token() -> ApiError {
@@ -80,6 +82,7 @@ impl FromRequestParts<AppState> for AuthUser {
             role: live.role,
             aal: live.aal,
             mfa_enabled: live.mfa_enabled,
+            auth_time: live.auth_time,
         })
     }
 }
@@ -197,6 +200,19 @@ impl<R: RoleSet> FromRequestParts<AppState> for RequireRole<R> {
             return Err(ApiError::Forbidden {
                 code: "mfa_required",
                 detail: "Administrative actions need a session signed in with a second factor.",
+            });
+        }
+        // A staff session is only as fresh as its last real sign-in:
+        // refreshing keeps a session alive but proves nothing new, so a
+        // refresh token stolen from a staff phone stops reaching staff
+        // routes after STAFF_MAX_AUTH_AGE_SECS.
+        let max_age = state.config.auth.staff_max_auth_age;
+        if state.clock.now() - auth.auth_time > max_age {
+            let event = AuditEvent::new(events::STEP_UP_REFUSED, Outcome::Denied)
+                .detail("reason", "staff_auth_too_old");
+            deny(parts, state, &auth, event).await?;
+            return Err(ApiError::ReauthenticationRequired {
+                max_age_secs: max_age.num_seconds().max(0) as u64,
             });
         }
         Ok(Self(auth, std::marker::PhantomData))

@@ -7,6 +7,9 @@ use uuid::Uuid;
 pub struct TotpRow {
     pub secret_ciphertext: Option<Vec<u8>>,
     pub pending_secret_ciphertext: Option<Vec<u8>>,
+    pub pending_created_at: Option<DateTime<Utc>>,
+    /// The session that proved the password when the enrolment started.
+    pub pending_session_id: Option<Uuid>,
     pub failed_attempts: i32,
     pub throttled_until: Option<DateTime<Utc>>,
 }
@@ -15,12 +18,46 @@ pub struct TotpRow {
 pub async fn lock_totp(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Option<TotpRow>> {
     sqlx::query_as!(
         TotpRow,
-        r#"SELECT secret_ciphertext, pending_secret_ciphertext, failed_attempts, throttled_until
+        r#"SELECT secret_ciphertext, pending_secret_ciphertext, pending_created_at,
+                  pending_session_id, failed_attempts, throttled_until
            FROM mfa_totp WHERE user_id = $1 FOR UPDATE"#,
         user_id,
     )
     .fetch_optional(conn)
     .await
+}
+
+/// What a change of the second factor must decide under a lock: the
+/// account's row is locked (so enrolment, confirmation, disabling and a
+/// role change of one account run one at a time) and its MFA state and
+/// role are read inside the caller's transaction.
+pub struct AccountMfa {
+    pub mfa_enabled: bool,
+    pub role: String,
+}
+
+pub async fn lock_account(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> sqlx::Result<Option<AccountMfa>> {
+    // Two statements on purpose: under READ COMMITTED a statement that
+    // waits for a row lock still answers its sub-queries from the snapshot
+    // taken before the wait, so "is MFA on" must be read by a new
+    // statement after the lock is held (a confirm that committed while we
+    // waited is then seen).
+    let role = sqlx::query_scalar!(
+        "SELECT role FROM users WHERE user_id = $1 FOR UPDATE",
+        user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(role) = role else {
+        return Ok(None);
+    };
+    Ok(Some(AccountMfa {
+        mfa_enabled: mfa_enabled(conn, user_id).await?,
+        role,
+    }))
 }
 
 pub async fn mfa_enabled(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
@@ -32,20 +69,26 @@ pub async fn mfa_enabled(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result
     .await
 }
 
+/// Stores a new pending secret, bound to the session that proved the
+/// password (`None` for the operator's `admin create`, which activates it
+/// at once).
 pub async fn set_pending_secret(
     conn: &mut PgConnection,
     user_id: Uuid,
     sealed: &[u8],
     now: DateTime<Utc>,
+    session_id: Option<Uuid>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        r#"INSERT INTO mfa_totp (user_id, pending_secret_ciphertext, pending_created_at)
-           VALUES ($1, $2, $3)
+        r#"INSERT INTO mfa_totp (user_id, pending_secret_ciphertext, pending_created_at, pending_session_id)
+           VALUES ($1, $2, $3, $4)
            ON CONFLICT ON CONSTRAINT mfa_totp_pkey
-           DO UPDATE SET pending_secret_ciphertext = $2, pending_created_at = $3"#,
+           DO UPDATE SET pending_secret_ciphertext = $2, pending_created_at = $3,
+                         pending_session_id = $4"#,
         user_id,
         sealed,
         now,
+        session_id,
     )
     .execute(conn)
     .await?;
@@ -61,7 +104,8 @@ pub async fn activate_pending(
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"UPDATE mfa_totp SET secret_ciphertext = $2, enabled_at = $3,
-                  pending_secret_ciphertext = NULL, pending_created_at = NULL
+                  pending_secret_ciphertext = NULL, pending_created_at = NULL,
+                  pending_session_id = NULL
            WHERE user_id = $1"#,
         user_id,
         sealed,
@@ -117,7 +161,8 @@ pub async fn delete_mfa(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<
         .await?;
     sqlx::query!(
         r#"UPDATE mfa_totp SET secret_ciphertext = NULL, enabled_at = NULL,
-                  pending_secret_ciphertext = NULL, pending_created_at = NULL
+                  pending_secret_ciphertext = NULL, pending_created_at = NULL,
+                  pending_session_id = NULL
            WHERE user_id = $1"#,
         user_id,
     )
@@ -262,18 +307,22 @@ pub async fn challenge_used(
     Ok(())
 }
 
-/// Upgrades a session after a second factor was proven in it.
+/// Upgrades a session in which the password (at setup) and a second
+/// factor (now) were both proven: it becomes aal2 and its `auth_time`
+/// moves to now, because the person has just authenticated in full.
 pub async fn upgrade_session(
     conn: &mut PgConnection,
     session_id: Uuid,
     factor: &str,
+    now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        r#"UPDATE sessions SET aal = 'aal2',
+        r#"UPDATE sessions SET aal = 'aal2', auth_time = $3,
                   amr = CASE WHEN $2 = ANY(amr) THEN amr ELSE array_append(amr, $2) END
            WHERE session_id = $1"#,
         session_id,
         factor,
+        now,
     )
     .execute(conn)
     .await?;

@@ -16,7 +16,6 @@ use crate::{
     user_keys::UserKey,
 };
 use axum::{body::Bytes, extract::State, http::Method, http::StatusCode, Json as JsonResponse};
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -68,6 +67,17 @@ pub struct CodeRequest {
     pub code: String,
 }
 
+#[derive(Default, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct SetupRequest {
+    /// Required: a session alone must not bind an authenticator.
+    #[validate(length(max = 4096))]
+    pub current_password: Option<String>,
+    /// Required while MFA is on: a code from the current authenticator.
+    #[validate(custom(function = "validate::six_digits"))]
+    pub code: Option<String>,
+}
+
 #[derive(Serialize)]
 pub struct SetupResponse {
     /// Base32, for typing into an authenticator by hand.
@@ -77,28 +87,74 @@ pub struct SetupResponse {
     pub qr_svg: String,
 }
 
-/// Starts (or restarts) enrolment. While MFA is already on, replacing the
-/// authenticator needs aal2 *and* a code from the current one, so a stolen
-/// session alone cannot move the factor to the thief's phone.
+/// How long after a setup its session may confirm the enrolment.
+pub const ENROLMENT_TTL: chrono::Duration = chrono::Duration::minutes(10);
+
+/// One answer for a wrong password and a wrong code, so a session holder
+/// cannot use these routes to learn which of the two they have right.
+fn wrong_password_or_code() -> ApiError {
+    ApiError::Forbidden {
+        code: "invalid_credentials",
+        detail: "The password or the code is incorrect.",
+    }
+}
+
+fn required(field: &str, message: &str) -> ApiError {
+    ApiError::invalid_field(field, "required", message)
+}
+
+/// Starts (or restarts) enrolment. It always takes the current password:
+/// a stolen session alone cannot bind the thief's authenticator (and lock
+/// the owner out). While MFA is on, replacing the authenticator also needs
+/// aal2 *and* a code from the current one. Whether MFA is on is decided
+/// under the account's row lock, so a setup racing the owner's confirm
+/// cannot slip a new pending secret past the freshly enabled factor.
 pub async fn setup_totp(
     State(state): State<AppState>,
     auth: AuthUser,
     client: ClientInfo,
     body: Bytes,
 ) -> Result<JsonResponse<SetupResponse>, ApiError> {
-    let req: Option<CodeRequest> = if body.is_empty() {
-        None
+    let req: SetupRequest = if body.is_empty() {
+        SetupRequest::default()
     } else {
-        Some(extract::parse(&body)?)
+        extract::parse(&body)?
     };
+    if auth.mfa_enabled {
+        // Cheap refusals first: an aal1 session never gets to guess.
+        Aal2::check(&state, &auth, &client).await?;
+    }
+    let password = req.current_password.as_deref().ok_or_else(|| {
+        required(
+            "current_password",
+            "Your current password is required to set up an authenticator.",
+        )
+    })?;
+    let password_ok = crate::auth::verify_current_password(
+        &state,
+        &auth,
+        &client,
+        password,
+        events::MFA_ENROLMENT_STARTED,
+    )
+    .await?;
+    if !password_ok {
+        return Err(wrong_password_or_code());
+    }
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    if auth.mfa_enabled {
-        Aal2::check(&state, &auth, &client).await?;
-        let code = req.as_ref().map(|r| r.code.as_str()).ok_or_else(|| {
-            ApiError::invalid_field(
+    let account = db::lock_account(&mut tx, auth.user_id)
+        .await?
+        .ok_or_else(crate::http::auth::invalid_token)?;
+    if account.mfa_enabled {
+        let with_mfa = AuthUser {
+            mfa_enabled: true,
+            ..auth.clone()
+        };
+        Aal2::check(&state, &with_mfa, &client).await?;
+        let code = req.code.as_deref().ok_or_else(|| {
+            required(
                 "code",
-                "required",
                 "A code from your current authenticator is required.",
             )
         })?;
@@ -111,13 +167,16 @@ pub async fn setup_totp(
         .await?
         {
             tx.commit().await?;
-            return Err(f.into_error(false));
+            return Err(match f {
+                super::FactorFailure::Invalid => wrong_password_or_code(),
+                throttled => throttled.into_error(false),
+            });
         }
     }
     let secret = random::random_bytes::<{ totp::SECRET_BYTES }>();
     let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
     let sealed = user_key.seal(&super::secret_aad(auth.user_id, Secret::Pending), &secret)?;
-    db::set_pending_secret(&mut tx, auth.user_id, &sealed, now).await?;
+    db::set_pending_secret(&mut tx, auth.user_id, &sealed, now, Some(auth.session_id)).await?;
     let email = crate::auth::email_of(&mut tx, &state, auth.user_id).await?;
     audit::record(
         &mut tx,
@@ -148,21 +207,35 @@ pub struct RecoveryCodesResponse {
     pub recovery_codes: Vec<String>,
 }
 
-async fn new_recovery_codes(
+/// Ten fresh recovery codes for `user_id`, replacing any earlier ones.
+pub async fn new_recovery_codes(
     conn: &mut sqlx::PgConnection,
-    state: &AppState,
+    keys: &crate::keys::Keys,
     user_id: uuid::Uuid,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<String>, ApiError> {
     let codes = recovery::generate();
     let hashes: Vec<Vec<u8>> = codes
         .iter()
         .filter_map(|c| recovery::normalize(c))
-        .map(|n| recovery::hash(&state.keys, user_id, &n))
+        .map(|n| recovery::hash(keys, user_id, &n))
         .collect();
-    db::replace_recovery_codes(conn, user_id, &hashes, state.clock.now()).await?;
+    db::replace_recovery_codes(conn, user_id, &hashes, now).await?;
     Ok(codes)
 }
 
+fn no_pending_enrolment() -> ApiError {
+    ApiError::Conflict {
+        code: "no_pending_enrolment",
+        detail: "No enrolment started in this session in the last 10 minutes. Start with POST /v1/mfa/totp/setup.",
+    }
+}
+
+/// Finishes enrolment. The calling session becomes aal2 (and its
+/// `auth_time` now) only because it proved the password at setup, within
+/// ten minutes, and the new authenticator's code now: both factors, in
+/// this session. Another session, or a stale setup, gets 409
+/// `no_pending_enrolment`. Replacing an active authenticator needs aal2.
 pub async fn confirm_totp(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -171,15 +244,28 @@ pub async fn confirm_totp(
 ) -> Result<JsonResponse<RecoveryCodesResponse>, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let pending = db::lock_totp(&mut tx, auth.user_id)
+    let account = db::lock_account(&mut tx, auth.user_id)
         .await?
-        .and_then(|r| r.pending_secret_ciphertext);
-    let Some(pending) = pending else {
-        return Err(ApiError::Conflict {
-            code: "no_pending_enrolment",
-            detail: "Start with POST /v1/mfa/totp/setup.",
-        });
+        .ok_or_else(crate::http::auth::invalid_token)?;
+    if account.mfa_enabled {
+        let with_mfa = AuthUser {
+            mfa_enabled: true,
+            ..auth.clone()
+        };
+        Aal2::check(&state, &with_mfa, &client).await?;
+    }
+    let row = db::lock_totp(&mut tx, auth.user_id).await?;
+    let Some((pending, row)) =
+        row.and_then(|r| r.pending_secret_ciphertext.clone().map(|p| (p, r)))
+    else {
+        return Err(no_pending_enrolment());
     };
+    let fresh = row
+        .pending_created_at
+        .is_some_and(|at| now - at <= ENROLMENT_TTL);
+    if row.pending_session_id != Some(auth.session_id) || !fresh {
+        return Err(no_pending_enrolment());
+    }
     if let Err(f) = verify_factor(
         &mut tx,
         &state,
@@ -196,8 +282,8 @@ pub async fn confirm_totp(
     let secret = user_key.open(&super::secret_aad(auth.user_id, Secret::Pending), &pending)?;
     let sealed = user_key.seal(&super::secret_aad(auth.user_id, Secret::Active), &secret)?;
     db::activate_pending(&mut tx, auth.user_id, &sealed, now).await?;
-    let codes = new_recovery_codes(&mut tx, &state, auth.user_id).await?;
-    db::upgrade_session(&mut tx, auth.session_id, "otp").await?;
+    let codes = new_recovery_codes(&mut tx, &state.keys, auth.user_id, now).await?;
+    db::upgrade_session(&mut tx, auth.session_id, "otp", now).await?;
     audit::record(
         &mut tx,
         now,
@@ -230,43 +316,46 @@ pub struct DisableRequest {
     pub code: String,
 }
 
+fn staff_requires_mfa() -> ApiError {
+    ApiError::Conflict {
+        code: "staff_requires_mfa",
+        detail: "Staff accounts must keep a second factor. Ask an administrator to change your role first.",
+    }
+}
+
+/// Turns MFA off: aal2, the current password and a current code, with one
+/// answer for a wrong password or a wrong code (403 `invalid_credentials`)
+/// so the route is no password oracle; password guesses count as failed
+/// sign-ins under the per-account credential limit. Staff cannot turn it
+/// off (409 `staff_requires_mfa`).
 pub async fn disable_totp(
     State(state): State<AppState>,
     Aal2(auth): Aal2,
     client: ClientInfo,
     Json(req): Json<DisableRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let password = SecretString::from(crate::auth::policy::normalize(&req.current_password));
-    let mut conn = state.db.acquire().await?;
-    let user = crate::auth::db::find_by_id(&mut conn, auth.user_id)
-        .await?
-        .ok_or_else(crate::http::auth::invalid_token)?;
-    drop(conn);
-    let password_ok = match state
-        .hasher
-        .verify(&password, Some(&user.password_hash))
-        .await
-    {
-        Ok(v) => v.ok,
-        Err(crate::auth::password::HashError::TooLong) => false,
-        Err(e) => return Err(e.into()),
-    };
+    let staff = |role: &str| matches!(role, "support" | "admin");
+    if staff(&auth.role) {
+        return Err(staff_requires_mfa());
+    }
+    let password_ok = crate::auth::verify_current_password(
+        &state,
+        &auth,
+        &client,
+        &req.current_password,
+        events::MFA_DISABLED,
+    )
+    .await?;
+    if !password_ok {
+        return Err(wrong_password_or_code());
+    }
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let refuse = |reason: &str| {
-        AuditEvent::new(events::MFA_DISABLED, Outcome::Failure)
-            .user(auth.user_id)
-            .session(auth.session_id)
-            .client(&client)
-            .detail("reason", reason)
-    };
-    if !password_ok {
-        audit::record(&mut tx, now, &refuse("invalid_current_password")).await?;
-        tx.commit().await?;
-        return Err(ApiError::Forbidden {
-            code: "invalid_credentials",
-            detail: "The current password is incorrect.",
-        });
+    let account = db::lock_account(&mut tx, auth.user_id)
+        .await?
+        .ok_or_else(crate::http::auth::invalid_token)?;
+    if staff(&account.role) {
+        return Err(staff_requires_mfa());
     }
     if let Err(f) = verify_factor(
         &mut tx,
@@ -276,9 +365,21 @@ pub async fn disable_totp(
     )
     .await?
     {
-        audit::record(&mut tx, now, &refuse("invalid_code")).await?;
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::MFA_DISABLED, Outcome::Failure)
+                .user(auth.user_id)
+                .session(auth.session_id)
+                .client(&client)
+                .detail("reason", "invalid_code"),
+        )
+        .await?;
         tx.commit().await?;
-        return Err(f.into_error(false));
+        return Err(match f {
+            super::FactorFailure::Invalid => wrong_password_or_code(),
+            throttled => throttled.into_error(false),
+        });
     }
     db::delete_mfa(&mut tx, auth.user_id).await?;
     crate::sessions::end_sessions_after(
@@ -318,7 +419,7 @@ pub async fn regenerate_recovery_codes(
         tx.commit().await?;
         return Err(f.into_error(false));
     }
-    let codes = new_recovery_codes(&mut tx, &state, auth.user_id).await?;
+    let codes = new_recovery_codes(&mut tx, &state.keys, auth.user_id, now).await?;
     audit::record(
         &mut tx,
         now,

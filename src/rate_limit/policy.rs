@@ -143,7 +143,13 @@ pub fn classify(method: &axum::http::Method, route: &str) -> Option<Class> {
         | "/v1/auth/password/reset"
         | "/v1/auth/password/change"
         | "/v1/me/email"
-        | "/v1/me/email/confirm" => Some(Class::Credentials),
+        | "/v1/me/email/confirm"
+        // Every route that checks the current password or a code is a
+        // guess, whoever holds the session.
+        | "/v1/mfa/totp/setup"
+        | "/v1/mfa/totp/confirm"
+        | "/v1/mfa/totp/disable"
+        | "/v1/mfa/recovery-codes" => Some(Class::Credentials),
         // Deleting the account takes the password (and a code): a guess.
         "/v1/me" if *method == Method::DELETE => Some(Class::Credentials),
         "/v1/auth/refresh" => Some(Class::Refresh),
@@ -180,6 +186,17 @@ mod tests {
             Some(Class::Refresh)
         );
         assert_eq!(classify(&Method::GET, "/v1/sessions"), Some(Class::Reads));
+        for route in [
+            "/v1/mfa/totp/setup",
+            "/v1/mfa/totp/disable",
+            "/v1/auth/password/change",
+        ] {
+            assert_eq!(
+                classify(&Method::POST, route),
+                Some(Class::Credentials),
+                "{route} checks a password"
+            );
+        }
         assert_eq!(
             classify(&Method::DELETE, "/v1/sessions/{id}"),
             Some(Class::Writes)

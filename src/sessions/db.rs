@@ -220,6 +220,9 @@ pub struct LiveSession {
     pub role: String,
     pub aal: String,
     pub mfa_enabled: bool,
+    /// When the person last proved a credential in this session (sign-in,
+    /// or confirming a new authenticator); refreshes do not move it.
+    pub auth_time: DateTime<Utc>,
 }
 
 /// The session of an access token, if it is still good (not revoked, not
@@ -234,7 +237,8 @@ pub async fn live_session(
         LiveSession,
         r#"SELECT u.role, s.aal,
                   EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.user_id AND m.enabled_at IS NOT NULL)
-                      AS "mfa_enabled!"
+                      AS "mfa_enabled!",
+                  s.auth_time
            FROM sessions s JOIN users u ON u.user_id = s.user_id
            WHERE s.session_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL
              AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3

@@ -308,8 +308,9 @@ async fn the_last_admin_can_be_neither_demoted_nor_locked() {
         .unwrap();
     assert_eq!(role, "admin");
 
-    // With a second admin, the first can step down.
+    // With a second admin, the first can step down. (Staff roles need MFA.)
     let second = app.signed_up_user("second@example.com").await;
+    app.enable_totp(&second).await;
     let r = app
         .send_auth(
             Method::PATCH,
@@ -480,6 +481,11 @@ async fn the_admin_commands_bootstrap_the_first_admin_and_promote_an_existing_ac
     );
     let r = app.login("boss@example.com", password).await;
     assert_eq!(r.status(), 200, "verified and able to sign in");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["mfa_required"], true,
+        "a new administrator has two-factor authentication from the start"
+    );
     let role: String = sqlx::query_scalar("SELECT role FROM users WHERE role = 'admin'")
         .fetch_one(&app.db)
         .await
@@ -494,6 +500,21 @@ async fn the_admin_commands_bootstrap_the_first_admin_and_promote_an_existing_ac
     assert!(String::from_utf8_lossy(&again.stderr).contains("admin promote"));
 
     let helper = app.signed_up_user("helper@example.com").await;
+    let refused = run(
+        &[
+            "admin",
+            "promote",
+            "--email",
+            "helper@example.com",
+            "--role",
+            "support",
+        ],
+        None,
+    )
+    .await;
+    assert!(!refused.status.success(), "no MFA, no staff role");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("second factor"));
+    app.enable_totp(&helper).await;
     let promoted = run(
         &[
             "admin",

@@ -289,6 +289,8 @@ async fn no_response_of_a_full_scenario_contains_a_hash_a_key_or_a_token_hash() 
     let app = TestApp::spawn().await;
     let user = person_with_everything(&app).await;
     let other = app.signed_up_user("other@example.com").await;
+    // Promoted to support below: staff roles need MFA.
+    app.enable_totp(&other).await;
     let admin = app.staff_user("admin@example.com", "admin").await;
     let support = app.staff_user("support@example.com", "support").await;
     let mut bodies: Vec<(String, Value)> = Vec::new();

@@ -442,7 +442,11 @@ impl TestApp {
     /// Starts TOTP enrolment (not yet confirmed); returns the raw secret.
     pub async fn totp_setup(&self, user: &TestUser) -> Vec<u8> {
         let setup: Value = self
-            .post_auth("/v1/mfa/totp/setup", user.access(), None)
+            .post_auth(
+                "/v1/mfa/totp/setup",
+                user.access(),
+                Some(&serde_json::json!({"current_password": user.password})),
+            )
             .await
             .json()
             .await

@@ -37,7 +37,11 @@ async fn enrolled(app: &TestApp, email: &str) -> Enrolled {
         .await
         .unwrap();
     let r = app
-        .post_auth("/v1/mfa/totp/setup", user.access(), None)
+        .post_auth(
+            "/v1/mfa/totp/setup",
+            user.access(),
+            Some(&json!({"current_password": user.password})),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let setup: Value = r.json().await.unwrap();
@@ -393,7 +397,11 @@ async fn disable_without_the_password_or_a_valid_code_fails_and_mfa_stays_on() {
         )
         .await;
     assert_eq!(r.status(), 403);
-    assert_eq!(problem(r).await["code"], "invalid_code");
+    assert_eq!(
+        problem(r).await["code"],
+        "invalid_credentials",
+        "a wrong code is answered like a wrong password"
+    );
     let status: Value = app
         .get_auth("/v1/mfa", &e.aal2_access)
         .await
@@ -477,7 +485,15 @@ async fn replacing_the_authenticator_needs_a_code_from_the_current_one() {
         .post_auth(
             "/v1/mfa/totp/setup",
             &e.aal2_access,
-            Some(&json!({"code": code(&app, &e.secret)})),
+            Some(&json!({"current_password": e.user.password})),
+        )
+        .await;
+    assert_eq!(r.status(), 422, "the password alone is not enough");
+    let r = app
+        .post_auth(
+            "/v1/mfa/totp/setup",
+            &e.aal2_access,
+            Some(&json!({"current_password": e.user.password, "code": code(&app, &e.secret)})),
         )
         .await;
     assert_eq!(r.status(), 200);

@@ -48,11 +48,12 @@ async fn a_sign_in_from_a_new_device_is_mailed_but_a_known_device_is_not() {
 #[tokio::test]
 async fn password_change_and_reset_and_mfa_changes_are_each_mailed_to_the_owner() {
     let app = TestApp::spawn().await;
-    let user = app.signed_up_user("ada@example.com").await;
+    let mut user = app.signed_up_user("ada@example.com").await;
     let r = app
         .post_auth("/v1/auth/password/change", user.access(), Some(&json!({"current_password": user.password, "new_password": "a-fresh-long-passphrase-8"})))
         .await;
     assert_eq!(r.status(), 204);
+    user.password = "a-fresh-long-passphrase-8".into();
 
     let secret = app.totp_setup(&user).await;
     let code = |app: &TestApp| {
