@@ -270,6 +270,11 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether the role needs a second factor (every staff role does).
+    pub fn requires_mfa(self) -> bool {
+        matches!(self, Self::Support | Self::Admin)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
@@ -326,8 +331,7 @@ pub async fn update_user(
     // Staff roles require a second factor: a staff password alone must
     // never reach a staff route. (The row lock above orders this with the
     // account's own MFA changes, which lock the same row.)
-    if req.role.is_some_and(super::bootstrap::requires_mfa)
-        && !crate::mfa::db::mfa_enabled(&mut tx, id).await?
+    if req.role.is_some_and(Role::requires_mfa) && !crate::mfa::db::mfa_enabled(&mut tx, id).await?
     {
         audit::record(
             &mut tx,

@@ -35,11 +35,6 @@ pub struct EnrolledTotp {
     pub recovery_codes: Vec<String>,
 }
 
-/// Whether a role needs a second factor (every staff role does).
-pub fn requires_mfa(role: Role) -> bool {
-    matches!(role, Role::Support | Role::Admin)
-}
-
 /// Creates a verified account with `role`. Fails if the address already
 /// has an account (use [`promote`]); the password must pass the same
 /// policy as any sign-up. A staff account is created with TOTP enrolled.
@@ -91,7 +86,7 @@ pub async fn create(
         .map_err(|e| anyhow::anyhow!("storing the data key: {e}"))?;
     db::mark_verified(&mut tx, user_id, now).await?;
     set_role(&mut tx, user_id, role, now).await?;
-    let totp = if requires_mfa(role) {
+    let totp = if role.requires_mfa() {
         Some(
             enrol_totp(
                 &mut tx,
@@ -165,7 +160,7 @@ pub async fn promote(pool: &PgPool, keys: &Keys, email: &str, role: Role) -> any
         .await?
         .context("no account with this email")?;
     anyhow::ensure!(
-        !requires_mfa(role) || account.mfa_enabled,
+        !role.requires_mfa() || account.mfa_enabled,
         "this account has no second factor, and the {} role requires one: sign in as it and \
          turn on two-factor authentication (POST /v1/mfa/totp/setup), then promote it again",
         role.as_str()
