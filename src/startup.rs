@@ -81,8 +81,8 @@ pub async fn migrate(config: &Config, db: &PgPool) -> anyhow::Result<()> {
     }
     if !migrations_current(db).await {
         MIGRATOR.run(db).await.context(
-            "applying migrations (a service role that owns nothing cannot: \
-             run `mobile-backend migrate` with MIGRATION_DATABASE_URL set to the owner role)",
+            "applying migrations with DATABASE_URL's role (a role that owns nothing \
+             cannot: run `mobile-backend migrate` with MIGRATION_DATABASE_URL set to the owner role)",
         )?;
     }
     let days = config.audit_retention.num_days();

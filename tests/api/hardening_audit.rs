@@ -167,6 +167,42 @@ async fn the_service_role_cannot_rewrite_delete_or_unprotect_audit_history() {
             "{attack}: {msg}"
         );
     }
+    // Whatever an insert says, the row starts unsealed, at the database's
+    // time, with a digest the database computed.
+    sqlx::query(
+        "INSERT INTO audit_events (audit_event_id, occurred_at, event_type, outcome, ip, user_agent,
+                                   inserted_at, chain_pos, chain_hash, hash_version, client_salt, client_digest)
+         VALUES (gen_random_uuid(), now(), 'test.forged.event', 'success', '203.0.113.5', 'Forger/1',
+                 '2000-01-01', 999999, '\\x00', 1, '\\x00000000000000000000000000000000', '\\x00')",
+    )
+    .execute(service)
+    .await
+    .unwrap();
+    let (sealed, fresh, version, digest_ok): (bool, bool, i16, bool) = sqlx::query_as(
+        "SELECT chain_pos IS NOT NULL, inserted_at > now() - interval '1 hour', hash_version,
+                client_digest = sha256(client_salt || convert_to(jsonb_build_array(host(ip), user_agent)::text, 'UTF8'))
+         FROM audit_events WHERE event_type = 'test.forged.event'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((sealed, fresh, version, digest_ok), (false, true, 2, true));
+    let rows = rows + 1;
+    // A table the owner adds later is the service's to use (default
+    // privileges), without an ownership it could abuse.
+    sqlx::query("CREATE TABLE later_feature (i int)")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO later_feature VALUES (1)")
+        .execute(service)
+        .await
+        .unwrap();
+    let err = sqlx::query("DROP TABLE later_feature")
+        .execute(service)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must be owner"), "{err}");
     // The old bypass: setting the GUC, by any means, changes nothing.
     for set in [
         "SET LOCAL mobile_backend.audit_retention = 'on'",
@@ -236,6 +272,12 @@ async fn retention_through_the_definer_function_deletes_only_rows_past_the_recor
         ],
     )
     .await;
+    let hashes: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT chain_hash FROM audit_events WHERE chain_pos <= 3 ORDER BY chain_pos",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
     // The service role, with a temporary policy table of its own shadowing
     // the real one, runs retention: the pinned search_path ignores it.
     let mut conn = app.state.db.acquire().await.unwrap();
@@ -265,6 +307,35 @@ async fn retention_through_the_definer_function_deletes_only_rows_past_the_recor
             .await
             .unwrap();
     assert_eq!(checkpoint, (3, 3));
+    // An anchor at the checkpoint still checks; one before it cannot be
+    // checked and fails, as does a wrong hash at the checkpoint.
+    let at = |pos: i64, hash: &[u8]| Anchor {
+        chain_pos: pos,
+        chain_hash: hash.to_vec(),
+    };
+    assert!(matches!(
+        chain::verify_anchored(&app.state.db, &[at(3, &hashes[2])])
+            .await
+            .unwrap(),
+        Verification::Intact { .. }
+    ));
+    for (anchor, why) in [
+        (at(2, &hashes[1]), "before the oldest retention checkpoint"),
+        (
+            at(3, &hashes[1]),
+            "checkpoint at this position holds another hash",
+        ),
+    ] {
+        match chain::verify_anchored(&app.state.db, &[anchor])
+            .await
+            .unwrap()
+        {
+            Verification::AnchorMismatch { reason, .. } => {
+                assert!(reason.contains(why), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     // Nothing more is due; what is left verifies from the checkpoint.
     let again = retention::purge(&app.state.db).await.unwrap();
     assert_eq!(again.deleted, 0);
@@ -583,6 +654,79 @@ async fn an_erasable_ip_is_still_tamper_evident() {
     )
     .await;
     broken_at("this row, or one before it, was altered", 3).await;
+}
+
+#[tokio::test]
+async fn rows_sealed_before_version_2_still_verify_next_to_erased_ones() {
+    let app = TestApp::spawn().await;
+    // Rows as the code before migration 0014 wrote them: hash version 1,
+    // the IP and user agent inside the sealed canonical form. (Replica
+    // mode skips the insert trigger, which would make them version 2.)
+    as_owner_bypassing_triggers(
+        &app.db,
+        &["INSERT INTO audit_events (audit_event_id, occurred_at, event_type, outcome, user_id, ip, user_agent, hash_version)
+           SELECT gen_random_uuid(), now(), 'test.old.event', 'success', '00000000-0000-7000-8000-000000000001', '198.51.100.1', 'Old/1', 1
+           FROM generate_series(1, 3)"],
+    )
+    .await;
+    let mut event = AuditEvent::new("test.new.event", Outcome::Success).user(
+        uuid::Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0001),
+    );
+    event.ip = Some("198.51.100.2".parse().unwrap());
+    event.user_agent = Some("New/2".into());
+    for _ in 0..3 {
+        let mut conn = app.db.acquire().await.unwrap();
+        audit::record(&mut conn, app.clock.now(), &event)
+            .await
+            .unwrap();
+    }
+    seal_all(&app.db).await;
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT count(*) FROM audit_events WHERE hash_version = 1 AND chain_pos IS NOT NULL"
+        )
+        .await,
+        3
+    );
+    // The account (never a `users` row here) is erased: version-2 rows lose
+    // their client, version-1 rows keep it (erasing it would break them).
+    let erased: i64 = sqlx::query_scalar(
+        "SELECT audit_erase_client_details('00000000-0000-7000-8000-000000000001')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(erased, 3);
+    assert_eq!(
+        count(&app.db, "SELECT count(*) FROM audit_events WHERE ip IS NOT NULL AND hash_version = 2 AND user_id IS NOT NULL").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT count(*) FROM audit_events WHERE ip IS NOT NULL AND hash_version = 1"
+        )
+        .await,
+        3
+    );
+    match chain::verify(&app.db).await.unwrap() {
+        Verification::Intact { rows, unsealed } => assert_eq!((rows, unsealed), (7, 0)),
+        broken => panic!("{broken:?}"),
+    }
+    // And a version-1 row's IP is sealed as before: editing it breaks the link.
+    as_owner_bypassing_triggers(
+        &app.db,
+        &["UPDATE audit_events SET ip = NULL WHERE hash_version = 1 AND chain_pos = (SELECT min(chain_pos) FROM audit_events WHERE hash_version = 1)"],
+    )
+    .await;
+    assert!(matches!(
+        chain::verify(&app.db).await.unwrap(),
+        Verification::Broken {
+            reason: "this row, or one before it, was altered",
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
