@@ -98,7 +98,10 @@ ALTER TABLE audit_checkpoints
     ADD COLUMN created_xact xid8 NOT NULL DEFAULT pg_current_xact_id();
 
 -- The append-only rule, with exactly three exceptions: sealing (the chain
--- columns set once, nothing else changing); erasure (a version-2 row's IP,
+-- columns set once, at the next position after the head or the latest
+-- checkpoint, nothing else changing: a row cannot be parked outside the
+-- walked chain, where verify would not see it and retention would take
+-- it); erasure (a version-2 row's IP,
 -- user agent and salt cleared, nothing else changing: the sealed digest
 -- stays); and deleting a sealed row in the transaction that wrote a
 -- checkpoint at or after it (only the owner can write checkpoints).
@@ -107,6 +110,9 @@ LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         IF OLD.chain_pos IS NULL AND NEW.chain_pos IS NOT NULL AND NEW.chain_hash IS NOT NULL
+           AND NEW.chain_pos = 1 + greatest(
+                   (SELECT coalesce(max(e.chain_pos), 0) FROM audit_events e),
+                   (SELECT coalesce(max(c.chain_pos), 0) FROM audit_checkpoints c))
            AND to_jsonb(NEW) - '{chain_pos,chain_hash}'::text[]
                = to_jsonb(OLD) - '{chain_pos,chain_hash}'::text[]
         THEN
@@ -179,10 +185,11 @@ BEGIN
     IF v_hash IS NULL THEN
         RAISE EXCEPTION 'audit chain position % is missing: run audit verify', up_to_chain_pos;
     END IF;
-    SELECT count(*) INTO deleted_rows FROM audit_events e WHERE e.chain_pos <= up_to_chain_pos;
+    SELECT count(*) INTO deleted_rows FROM audit_events e
+    WHERE e.chain_pos <= up_to_chain_pos AND e.inserted_at < v_cutoff;
     INSERT INTO audit_checkpoints (audit_checkpoint_id, created_at, chain_pos, chain_hash, deleted_rows)
     VALUES (gen_random_uuid(), now(), up_to_chain_pos, v_hash, deleted_rows);
-    DELETE FROM audit_events e WHERE e.chain_pos <= up_to_chain_pos;
+    DELETE FROM audit_events e WHERE e.chain_pos <= up_to_chain_pos AND e.inserted_at < v_cutoff;
 END;
 $$;
 

@@ -188,6 +188,27 @@ async fn the_service_role_cannot_rewrite_delete_or_unprotect_audit_history() {
     .unwrap();
     assert_eq!((sealed, fresh, version, digest_ok), (false, true, 2, true));
     let rows = rows + 1;
+    // Nor can the service seal it anywhere but at the next position: not
+    // before the origin (where verify would not walk and retention would
+    // take it), not on a taken position, not past a gap.
+    for pos in [
+        "-1",
+        "0",
+        "1",
+        "(SELECT max(chain_pos) + 5 FROM audit_events)",
+    ] {
+        let err = sqlx::query(&format!(
+            "UPDATE audit_events SET chain_pos = {pos}, chain_hash = '\\x00' WHERE event_type = 'test.forged.event'"
+        ))
+        .execute(service)
+        .await
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("append-only") || msg.contains("duplicate key"),
+            "{pos}: {msg}"
+        );
+    }
     // A table the owner adds later is the service's to use (default
     // privileges), without an ownership it could abuse.
     sqlx::query("CREATE TABLE later_feature (i int)")
