@@ -318,6 +318,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_chain_lock_is_the_one_the_retention_function_takes() {
+        // migrations/0014_audit_service_role.sql writes it as a literal.
+        assert_eq!(CHAIN_LOCK, 30_788_943_182_326_132);
+        let migration = include_str!("../../migrations/0014_audit_service_role.sql");
+        assert!(migration.contains("pg_advisory_xact_lock(30788943182326132)"));
+    }
+
+    #[test]
     fn an_anchor_round_trips_and_bad_ones_are_refused() {
         let anchor = Anchor {
             chain_pos: 42,
