@@ -87,6 +87,9 @@ pub struct TlsConfig {
 pub struct Config {
     pub app_env: AppEnv,
     pub database_url: Option<SecretString>,
+    /// The owner role's URL for migrations (`MIGRATION_DATABASE_URL`); when
+    /// set, `DATABASE_URL`'s role needs only the `mobile_backend_app` grants.
+    pub migration_database_url: Option<SecretString>,
     pub database_max_connections: u32,
     pub database_acquire_timeout: Duration,
     pub listen_addr: SocketAddr,
@@ -310,6 +313,7 @@ impl Config {
         let config = Config {
             app_env,
             database_url,
+            migration_database_url: r.get("MIGRATION_DATABASE_URL").map(SecretString::from),
             database_max_connections: r.parse_or("DATABASE_MAX_CONNECTIONS", 10),
             database_acquire_timeout: Duration::from_secs(
                 r.parse_or("DATABASE_ACQUIRE_TIMEOUT_SECS", 5),

@@ -89,7 +89,13 @@ impl From<RoleArg> for Role {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the chain and report the first broken link (exit 1 if any).
-    Verify,
+    Verify {
+        /// A chain head kept outside the database (`POS:HASH`, as logged
+        /// in `audit_chain_head`); exit 1 unless the chain still holds it.
+        /// May be repeated.
+        #[arg(long = "anchor", value_name = "POS:HASH")]
+        anchors: Vec<mobile_backend::audit::chain::Anchor>,
+    },
     /// Seal every committed row now (the server also does this every 10 s).
     Seal,
 }
@@ -230,7 +236,7 @@ fn rotate_master_key() -> anyhow::Result<()> {
 async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     use mobile_backend::user_keys;
     let pool = startup::connect(&config).await?;
-    startup::MIGRATOR.run(&pool).await?;
+    startup::migrate(&config, &pool).await?;
     let keys = Keys::load(&config)?;
     match command {
         KeysCommand::Rewrap { batch } => {
@@ -278,7 +284,7 @@ async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Res
 async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
     use mobile_backend::admin::bootstrap;
     let pool = startup::connect(&config).await?;
-    startup::MIGRATOR.run(&pool).await?;
+    startup::migrate(&config, &pool).await?;
     let keys = Keys::load(&config)?;
     match command {
         AdminCommand::Create { email, role } => {
@@ -355,7 +361,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<()> {
     use mobile_backend::audit::chain::{self, Verification};
     let pool = startup::connect(&config).await?;
-    startup::MIGRATOR.run(&pool).await?;
+    startup::migrate(&config, &pool).await?;
     match command {
         AuditCommand::Seal => {
             let mut total = 0;
@@ -366,32 +372,44 @@ async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<()> {
                     break;
                 }
             }
-            println!("sealed {total} rows");
+            match chain::head(&pool).await? {
+                Some(head) => println!("sealed {total} rows; chain head {head}"),
+                None => println!("sealed {total} rows"),
+            }
             Ok(())
         }
-        AuditCommand::Verify => {
-            match chain::verify(&pool).await? {
-                Verification::Intact { rows, unsealed } => {
-                    println!("audit chain intact: {rows} sealed rows verified, {unsealed} not sealed yet");
-                    Ok(())
+        AuditCommand::Verify { anchors } => match chain::verify_anchored(&pool, &anchors).await? {
+            Verification::Intact { rows, unsealed } => {
+                println!(
+                    "audit chain intact: {rows} sealed rows verified, {unsealed} not sealed yet"
+                );
+                if !anchors.is_empty() {
+                    println!("the chain holds every anchor given ({})", anchors.len());
                 }
-                Verification::Broken {
-                    chain_pos,
-                    audit_event_id,
-                    reason,
-                } => {
-                    anyhow::bail!(
+                if let Some(head) = chain::head(&pool).await? {
+                    println!("chain head {head} (keep it outside the database; pass it later as --anchor)");
+                }
+                Ok(())
+            }
+            Verification::Broken {
+                chain_pos,
+                audit_event_id,
+                reason,
+            } => {
+                anyhow::bail!(
                     "audit chain broken at position {chain_pos} (audit event {audit_event_id}): {reason}"
                 )
-                }
             }
-        }
+            Verification::AnchorMismatch { anchor, reason } => {
+                anyhow::bail!("audit chain does not hold anchor {anchor}: {reason}")
+            }
+        },
     }
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
     let pool = startup::connect(&config).await?;
-    startup::MIGRATOR.run(&pool).await?;
+    startup::migrate(&config, &pool).await?;
     tracing::info!("migrations applied");
     Ok(())
 }

@@ -60,6 +60,66 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
         .context("connecting to the database")
 }
 
+/// Applies the migrations and records the audit retention period: as
+/// `MIGRATION_DATABASE_URL`'s role (the owner) when it is set, otherwise
+/// on `db`. A service role that owns nothing finds nothing to do once the
+/// owner has migrated, and a clear error when the owner has not.
+pub async fn migrate(config: &Config, db: &PgPool) -> anyhow::Result<()> {
+    if let Some(url) = &config.migration_database_url {
+        let owner = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.database_acquire_timeout)
+            .connect(url.expose_secret())
+            .await
+            .context("connecting with MIGRATION_DATABASE_URL")?;
+        MIGRATOR.run(&owner).await.context("applying migrations")?;
+        audit::retention::set_policy(&owner, config.audit_retention)
+            .await
+            .context("recording AUDIT_RETENTION_DAYS")?;
+        owner.close().await;
+        return Ok(());
+    }
+    if !migrations_current(db).await {
+        MIGRATOR.run(db).await.context(
+            "applying migrations with DATABASE_URL's role (a role that owns nothing \
+             cannot: run `mobile-backend migrate` with MIGRATION_DATABASE_URL set to the owner role)",
+        )?;
+    }
+    let days = config.audit_retention.num_days();
+    if audit::retention::policy_days(db).await? != Some(days) {
+        if let Err(e) = audit::retention::set_policy(db, config.audit_retention).await {
+            tracing::warn!(
+                error = %e,
+                audit_retention_days = days,
+                "AUDIT_RETENTION_DAYS differs from the database's retention period and this role may not change it; run `migrate` as the owner"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether every embedded migration is recorded as applied, unchanged.
+async fn migrations_current(db: &PgPool) -> bool {
+    // `_sqlx_migrations` is sqlx's own table, absent from the offline query
+    // data: a runtime query.
+    let Ok(applied) = sqlx::query_as::<_, (i64, Vec<u8>)>(
+        "SELECT version, checksum FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_all(db)
+    .await
+    else {
+        return false;
+    };
+    MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .all(|m| {
+            applied
+                .iter()
+                .any(|(v, c)| *v == m.version && c.as_slice() == &*m.checksum)
+        })
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with(config, Clock::system(), ApiRouter::new()).await
@@ -78,7 +138,12 @@ impl Application {
             None => None,
         };
         let db = connect(&config).await?;
-        MIGRATOR.run(&db).await.context("applying migrations")?;
+        migrate(&config, &db).await?;
+        if config.app_env == crate::config::AppEnv::Production
+            && audit::retention::service_owns_audit_trail(&db).await?
+        {
+            tracing::warn!("the service's database role owns the audit tables and could rewrite audit history; run migrations as a separate owner role (MIGRATION_DATABASE_URL) and serve as a member of mobile_backend_app");
+        }
         let keys = Keys::load(&config)?;
         let transport = Transport::from_config(&config)?;
         let listener = TcpListener::bind(config.listen_addr)

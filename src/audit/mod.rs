@@ -3,7 +3,9 @@
 //! Writing in the same transaction as the change is the point: an audited
 //! action and its audit row commit or roll back together, so the trail
 //! cannot miss an action that happened or show one that did not. The table
-//! is append-only (database triggers refuse UPDATE, DELETE and TRUNCATE).
+//! is append-only (database triggers refuse UPDATE, DELETE and TRUNCATE,
+//! and the service's role holds no such privilege on it; see
+//! `retention.rs` and migration 0014 for the only exceptions).
 //!
 //! Details are JSON chosen by the caller and must never hold a secret; as a
 //! second line of defence, values under secret-sounding keys are replaced
@@ -178,9 +180,7 @@ pub async fn maintenance(
         metrics::gauge!("password_hash_queue_depth").set(state.hasher.queue_depth() as f64);
         metrics::gauge!("password_hash_in_flight").set(state.hasher.in_flight() as f64);
         if last_retention.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
-            let now = state.clock.now();
-            let before = now - state.config.audit_retention;
-            if let Err(e) = retention::purge(&state.db, before, now).await {
+            if let Err(e) = retention::purge(&state.db).await {
                 tracing::warn!(error = %e, "audit retention pass failed");
             }
             last_retention = Some(std::time::Instant::now());

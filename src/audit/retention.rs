@@ -1,63 +1,85 @@
 //! Retention: deleting audit rows older than `AUDIT_RETENTION_DAYS`
 //! (default 365) without breaking verification.
 //!
-//! The only path that may delete audit rows: inside one transaction it
-//! takes the chain lock, opens the trigger's retention exception for that
-//! transaction only, deletes the oldest *sealed* rows up to a chain
-//! position, and records a checkpoint holding that position and its hash,
-//! from which `verify` then starts. Unsealed rows are never deleted.
+//! The only path that deletes audit rows is the database function
+//! `audit_apply_retention()` (migration 0014): `SECURITY DEFINER`, owned by
+//! the migration owner, its `search_path` pinned. Under the chain lock it
+//! deletes the oldest *sealed* rows inserted before the period (by the
+//! database's clock, so a caller cannot move time), after writing the
+//! checkpoint (that position and its hash) from which `verify` then
+//! starts. The period is the one `migrate` recorded in
+//! `audit_retention_policy`, a table the service role can only read: with
+//! the service's credentials, retention can be run early but not widened.
+//! Unsealed rows are never deleted, and nothing a session sets (no GUC)
+//! lets a `DELETE` through the append-only trigger.
 
-use super::chain::CHAIN_LOCK;
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use uuid::Uuid;
 
-/// Deletes sealed rows that occurred before `before`; returns how many.
-pub async fn purge(db: &PgPool, before: DateTime<Utc>, now: DateTime<Utc>) -> anyhow::Result<u64> {
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHAIN_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let Some(last) = sqlx::query!(
-        r#"SELECT chain_pos AS "chain_pos!", chain_hash AS "chain_hash!" FROM audit_events
-           WHERE chain_pos IS NOT NULL AND occurred_at < $1
-           ORDER BY chain_pos DESC LIMIT 1"#,
-        before,
+/// What one retention pass did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Purged {
+    pub deleted: i64,
+    /// The checkpoint written, when rows were deleted.
+    pub up_to_chain_pos: Option<i64>,
+    pub retention_days: i32,
+}
+
+/// Applies the database's retention policy once.
+pub async fn purge(db: &PgPool) -> anyhow::Result<Purged> {
+    let row = sqlx::query!(
+        r#"SELECT deleted_rows AS "deleted!", up_to_chain_pos, retention_days AS "retention_days!"
+           FROM audit_apply_retention()"#
     )
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
-        return Ok(0);
+    .fetch_one(db)
+    .await?;
+    let purged = Purged {
+        deleted: row.deleted,
+        up_to_chain_pos: row.up_to_chain_pos,
+        retention_days: row.retention_days,
     };
-    sqlx::query_scalar!(
-        r#"SELECT set_config('mobile_backend.audit_retention', 'on', true) AS "v!""#
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    let deleted = sqlx::query!(
-        "DELETE FROM audit_events WHERE chain_pos <= $1",
-        last.chain_pos
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    if purged.deleted > 0 {
+        tracing::info!(
+            deleted = purged.deleted,
+            up_to_chain_pos = purged.up_to_chain_pos,
+            retention_days = purged.retention_days,
+            "audit retention applied"
+        );
+    }
+    Ok(purged)
+}
+
+/// Records the retention period the database enforces. Run by `migrate`
+/// (as the owner); the service's role may not write it.
+pub async fn set_policy(db: &PgPool, retention: chrono::Duration) -> anyhow::Result<()> {
+    let days = i32::try_from(retention.num_days())?;
     sqlx::query!(
-        r#"INSERT INTO audit_checkpoints (audit_checkpoint_id, created_at, chain_pos, chain_hash, deleted_rows)
-           VALUES ($1, $2, $3, $4, $5)"#,
-        Uuid::now_v7(),
-        now,
-        last.chain_pos,
-        last.chain_hash,
-        deleted as i64,
+        r#"INSERT INTO audit_retention_policy (singleton, retention_days, updated_at)
+           VALUES (true, $1, now())
+           ON CONFLICT (singleton) DO UPDATE SET retention_days = EXCLUDED.retention_days, updated_at = now()
+           WHERE audit_retention_policy.retention_days IS DISTINCT FROM EXCLUDED.retention_days"#,
+        days,
     )
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    tx.commit().await?;
-    tracing::info!(
-        deleted,
-        up_to_chain_pos = last.chain_pos,
-        "audit retention applied"
-    );
-    Ok(deleted)
+    Ok(())
+}
+
+/// The retention period the database enforces, in days.
+pub async fn policy_days(db: &PgPool) -> anyhow::Result<Option<i64>> {
+    let days = sqlx::query_scalar!("SELECT retention_days FROM audit_retention_policy")
+        .fetch_optional(db)
+        .await?;
+    Ok(days.map(i64::from))
+}
+
+/// Whether the connected role owns `audit_events` (or is a member of its
+/// owner): then it could disable the triggers that protect it.
+pub async fn service_owns_audit_trail(db: &PgPool) -> anyhow::Result<bool> {
+    let owns = sqlx::query_scalar!(
+        r#"SELECT pg_has_role(current_user, c.relowner, 'USAGE') AS "owns!"
+           FROM pg_class c WHERE c.oid = 'audit_events'::regclass"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(owns)
 }

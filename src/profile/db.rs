@@ -155,6 +155,25 @@ pub async fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result
     Ok(done.rows_affected() == 1)
 }
 
+/// After the account row is gone: clears the IP address and user agent of
+/// the account's audit rows (through `audit_erase_client_details`, which
+/// keeps the chain verifiable: see `audit::chain`) and of its alerts, and
+/// drops any free text older alerts carried. Returns the audit rows erased.
+pub async fn erase_client_details(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<i64> {
+    let erased = sqlx::query_scalar!(r#"SELECT audit_erase_client_details($1) AS "n!""#, user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query!(
+        r#"UPDATE security_alerts
+           SET ip = NULL, details = details - '{device,device_name,model,user_agent}'::text[]
+           WHERE user_id = $1"#,
+        user_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(erased)
+}
+
 /// The MFA state without secrets, for the export.
 pub struct MfaState {
     pub enabled_at: Option<DateTime<Utc>>,
@@ -181,9 +200,13 @@ pub struct OwnAuditEvent {
     pub user_agent: Option<String>,
 }
 
-/// Events about the user that someone else performed (a staff member
-/// viewing or locking the account) are listed without that person's IP
-/// address and user agent: the export is the user's data, not staff's.
+/// An event carries its IP address and user agent only when it came from
+/// one of the user's own sessions (and no staff member acted). Everything
+/// else recorded under the user's id may be another person's client: a
+/// staff member viewing or locking the account, someone who mistyped the
+/// address at sign-in, a registration or reset requested for the address.
+/// Those are listed without IP and user agent: the export is the user's
+/// data, not other people's.
 pub async fn own_audit_events(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -191,11 +214,15 @@ pub async fn own_audit_events(
 ) -> sqlx::Result<Vec<OwnAuditEvent>> {
     sqlx::query_as!(
         OwnAuditEvent,
-        r#"SELECT occurred_at, event_type, outcome,
-                  CASE WHEN actor_id IS NULL OR actor_id = user_id THEN host(ip) END AS ip,
-                  CASE WHEN actor_id IS NULL OR actor_id = user_id THEN user_agent END AS user_agent
-           FROM audit_events WHERE user_id = $1
-           ORDER BY audit_event_id DESC LIMIT $2"#,
+        r#"SELECT e.occurred_at, e.event_type, e.outcome,
+                  CASE WHEN s.session_id IS NOT NULL AND (e.actor_id IS NULL OR e.actor_id = e.user_id)
+                       THEN host(e.ip) END AS ip,
+                  CASE WHEN s.session_id IS NOT NULL AND (e.actor_id IS NULL OR e.actor_id = e.user_id)
+                       THEN e.user_agent END AS user_agent
+           FROM audit_events e
+           LEFT JOIN sessions s ON s.session_id = e.session_id AND s.user_id = e.user_id
+           WHERE e.user_id = $1
+           ORDER BY e.audit_event_id DESC LIMIT $2"#,
         user_id,
         limit,
     )

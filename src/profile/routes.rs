@@ -383,7 +383,9 @@ pub struct DeleteMeRequest {
 /// address can still be read, then the user's data key is destroyed
 /// (crypto-shredding: every copy of their ciphertexts, backups included,
 /// becomes unreadable), then the row goes with everything hanging off it.
-/// An audit tombstone (user id, time, client) is all that remains.
+/// An audit tombstone (user id, time, session) is all that remains: the IP
+/// address and user agent of the account's audit rows (the tombstone's
+/// included) and alerts are erased in the same transaction.
 pub async fn delete_me(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -452,6 +454,7 @@ pub async fn delete_me(
             .detail("sessions_ended", sessions_ended),
     )
     .await?;
+    db::erase_client_details(&mut tx, uid).await?;
     tx.commit().await?;
     state.outbox.wake();
     Ok(StatusCode::NO_CONTENT)

@@ -118,13 +118,17 @@ pub async fn start(
             crate::mail::notices::Notice::NewDeviceSignIn { device: &label },
         )
         .await?;
+        // The alert names the session and the platform, never text the
+        // user typed (device name, model) or their user agent: alerts go
+        // to a webhook and outlive the account.
         crate::alerts::raise(
             &mut *conn,
             state,
             crate::alerts::Alert::new(crate::alerts::Rule::NewDevice)
                 .user(sign_in.user_id)
                 .ip(client.ip)
-                .detail("device", label.clone()),
+                .detail("session_id", session_id.to_string())
+                .detail("platform", platform.clone()),
         )
         .await?;
     }

@@ -114,10 +114,14 @@ async fn a_sign_in_from_a_new_device_raises_an_alert() {
     let raised = alerts(&app).await;
     assert_eq!(raised.len(), 1);
     assert_eq!(raised[0].0, "new_device");
-    assert!(raised[0].2["device"]
-        .as_str()
-        .unwrap()
-        .contains("Unknown tablet"));
+    // The session and platform, never the name the user typed.
+    assert_eq!(raised[0].2["platform"], "android");
+    assert!(raised[0].2["session_id"].as_str().is_some());
+    assert!(
+        !raised[0].2.to_string().contains("Unknown tablet"),
+        "{}",
+        raised[0].2
+    );
 }
 
 #[tokio::test]

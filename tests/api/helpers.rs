@@ -79,6 +79,8 @@ pub struct TestApp {
     _tmp: TempDir,
     db_name: String,
     admin_url: String,
+    /// The LOGIN role the app serves as, with `restricted_service_role`.
+    pub service_role: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -86,12 +88,22 @@ pub struct TestApp {
 pub struct TestAppBuilder {
     env: HashMap<String, String>,
     admin_url: Option<String>,
+    restricted_service_role: bool,
 }
 
 impl TestAppBuilder {
     /// Sets a configuration variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Serves as a fresh LOGIN role that is only a member of
+    /// `mobile_backend_app` (owns nothing), with migrations run as the
+    /// superuser through `MIGRATION_DATABASE_URL`: production's separation.
+    /// The role is dropped with the app; `TestApp::db` stays the superuser.
+    pub fn restricted_service_role(mut self) -> Self {
+        self.restricted_service_role = true;
         self
     }
 
@@ -150,6 +162,14 @@ impl TestAppBuilder {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        let service_role = if self.restricted_service_role {
+            let (role, url) = create_service_role(&admin_url, &db_url).await;
+            env.insert("MIGRATION_DATABASE_URL".into(), db_url.clone());
+            env.insert("DATABASE_URL".into(), url);
+            Some(role)
+        } else {
+            None
+        };
         env.extend(self.env);
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
         let clock = Clock::manual(
@@ -184,9 +204,40 @@ impl TestAppBuilder {
             _tmp: tmp,
             db_name,
             admin_url,
+            service_role,
             shutdown: Some(tx),
         }
     }
+}
+
+/// A LOGIN role in `mobile_backend_app` (the group migration 0014 creates;
+/// created here first on a server that has not run it yet) and its URL on
+/// the test database.
+async fn create_service_role(admin_url: &str, db_url: &str) -> (String, String) {
+    let role = format!("test_svc_{}", uuid::Uuid::new_v4().simple());
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let mut conn = PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mobile_backend_app') THEN
+             BEGIN CREATE ROLE mobile_backend_app NOLOGIN;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+           END IF;
+         END $$",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' IN ROLE mobile_backend_app"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut url = reqwest::Url::parse(db_url).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some(&password)).unwrap();
+    (role, url.to_string())
 }
 
 impl TestApp {
@@ -280,6 +331,7 @@ impl Drop for TestApp {
         }
         let admin = self.admin_url.clone();
         let name = self.db_name.clone();
+        let role = self.service_role.take();
         // Drop is synchronous and may run inside a runtime: use a thread.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -294,6 +346,11 @@ impl Drop for TestApp {
                         sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                             .execute(&mut conn)
                             .await;
+                    if let Some(role) = role {
+                        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS \"{role}\""))
+                            .execute(&mut conn)
+                            .await;
+                    }
                 }
             });
         })

@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod client_version;
 mod devices;
+mod hardening_audit;
 mod hardening_mfa;
 mod headers;
 mod helpers;
