@@ -59,7 +59,9 @@ pub async fn accept_new_password(
     field: &str,
 ) -> Result<SecretString, ApiError> {
     let normalised = policy::normalize(raw);
-    policy::check(&normalised, email.as_str())
+    policy::check_off_thread(&normalised, email.as_str())
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("password policy check: {e}")))?
         .map_err(|v| ApiError::invalid_field(field, v.code, &v.message))?;
     if let Some(check) = &state.breached_passwords {
         if check.is_breached(&normalised).await == Some(true) {
