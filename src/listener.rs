@@ -27,8 +27,9 @@
 //! kept-alive HTTP/1.1 connection waits for its next request (so it could
 //! not express a separate idle timeout) and does not apply to HTTP/2. Here
 //! one rule covers both protocols. A request in flight is bounded by
-//! `REQUEST_TIMEOUT_SECS` in the router instead. HTTP/2 control frames
-//! (PING) with no request count as a request that never completes.
+//! `REQUEST_TIMEOUT_SECS` in the router instead. Only requests and response
+//! bytes postpone the idle timeout, so HTTP/2 control frames (PING,
+//! WINDOW_UPDATE) cannot keep an otherwise idle connection open.
 //!
 //! On shutdown the loop stops accepting, asks every connection to finish
 //! gracefully (in-flight requests complete, idle connections close), and
@@ -221,16 +222,21 @@ fn closed(reason: &'static str) {
 }
 
 const NONE: u64 = u64::MAX;
+/// The start of the HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// What the timeouts watch on one connection. Times are milliseconds since
 /// the connection was accepted.
 struct Activity {
     start: Instant,
-    /// The last decrypted byte read or written, or the end of a request.
+    /// The last response byte written, or the end of a request.
     last_io_ms: AtomicU64,
-    /// The first byte read while no request was in flight (a request's
-    /// headers arriving), or `NONE`.
+    /// HTTP/1.1: the first byte read while no request was in flight (the
+    /// next request's headers arriving), or `NONE`.
     partial_since_ms: AtomicU64,
+    /// Whether anything was read yet, and whether it was the HTTP/2 preface.
+    first_read: AtomicBool,
+    h2: AtomicBool,
     in_flight: AtomicUsize,
     /// Whether a request has been handled (the first one has the header
     /// timeout from the accept).
@@ -243,6 +249,8 @@ impl Activity {
             start: Instant::now(),
             last_io_ms: AtomicU64::new(0),
             partial_since_ms: AtomicU64::new(NONE),
+            first_read: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
         }
@@ -252,13 +260,25 @@ impl Activity {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NONE - 1)
     }
 
-    fn read(&self) {
-        let now = self.now_ms();
-        self.last_io_ms.store(now, Ordering::Relaxed);
+    /// `bytes` were read. The first read tells HTTP/2 (its preface) from
+    /// HTTP/1.1; on HTTP/1.1 a byte with no request in flight starts the
+    /// next request's header timeout. Reads do not postpone the idle
+    /// timeout: only requests (and response bytes) do, so an HTTP/2 client
+    /// cannot keep a connection with PINGs alone.
+    fn read(&self, bytes: &[u8]) {
+        if !self.first_read.swap(true, Ordering::AcqRel) {
+            let n = bytes.len().min(H2_PREFACE.len());
+            if n > 0 && bytes[..n] == H2_PREFACE[..n] {
+                self.h2.store(true, Ordering::Release);
+            }
+        }
+        if self.h2.load(Ordering::Acquire) {
+            return;
+        }
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let _ = self.partial_since_ms.compare_exchange(
                 NONE,
-                now,
+                self.now_ms(),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             );
@@ -347,7 +367,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.read();
+            self.activity.read(&buf.filled()[before..]);
         }
         result
     }
@@ -410,7 +430,7 @@ mod tests {
         // New connection: the header timeout from the accept, even after
         // a first byte.
         assert_eq!(a.deadline(limits()), Some((10_000, "header_timeout")));
-        a.read();
+        a.read(b"GET / HTTP/1.1\r\n");
         assert_eq!(a.deadline(limits()), Some((10_000, "header_timeout")));
         // A request in flight is not timed here.
         let req = InFlight::start(a.clone());
@@ -421,9 +441,22 @@ mod tests {
         assert_eq!(why, "idle_timeout");
         assert!((60_000..61_000).contains(&at), "{at}");
         // The next request's first byte: its headers have 10 s.
-        a.read();
+        a.read(b"G");
         let (at, why) = a.deadline(limits()).unwrap();
         assert_eq!(why, "header_timeout");
         assert!((10_000..11_000).contains(&at), "{at}");
+    }
+
+    #[test]
+    fn on_http2_frames_without_a_request_do_not_keep_the_connection() {
+        let a = Arc::new(Activity::new());
+        a.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        drop(InFlight::start(a.clone()));
+        // A PING after the response: still the idle timeout from the end
+        // of the request, neither a header timeout nor postponed.
+        a.read(&[0, 0, 8, 6, 0, 0, 0, 0, 0]);
+        let (at, why) = a.deadline(limits()).unwrap();
+        assert_eq!(why, "idle_timeout");
+        assert!((60_000..61_000).contains(&at), "{at}");
     }
 }
