@@ -433,7 +433,7 @@ impl Config {
                 idle_timeout: Duration::from_secs(r.ranged("IDLE_TIMEOUT_SECS", 60, 1..=3600)),
                 max_connections: r.ranged("MAX_CONNECTIONS", 4096, 1..=1_000_000),
             },
-            max_devices_per_user: r.ranged("MAX_DEVICES_PER_USER", 20, 1..=10_000),
+            max_devices_per_user: r.ranged("MAX_DEVICES_PER_USER", 20, 1..=100),
         };
         if config.database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -819,6 +819,7 @@ mod tests {
             ("MAX_CONNECTIONS", "1000001"),
             ("MAX_DEVICES_PER_USER", "0"),
             ("MAX_DEVICES_PER_USER", "-3"),
+            ("MAX_DEVICES_PER_USER", "101"),
         ] {
             let err = parse(&[(name, bad)]).unwrap_err();
             assert_eq!(err.problems.len(), 1, "{name}={bad}: {:?}", err.problems);
