@@ -135,6 +135,40 @@ pub struct Config {
     pub geo_country_header: Option<String>,
     /// Distinct public profiles one user may view per window before an alert.
     pub alert_profile_views: crate::rate_limit::gcra::Quota,
+    /// IPv6 clients are counted per prefix of this length in per-IP rate
+    /// limits and the login soft lock (`RATE_LIMIT_IPV6_PREFIX`, 32..=128).
+    pub rate_limit_ipv6_prefix: u8,
+    /// The one forwarding header believed from a trusted proxy
+    /// (`TRUSTED_PROXY_HEADER`).
+    pub trusted_proxy_header: crate::http::client_ip::ProxyHeader,
+    /// Slow-client and connection limits of the API listener.
+    pub listener: ListenerLimits,
+    /// Devices one user may register (`MAX_DEVICES_PER_USER`).
+    pub max_devices_per_user: i64,
+}
+
+/// Limits of the API listener, plain or TLS (see `crate::listener`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// A connection must deliver complete request headers within this
+    /// (`HEADER_READ_TIMEOUT_SECS`, 1..=300, default 10).
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request and no traffic is closed
+    /// after this (`IDLE_TIMEOUT_SECS`, 1..=3600, default 60).
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the accept backlog
+    /// (`MAX_CONNECTIONS`, 1..=1000000, default 4096).
+    pub max_connections: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
 }
 
 /// Every problem found, one per line.
@@ -396,6 +430,23 @@ impl Config {
                         .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 50/300".to_owned())
                 })
                 .unwrap_or(crate::rate_limit::gcra::Quota::per_seconds(50, 300)),
+            rate_limit_ipv6_prefix: r.ranged("RATE_LIMIT_IPV6_PREFIX", 64, 32..=128),
+            trusted_proxy_header: r
+                .parse_with("TRUSTED_PROXY_HEADER", |s| {
+                    crate::http::client_ip::ProxyHeader::parse(s)
+                        .ok_or_else(|| "expected `x-forwarded-for` or `forwarded`".to_owned())
+                })
+                .unwrap_or_default(),
+            listener: ListenerLimits {
+                header_read_timeout: Duration::from_secs(r.ranged(
+                    "HEADER_READ_TIMEOUT_SECS",
+                    10,
+                    1..=300,
+                )),
+                idle_timeout: Duration::from_secs(r.ranged("IDLE_TIMEOUT_SECS", 60, 1..=3600)),
+                max_connections: r.ranged("MAX_CONNECTIONS", 4096, 1..=1_000_000),
+            },
+            max_devices_per_user: r.ranged("MAX_DEVICES_PER_USER", 20, 1..=100),
         };
         if config.database_max_connections == 0 {
             r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -544,6 +595,27 @@ impl Reader<'_> {
             None => {
                 self.problem(format!("{name} is out of range"));
                 chrono::Duration::seconds(default * unit_secs)
+            }
+        }
+    }
+
+    /// A number within `range`; anything else is a problem naming the
+    /// variable and the range, and the default stands in.
+    fn ranged<T>(&mut self, name: &str, default: T, range: std::ops::RangeInclusive<T>) -> T
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let raw = self.get(name);
+        match raw.as_deref().map(str::parse::<T>) {
+            None => default,
+            Some(Ok(v)) if range.contains(&v) => v,
+            Some(_) => {
+                self.problem(format!(
+                    "{name} must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ));
+                default
             }
         }
     }
@@ -719,6 +791,53 @@ mod tests {
         let c = parse(&[("TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.7, ::1")]).unwrap();
         assert_eq!(c.trusted_proxies.len(), 3);
         assert!(c.trusted_proxies[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn network_limits_have_defaults_and_refuse_out_of_range_values_by_name() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.rate_limit_ipv6_prefix, 64);
+        assert_eq!(c.listener, ListenerLimits::default());
+        assert_eq!(c.max_devices_per_user, 20);
+        assert_eq!(
+            c.trusted_proxy_header,
+            crate::http::client_ip::ProxyHeader::XForwardedFor
+        );
+        let c = parse(&[
+            ("RATE_LIMIT_IPV6_PREFIX", "48"),
+            ("TRUSTED_PROXY_HEADER", "Forwarded"),
+            ("HEADER_READ_TIMEOUT_SECS", "300"),
+            ("IDLE_TIMEOUT_SECS", "1"),
+            ("MAX_CONNECTIONS", "1"),
+        ])
+        .unwrap();
+        assert_eq!(c.rate_limit_ipv6_prefix, 48);
+        assert_eq!(
+            c.trusted_proxy_header,
+            crate::http::client_ip::ProxyHeader::Forwarded
+        );
+        assert_eq!(c.listener.header_read_timeout, Duration::from_secs(300));
+        assert_eq!(c.listener.idle_timeout, Duration::from_secs(1));
+        assert_eq!(c.listener.max_connections, 1);
+        for (name, bad) in [
+            ("RATE_LIMIT_IPV6_PREFIX", "31"),
+            ("RATE_LIMIT_IPV6_PREFIX", "129"),
+            ("RATE_LIMIT_IPV6_PREFIX", "/64"),
+            ("TRUSTED_PROXY_HEADER", "x-real-ip"),
+            ("HEADER_READ_TIMEOUT_SECS", "0"),
+            ("HEADER_READ_TIMEOUT_SECS", "301"),
+            ("IDLE_TIMEOUT_SECS", "0"),
+            ("IDLE_TIMEOUT_SECS", "3601"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "1000001"),
+            ("MAX_DEVICES_PER_USER", "0"),
+            ("MAX_DEVICES_PER_USER", "-3"),
+            ("MAX_DEVICES_PER_USER", "101"),
+        ] {
+            let err = parse(&[(name, bad)]).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{name}={bad}: {:?}", err.problems);
+            assert!(err.problems[0].starts_with(name), "{:?}", err.problems);
+        }
     }
 
     #[test]

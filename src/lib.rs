@@ -27,10 +27,14 @@ pub mod error;
 pub mod http;
 /// Key material from configuration, or generated for development.
 pub mod keys;
+/// The API listener: accept loop, slow-client timeouts, connection cap.
+pub mod listener;
 /// Transactional mail outbox, background sender and transports.
 pub mod mail;
 /// Multi-factor authentication: TOTP, recovery codes, step-up.
 pub mod mfa;
+/// Outbound HTTP: no redirects, bounded response bodies.
+pub mod outbound;
 /// The caller's own account: profile, email change, deletion, export.
 pub mod profile;
 /// Rate limits per class, IP, user and account, with progressive penalties.

@@ -21,12 +21,7 @@ use anyhow::Context;
 use axum::Router;
 use secrecy::ExposeSecret;
 use sqlx::{postgres::PgPoolOptions, PgPool};
-use std::{
-    future::{Future, IntoFuture},
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::watch};
 
 /// The embedded migrations (`migrations/`), applied at start-up and by `migrate`.
@@ -272,18 +267,19 @@ impl Application {
         };
         // Same semantics either way: on shutdown, stop accepting and let
         // in-flight requests finish within the grace period.
+        // Both go through `crate::listener` (slow-client timeouts and the
+        // connection cap).
+        let limits = self.state.config.listener;
         let api: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
             match self.tls {
-                Some(tls) => Box::pin(tls.serve(self.listener, self.router, shutdown, grace)),
-                None => Box::pin(
-                    axum::serve(
-                        self.listener,
-                        self.router
-                            .into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(shutdown)
-                    .into_future(),
-                ),
+                Some(tls) => Box::pin(tls.serve(self.listener, self.router, shutdown, limits)),
+                None => Box::pin(crate::listener::serve(
+                    self.listener,
+                    self.router,
+                    crate::listener::Transport::Plain,
+                    limits,
+                    shutdown,
+                )),
             };
         let deadline = async {
             stopped(stop_rx.clone()).await;

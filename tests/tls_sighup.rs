@@ -62,7 +62,7 @@ async fn sighup_makes_new_handshakes_use_the_replaced_certificate() {
         listener,
         router,
         std::future::pending(),
-        Duration::from_secs(1),
+        mobile_backend::config::ListenerLimits::default(),
     ));
     assert!(handshake_trusting(addr, &first).await);
 

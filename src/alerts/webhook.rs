@@ -2,6 +2,11 @@
 //! exponential back-off, leased like the mail outbox so several processes
 //! never send one alert twice. A receiver that is down receives every
 //! alert once it recovers, for up to eight attempts.
+//!
+//! Redirects are not followed (a 3xx counts as a failed attempt, so the
+//! alert cannot be steered to another host) and at most
+//! [`MAX_RESPONSE_BYTES`] of the receiver's answer is read (see
+//! [`crate::outbound`]).
 
 use crate::state::AppState;
 use chrono::Duration;
@@ -11,11 +16,25 @@ use tokio::sync::watch;
 pub const MAX_ATTEMPTS: i32 = 8;
 const LEASE: Duration = Duration::seconds(60);
 
+/// The most of a receiver's response body that is read.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 pub fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .user_agent(concat!("mobile-backend/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+    Ok(crate::outbound::client(std::time::Duration::from_secs(5))?)
+}
+
+/// POSTs one alert; delivered means a 2xx answer. The body is read (up to
+/// the cap) so the connection can be reused; an oversized one is dropped
+/// unread and logged, and does not undo a 2xx.
+async fn post(client: &reqwest::Client, url: url::Url, body: &serde_json::Value) -> bool {
+    let Ok(response) = client.post(url).json(body).send().await else {
+        return false;
+    };
+    let delivered = response.status().is_success();
+    if let Err(e) = crate::outbound::read_capped(response, MAX_RESPONSE_BYTES).await {
+        tracing::warn!(error = %e, "alert webhook response not read");
+    }
+    delivered
 }
 
 /// Sends every alert that is due; returns how many were attempted.
@@ -50,13 +69,7 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> anyhow::
             "ip": alert.ip,
             "details": alert.details,
         });
-        let sent = client
-            .post(url.clone())
-            .json(&body)
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false);
+        let sent = post(client, url.clone(), &body).await;
         let now = state.clock.now();
         let give_up = !sent && alert.webhook_attempts >= MAX_ATTEMPTS;
         let status = if sent {

@@ -7,10 +7,28 @@
 //! the API is slow or down the check *fails open* (logged and counted):
 //! registration must not depend on a third party, and the bundled list and
 //! strength estimate still apply.
+//!
+//! Redirects are not followed and the answer is read up to
+//! [`MAX_RESPONSE_BYTES`] (a padded range answer is about 40 KB); a
+//! redirect, an error status or an oversized body is "could not be asked".
 
 use sha1::{Digest, Sha1};
 use std::time::Duration;
 use url::Url;
+
+/// The most of a range answer that is read.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Why the range API gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error("request failed: {0}")]
+    Request(#[from] reqwest::Error),
+    #[error("HTTP status {0} (redirects are not followed)")]
+    Status(reqwest::StatusCode),
+    #[error(transparent)]
+    Body(#[from] crate::outbound::BodyError),
+}
 
 #[derive(Clone, Debug)]
 pub struct BreachedPasswords {
@@ -20,10 +38,7 @@ pub struct BreachedPasswords {
 
 impl BreachedPasswords {
     pub fn new(base: Url) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .user_agent(concat!("mobile-backend/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = crate::outbound::client(Duration::from_secs(2))?;
         Ok(Self { client, base })
     }
 
@@ -40,9 +55,12 @@ impl BreachedPasswords {
                 .get(url)
                 .header("Add-Padding", "true")
                 .send()
-                .await?
-                .error_for_status()?;
-            response.text().await
+                .await?;
+            if !response.status().is_success() {
+                return Err(Unavailable::Status(response.status()));
+            }
+            let body = crate::outbound::read_capped(response, MAX_RESPONSE_BYTES).await?;
+            Ok::<_, Unavailable>(String::from_utf8_lossy(&body).into_owned())
         }
         .await;
         match answer {

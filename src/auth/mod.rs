@@ -59,7 +59,9 @@ pub async fn accept_new_password(
     field: &str,
 ) -> Result<SecretString, ApiError> {
     let normalised = policy::normalize(raw);
-    policy::check(&normalised, email.as_str())
+    policy::check_off_thread(&normalised, email.as_str())
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("password policy check: {e}")))?
         .map_err(|v| ApiError::invalid_field(field, v.code, &v.message))?;
     if let Some(check) = &state.breached_passwords {
         if check.is_breached(&normalised).await == Some(true) {
@@ -143,7 +145,7 @@ pub async fn verify_current_password(
     drop(conn);
     let account = account_key(&blind);
     limit_account_key(state, &account).await?;
-    let pair = soft_lock_key(&account, client.ip);
+    let pair = soft_lock_key(&account, &client.rate_key);
     let now_ms = state.clock.now().timestamp_millis();
     if let Some(wait) = state
         .limiter
@@ -283,9 +285,10 @@ pub fn account_key(blind_index: &[u8]) -> String {
         .collect()
 }
 
-/// The soft-lock key: wrong passwords per (account, client IP).
-pub fn soft_lock_key(account: &str, ip: std::net::IpAddr) -> String {
-    format!("{account}:{ip}")
+/// The soft-lock key: wrong passwords per (account, client network): the
+/// client's rate-limit key, i.e. its IPv4 address or its IPv6 prefix.
+pub fn soft_lock_key(account: &str, client_rate_key: &str) -> String {
+    format!("{account}:{client_rate_key}")
 }
 
 async fn limit_account_key(state: &AppState, account: &str) -> Result<(), ApiError> {

@@ -6,7 +6,9 @@
 //! `Password1!`, so there are none. Every check runs on the NFKC-normalised
 //! password so what is checked is exactly what gets hashed, and the length
 //! limits are checked first so no attacker-sized input reaches zxcvbn (slow on
-//! long inputs) or argon2.
+//! long inputs) or argon2. zxcvbn is CPU work measured in milliseconds, so
+//! request handlers call [`check_off_thread`], which runs it on tokio's
+//! blocking pool instead of an async worker serving other requests.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -68,6 +70,8 @@ pub fn normalize(password: &str) -> String {
 /// raw or already normalised: the checks run on `normalize(password)`, which is
 /// also what [`super::password::PasswordHasher`] hashes.
 pub fn check(password: &str, email: &str) -> Result<(), PolicyViolation> {
+    #[cfg(test)]
+    tests::record_thread(email);
     let password = zeroize::Zeroizing::new(normalize(password));
     let chars = password.chars().count();
     if chars < MIN_CHARS {
@@ -126,12 +130,57 @@ pub fn check(password: &str, email: &str) -> Result<(), PolicyViolation> {
     Ok(())
 }
 
+/// [`check`] on the blocking thread pool (`spawn_blocking`), so zxcvbn's
+/// CPU time never stalls an async worker. The outer error is the blocking
+/// task failing (a panic), not a policy refusal.
+pub async fn check_off_thread(
+    password: &str,
+    email: &str,
+) -> Result<Result<(), PolicyViolation>, tokio::task::JoinError> {
+    let password = zeroize::Zeroizing::new(password.to_owned());
+    let email = email.to_owned();
+    tokio::task::spawn_blocking(move || check(&password, &email)).await
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     const EMAIL: &str = "marguerite.dupont@example.com";
+
+    static CHECK_THREADS: std::sync::Mutex<Vec<(String, std::thread::ThreadId)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// Which thread checked a password for `email` (test builds only).
+    pub(super) fn record_thread(email: &str) {
+        if let Ok(mut seen) = CHECK_THREADS.lock() {
+            seen.push((email.to_owned(), std::thread::current().id()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_async_check_runs_zxcvbn_off_the_async_worker() {
+        // A current-thread runtime: its only async worker is this thread.
+        let worker = std::thread::current().id();
+        let email = "blocking-pool-probe@example.com";
+        let weak = check_off_thread("aaaaaaaaaaaaaaaa", email).await.unwrap();
+        assert_eq!(weak.unwrap_err().code, "password_too_weak");
+        let strong = check_off_thread("tulip-orbit-9-canyon", email).await;
+        assert!(strong.unwrap().is_ok());
+        let seen: Vec<_> = CHECK_THREADS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(e, _)| e == email)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(seen.len(), 2);
+        assert!(
+            seen.iter().all(|t| *t != worker),
+            "zxcvbn ran on the worker"
+        );
+    }
 
     fn code(password: &str) -> Option<&'static str> {
         check(password, EMAIL).err().map(|violation| violation.code)

@@ -283,8 +283,9 @@ pub async fn login(
     }
     let password = SecretString::from(normalised);
     // The soft lock: too many wrong passwords for this account from this
-    // IP. Another network (the owner's) is not affected.
-    let pair = super::soft_lock_key(&account, client.ip);
+    // IP (an IPv6 client's whole prefix). Another network (the owner's) is
+    // not affected.
+    let pair = super::soft_lock_key(&account, &client.rate_key);
     let now_ms = state.clock.now().timestamp_millis();
     if let Some(wait) = state
         .limiter

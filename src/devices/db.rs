@@ -26,6 +26,38 @@ pub struct NewDevice<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// Serialises device registrations of one user until the transaction
+/// ends, so the count [`registered`] returns stays true until the insert.
+/// An advisory lock (namespace 0x64657673, "devs") touches no row, so it
+/// cannot deadlock with anything that locks `users`.
+pub async fn lock_owner(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    // `pg_advisory_xact_lock` returns void, which the query macros cannot
+    // describe; the statement is constant.
+    sqlx::query("SELECT pg_advisory_xact_lock(1684371059, hashtext($1::text))")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How many devices the user has, and whether this push token is one of
+/// them (then registering it again is a refresh, not a new device).
+pub async fn registered(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    token_index: &[u8],
+) -> sqlx::Result<(i64, bool)> {
+    let r = sqlx::query!(
+        r#"SELECT count(*) AS "n!", coalesce(bool_or(push_token_index = $2), false) AS "known!"
+           FROM devices WHERE user_id = $1"#,
+        user_id,
+        token_index,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((r.n, r.known))
+}
+
 /// Registers (or refreshes) a device for its owner.
 pub async fn upsert(conn: &mut PgConnection, d: &NewDevice<'_>) -> sqlx::Result<DeviceRow> {
     sqlx::query_as!(

@@ -1,5 +1,6 @@
 //! `/v1/devices`: register, list, read and delete the caller's own push
-//! registrations.
+//! registrations. A user may hold at most `MAX_DEVICES_PER_USER` (409
+//! `too_many_devices` beyond it; re-registering a known token is a refresh).
 
 use super::db;
 use crate::{
@@ -91,6 +92,14 @@ pub async fn register_device(
         .blind_index
         .compute("devices.push_token", &req.push_token);
     let mut tx = state.db.begin().await?;
+    // The cap (`MAX_DEVICES_PER_USER`): counted under a per-user lock held
+    // to commit, so concurrent registrations cannot all see room for one
+    // more. A token already registered is a refresh and always allowed.
+    db::lock_owner(&mut tx, auth.user_id).await?;
+    let (count, known) = db::registered(&mut tx, auth.user_id, &index).await?;
+    if !known && count >= state.config.max_devices_per_user {
+        return Err(too_many_devices());
+    }
     // Seal first under the new id; an upsert that hits an existing row keeps
     // that row's own sealed token (same value), so the binding stays right.
     let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
@@ -135,6 +144,14 @@ pub async fn register_device(
         StatusCode::OK
     };
     Ok((status, JsonResponse(row.into())))
+}
+
+/// 409 `too_many_devices`.
+pub fn too_many_devices() -> ApiError {
+    ApiError::Conflict {
+        code: "too_many_devices",
+        detail: "This account has registered the maximum number of devices. Remove one first.",
+    }
 }
 
 pub async fn list_devices(

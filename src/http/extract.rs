@@ -227,6 +227,9 @@ where
 #[derive(Clone, Debug)]
 pub struct ClientInfo {
     pub ip: IpAddr,
+    /// What this client is counted under: `ip`, or its IPv6 prefix
+    /// (`RATE_LIMIT_IPV6_PREFIX`); see [`client_ip::rate_key`].
+    pub rate_key: String,
     pub user_agent: Option<String>,
     pub request_id: String,
     pub client: Option<ClientVersion>,
@@ -248,7 +251,13 @@ impl FromRequestParts<AppState> for ClientInfo {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ci| ci.0.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let ip = client_ip::resolve(peer, &parts.headers, &state.config.trusted_proxies);
+        let ip = client_ip::resolve(
+            peer,
+            &parts.headers,
+            &state.config.trusted_proxies,
+            state.config.trusted_proxy_header,
+        );
+        let rate_key = client_ip::rate_key(ip, state.config.rate_limit_ipv6_prefix);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -291,6 +300,7 @@ impl FromRequestParts<AppState> for ClientInfo {
         };
         Ok(Self {
             ip,
+            rate_key,
             user_agent,
             request_id,
             client,

@@ -4,7 +4,8 @@
 //! read, so a refused request costs almost nothing. Reads and writes with
 //! a valid access token are limited per user (an attacker cannot spend a
 //! victim's budget: the token must verify); everything else per client IP,
-//! resolved through `TRUSTED_PROXIES` only.
+//! resolved through `TRUSTED_PROXIES` only, and per IPv6 prefix
+//! (`RATE_LIMIT_IPV6_PREFIX`) for IPv6 clients.
 //!
 //! Headers follow the IETF httpapi rate-limit draft's structured fields:
 //! `RateLimit-Policy: "credentials";q=20;w=60` and
@@ -68,7 +69,12 @@ pub fn client_ip(state: &AppState, req: &Request) -> IpAddr {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    client_ip::resolve(peer, req.headers(), &state.config.trusted_proxies)
+    client_ip::resolve(
+        peer,
+        req.headers(),
+        &state.config.trusted_proxies,
+        state.config.trusted_proxy_header,
+    )
 }
 
 async fn tier_of(state: &AppState, user_id: uuid::Uuid) -> Result<Tier, crate::error::ApiError> {
@@ -102,7 +108,9 @@ fn subject(state: &AppState, req: &Request, class: Class) -> (String, Option<uui
             return (format!("user:{}", claims.sub), Some(claims.sub));
         }
     }
-    (format!("ip:{}", client_ip(state, req)), None)
+    let ip = client_ip(state, req);
+    let key = client_ip::rate_key(ip, state.config.rate_limit_ipv6_prefix);
+    (format!("ip:{key}"), None)
 }
 
 pub fn set_headers(headers: &mut HeaderMap, class: Class, quota: Quota, d: Decision) {

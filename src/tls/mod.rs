@@ -10,13 +10,15 @@
 //!   only (AES-GCM, ChaCha20-Poly1305), always with ECDHE forward secrecy. No
 //!   CBC, RC4, 3DES, RSA key exchange or renegotiation exists in rustls, so
 //!   there is nothing to switch off. No 0-RTT data (it can be replayed).
-//! * **`axum-server`** (the `tls-rustls-no-provider` feature) serves the
-//!   router: it is the maintained rustls server for axum, drives hyper-util's
-//!   auto connection builder (HTTP/1.1 and HTTP/2 by ALPN), bounds the TLS
-//!   handshake (10 s), and has graceful shutdown with a deadline. Its
-//!   `RustlsConfig` swaps the whole `ServerConfig` atomically, which is what
-//!   certificate reload needs: new handshakes use the new certificate while
-//!   established connections keep theirs (see [`Reloader`]).
+//! * **Serving** goes through [`crate::listener`], the same accept loop as
+//!   plain HTTP (slow-client timeouts, connection cap, graceful shutdown):
+//!   a `tokio-rustls` handshake bounded by `HEADER_READ_TIMEOUT_SECS`, then
+//!   hyper-util's auto connection builder (HTTP/1.1 and HTTP/2 by ALPN).
+//!   `axum-server`'s `RustlsConfig` (the `tls-rustls-no-provider` feature)
+//!   holds the `ServerConfig` and swaps it atomically, which is what
+//!   certificate reload needs: each handshake takes the current one, so new
+//!   connections use the new certificate while established connections keep
+//!   theirs (see [`Reloader`]).
 //! * Errors name the file and the problem, never its contents: no key
 //!   material is ever printed or logged.
 
@@ -34,9 +36,7 @@ use rustls::{
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
     ServerConfig,
 };
-use std::{
-    future::Future, io, net::SocketAddr, path::Path, path::PathBuf, sync::Arc, time::Duration,
-};
+use std::{future::Future, io, path::Path, path::PathBuf, sync::Arc};
 use tokio::{net::TcpListener, signal::unix::Signal};
 use zeroize::Zeroizing;
 
@@ -153,27 +153,29 @@ impl TlsServer {
     }
 
     /// Serves `router` over TLS until `shutdown` completes, then stops
-    /// accepting and lets in-flight requests finish for up to `grace`, like
-    /// the plain-HTTP listener. The reloader runs alongside.
+    /// accepting and lets in-flight requests finish, like the plain-HTTP
+    /// listener (the caller bounds the wait). Each handshake uses the
+    /// current certificate; the reloader runs alongside.
     pub async fn serve(
         self,
         listener: TcpListener,
         router: Router,
         shutdown: impl Future<Output = ()> + Send,
-        grace: Duration,
+        limits: crate::config::ListenerLimits,
     ) -> io::Result<()> {
-        let handle = axum_server::Handle::new();
-        let serving = axum_server::from_tcp_rustls(listener.into_std()?, self.config)?
-            .handle(handle.clone())
-            .serve(router.into_make_service_with_connect_info::<SocketAddr>());
+        let serving = crate::listener::serve(
+            listener,
+            router,
+            crate::listener::Transport::Tls(self.config),
+            limits,
+            shutdown,
+        );
         let reloading = self.reloader.run(self.hangup);
-        tokio::pin!(serving, reloading, shutdown);
+        tokio::pin!(serving, reloading);
         tokio::select! {
             result = &mut serving => return result,
-            () = &mut shutdown => {}
             () = &mut reloading => {}
         }
-        handle.graceful_shutdown(Some(grace));
         serving.await
     }
 }

@@ -13,6 +13,7 @@ mod client_version;
 mod devices;
 mod hardening_audit;
 mod hardening_mfa;
+mod hardening_network;
 mod headers;
 mod helpers;
 mod mail;
