@@ -70,16 +70,27 @@ pub async fn failed_login(
             .await?;
         }
     }
+    // Counted per client network, as the rate limits count: an IPv4
+    // address, or the IPv6 prefix one host owns (`RATE_LIMIT_IPV6_PREFIX`),
+    // so rotating addresses inside a /64 is still one attacker.
+    let network = client_network(ip, state.config.rate_limit_ipv6_prefix);
     let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM audit_events
-           WHERE event_type = 'auth.login.failed' AND ip = $1 AND occurred_at > $2"#,
-        IpNetwork::from(ip),
+           WHERE event_type = 'auth.login.failed' AND ip <<= $1 AND occurred_at > $2"#,
+        network,
         since(t.per_ip),
     )
     .fetch_one(&mut *conn)
     .await?;
     if n >= i64::from(t.per_ip.limit)
-        && !recently_raised(conn, Rule::FailedLoginsIp, None, Some(ip), since(t.per_ip)).await?
+        && !recently_raised(
+            conn,
+            Rule::FailedLoginsIp,
+            None,
+            Some(network),
+            since(t.per_ip),
+        )
+        .await?
     {
         raise(
             conn,
@@ -110,23 +121,36 @@ pub async fn failed_login(
     Ok(())
 }
 
-/// Whether `rule` already fired for this subject since `since`.
+/// The network a client address is counted under: the address itself
+/// for IPv4 (as `/32`), its prefix for IPv6.
+fn client_network(ip: IpAddr, ipv6_prefix: u8) -> IpNetwork {
+    let ip = ip.to_canonical();
+    let prefix = if ip.is_ipv4() {
+        32
+    } else {
+        ipv6_prefix.min(128)
+    };
+    IpNetwork::new(ip, prefix).unwrap_or_else(|_| IpNetwork::from(ip))
+}
+
+/// Whether `rule` already fired for this subject since `since` (an alert
+/// whose IP lies in `network`, when one is given).
 async fn recently_raised(
     conn: &mut PgConnection,
     rule: Rule,
     user_id: Option<Uuid>,
-    ip: Option<IpAddr>,
+    network: Option<IpNetwork>,
     since: chrono::DateTime<chrono::Utc>,
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM security_alerts
                           WHERE rule = $1 AND created_at > $2
                             AND ($3::uuid IS NULL OR user_id = $3)
-                            AND ($4::inet IS NULL OR ip = $4)) AS "raised!""#,
+                            AND ($4::inet IS NULL OR ip <<= $4)) AS "raised!""#,
         rule.name(),
         since,
         user_id,
-        ip.map(IpNetwork::from),
+        network,
     )
     .fetch_one(conn)
     .await

@@ -527,3 +527,37 @@ async fn viewing_many_distinct_profiles_quickly_raises_a_data_access_alert() {
     assert_eq!(raised.len(), 1, "once per crossing");
     assert_eq!(raised[0].1, Some(scraper.user_id));
 }
+
+#[tokio::test]
+async fn a_failed_login_spike_rotating_addresses_inside_one_ipv6_64_is_one_source() {
+    let app = TestApp::builder()
+        .env("TRUSTED_PROXIES", "127.0.0.1")
+        .env("ALERT_FAILED_LOGINS_IP", "4/900")
+        .spawn()
+        .await;
+    // Four addresses of one /64 (one host), one guess each.
+    for i in 1..=4 {
+        app.client
+            .post(app.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("2001:db8:1:2::{i:x}"))
+            .json(&json!({"email": format!("victim{i}@example.com"), "password": "password-from-a-leak"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Another /64 of the same /48 is another source.
+    app.client
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", "2001:db8:1:3::1")
+        .json(&json!({"email": "victim9@example.com", "password": "password-from-a-leak"}))
+        .send()
+        .await
+        .unwrap();
+    let raised: Vec<(String, Value)> = alerts(&app).await.into_iter().map(|a| (a.0, a.2)).collect();
+    let per_ip: Vec<&(String, Value)> = raised
+        .iter()
+        .filter(|a| a.0 == "failed_logins_ip")
+        .collect();
+    assert_eq!(per_ip.len(), 1, "{raised:?}");
+    assert_eq!(per_ip[0].1["failures"], 4);
+}
