@@ -262,6 +262,25 @@ pub async fn challenge_used(
     Ok(())
 }
 
+/// Ends every pending second step of sign-in of `user_id` (its
+/// `mfa_token`s stop working). Called wherever sessions are ended wholesale
+/// and on an email change: a token obtained with the old credentials must
+/// not complete a sign-in afterwards.
+pub async fn end_challenges(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE mfa_challenges SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+        user_id,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Upgrades a session after a second factor was proven in it.
 pub async fn upgrade_session(
     conn: &mut PgConnection,
