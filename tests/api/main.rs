@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod client_version;
 mod devices;
+mod hardening_registration;
 mod headers;
 mod helpers;
 mod mail;
