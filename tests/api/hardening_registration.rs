@@ -702,18 +702,20 @@ fn classifier_accuracy(samples: &[(bool, f64)]) -> f64 {
 /// A timing attacker with one request per guess must do no better than
 /// chance on any of the enumeration-safe endpoints.
 ///
-/// Per endpoint: 120 requests, 60 for addresses with an account and 60
+/// Per endpoint: 240 requests, 120 for addresses with an account and 120
 /// for fresh addresses without one, in random interleaved order (drift of
 /// a noisy machine hits both alike). A threshold on the latency is fitted
 /// on one half and scored on the other, both ways. With no signal, each
-/// score is Binomial(60, ½), so the total correct of 120 is about
-/// Binomial(120, ½): 84 or more (accuracy ≥ 0.70) happens with probability
-/// about 5·10⁻⁶ per endpoint, so the bound does not flake; before the
-/// change, verify-email was told apart 112 times in 120.
+/// score is Binomial(120, ½), so the total correct of 240 is about
+/// Binomial(240, ½) (mean 120, sd 7.7): 156 or more (accuracy ≥ 0.65) is
+/// 4.6 sd out, probability about 2·10⁻⁶ per endpoint, so the bound does
+/// not flake. The code before the change scored up to 0.85 here on a
+/// loaded machine (verify-email 0.68 to 0.85, forgot 0.65 to 0.84), and
+/// the measurement was 112 in 120 for verify-email.
 #[tokio::test]
 async fn the_enumeration_safe_endpoints_take_the_same_time_for_known_and_unknown_addresses() {
     use rand::seq::SliceRandom;
-    const N: usize = 120;
+    const N: usize = 240;
     let app = TestApp::spawn().await;
     let verified: Vec<TestUser> = {
         let mut v = vec![];
@@ -789,14 +791,15 @@ async fn the_enumeration_safe_endpoints_take_the_same_time_for_known_and_unknown
             }
         }
         let accuracy = classifier_accuracy(&samples);
-        let mean = |k: bool| {
-            let xs: Vec<f64> = samples.iter().filter(|s| s.0 == k).map(|s| s.1).collect();
-            xs.iter().sum::<f64>() / xs.len() as f64
+        let median = |k: bool| {
+            let mut xs: Vec<f64> = samples.iter().filter(|s| s.0 == k).map(|s| s.1).collect();
+            xs.sort_by(f64::total_cmp);
+            xs[xs.len() / 2]
         };
         report.push(format!(
-            "{probe:?}: accuracy {accuracy:.3}, mean known {:.0} µs, unknown {:.0} µs",
-            mean(true),
-            mean(false)
+            "{probe:?}: accuracy {accuracy:.3}, median known {:.0} µs, unknown {:.0} µs",
+            median(true),
+            median(false)
         ));
         worst = worst.max(accuracy);
         app.state.deferred.idle().await;
@@ -806,7 +809,7 @@ async fn the_enumeration_safe_endpoints_take_the_same_time_for_known_and_unknown
         report.join("\n  ")
     );
     assert!(
-        worst <= 0.70,
+        worst <= 0.65,
         "a latency threshold tells known from unknown addresses:\n  {}",
         report.join("\n  ")
     );
