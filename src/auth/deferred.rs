@@ -7,6 +7,10 @@
 //! whole branch, starting with the look-up of the address, runs after the
 //! answer is sent: the request path itself is the same code for every
 //! address, so its time cannot tell them apart however noisy the machine.
+//! "After" is literal: [`Deferred::respond_then`] wraps the answer's body,
+//! and the work starts only once the server has dropped that body (it has
+//! been written out), plus a short pause, so it does not compete with the
+//! answer it follows for CPU or database connections.
 //!
 //! The work is bounded ([`MAX_PENDING`] at once; beyond it the request is
 //! refused with 503 `overloaded` before anything is looked up, the same
@@ -15,12 +19,27 @@
 //! already, as it would have if the mail had bounced.
 
 use crate::error::ApiError;
-use std::{future::Future, sync::Arc};
-use tokio::sync::Semaphore;
+use axum::{
+    body::{Body, Bytes, HttpBody},
+    response::{IntoResponse, Response},
+};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::sync::{oneshot, Semaphore};
 use tracing::Instrument;
 
 /// Deferred tasks running at once, per process.
 pub const MAX_PENDING: u32 = 256;
+/// The pause between the answer going out and the work starting.
+const AFTER_ANSWER: Duration = Duration::from_millis(10);
+/// The longest the work waits for the answer to go out (a client that
+/// never reads it does not hold the work back for ever).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Deferred {
@@ -32,6 +51,33 @@ impl Default for Deferred {
         Self {
             permits: Arc::new(Semaphore::new(MAX_PENDING as usize)),
         }
+    }
+}
+
+/// A response body that signals, by dropping `_sent`, that the server is
+/// done with it.
+struct SignalOnDrop {
+    inner: Body,
+    _sent: oneshot::Sender<()>,
+}
+
+impl HttpBody for SignalOnDrop {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -61,6 +107,30 @@ impl Deferred {
         Ok(())
     }
 
+    /// Answers `answer` now and runs `work` once that answer has been
+    /// written out. The slot is taken before answering, so a full queue is
+    /// a 503 for every address alike.
+    pub fn respond_then<F>(
+        &self,
+        what: &'static str,
+        answer: impl IntoResponse,
+        work: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: Future<Output = Result<(), ApiError>> + Send + 'static,
+    {
+        let (sent, answered) = oneshot::channel::<()>();
+        self.spawn(what, async move {
+            // Resolves (as closed) when the body is dropped.
+            let _ = tokio::time::timeout(ANSWER_TIMEOUT, answered).await;
+            tokio::time::sleep(AFTER_ANSWER).await;
+            work.await
+        })?;
+        Ok(answer
+            .into_response()
+            .map(|inner| Body::new(SignalOnDrop { inner, _sent: sent })))
+    }
+
     /// Resolves once no deferred work is running (shutdown waits for it;
     /// tests wait for it before reading the mailbox).
     pub async fn idle(&self) {
@@ -82,7 +152,7 @@ mod tests {
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
         d.spawn("test", async move {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             flag.store(true, Ordering::SeqCst);
             Ok(())
         })
@@ -102,5 +172,29 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn the_work_waits_until_the_answer_is_done_with() {
+        let d = Deferred::default();
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let answer = d
+            .respond_then("test", "ok", async move {
+                flag.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !started.load(Ordering::SeqCst),
+            "ran before the answer went"
+        );
+        let body = axum::body::to_bytes(answer.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"ok");
+        d.idle().await;
+        assert!(started.load(Ordering::SeqCst));
     }
 }

@@ -199,26 +199,28 @@ pub async fn code_by_email(
     raw_email: &str,
     purpose: codes::Purpose,
     applies: impl FnOnce(&db::UserAuth) -> bool + Send + 'static,
-) -> Result<(axum::http::StatusCode, axum::Json<routes::StatusResponse>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let email = email::Email::parse(raw_email, "email")?;
     limit_account(state, &email).await?;
     let st = state.clone();
     let client = client.clone();
-    state.deferred.spawn(purpose.as_str(), async move {
-        let mut tx = st.db.begin().await?;
-        if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&st.keys)).await? {
-            if applies(&user) {
-                send_code(&mut tx, &st, &client, user.user_id, &email, purpose).await?;
-            }
-        }
-        tx.commit().await?;
-        st.outbox.wake();
-        Ok(())
-    })?;
-    Ok((
+    let answer = (
         axum::http::StatusCode::ACCEPTED,
         axum::Json(routes::StatusResponse { status: "accepted" }),
-    ))
+    );
+    state
+        .deferred
+        .respond_then(purpose.as_str(), answer, async move {
+            let mut tx = st.db.begin().await?;
+            if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&st.keys)).await? {
+                if applies(&user) {
+                    send_code(&mut tx, &st, &client, user.user_id, &email, purpose).await?;
+                }
+            }
+            tx.commit().await?;
+            st.outbox.wake();
+            Ok(())
+        })
 }
 
 /// The per-account credential limit, keyed by the email's blind index so

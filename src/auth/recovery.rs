@@ -12,7 +12,7 @@ use super::{
     db,
     email::Email,
     invalid_code,
-    routes::{EmailOnlyRequest, StatusResponse},
+    routes::EmailOnlyRequest,
 };
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
@@ -20,7 +20,7 @@ use crate::{
     http::{auth::AuthUser, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
     state::AppState,
 };
-use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
+use axum::{extract::State, http::Method, http::StatusCode};
 use serde::Deserialize;
 use validator::Validate;
 
@@ -50,7 +50,7 @@ pub async fn forgot_password(
     State(state): State<AppState>,
     client: ClientInfo,
     Json(req): Json<EmailOnlyRequest>,
-) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     super::code_by_email(&state, &client, &req.email, Purpose::PasswordReset, |_| {
         true
     })

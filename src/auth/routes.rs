@@ -351,7 +351,7 @@ pub async fn resend_verification(
     State(state): State<AppState>,
     client: ClientInfo,
     Json(req): Json<EmailOnlyRequest>,
-) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     // Only an unverified account gets a new verification code.
     super::code_by_email(
         &state,

@@ -211,7 +211,7 @@ pub async fn request_email_change(
     Aal2(auth): Aal2,
     client: ClientInfo,
     Json(req): Json<EmailChangeRequest>,
-) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let new_email = Email::parse(&req.new_email, "new_email")?;
     crate::auth::limit_account(&state, &new_email).await?;
     crate::auth::check_current_password(
@@ -238,15 +238,17 @@ pub async fn request_email_change(
         ));
     }
     let st = state.clone();
-    state.deferred.spawn("email_change", async move {
-        start_email_change(&st, &auth, &client, &new_email, &blind).await
-    })?;
-    Ok((
+    let answer = (
         StatusCode::ACCEPTED,
         JsonResponse(StatusResponse {
             status: "code_sent",
         }),
-    ))
+    );
+    state
+        .deferred
+        .respond_then("email_change", answer, async move {
+            start_email_change(&st, &auth, &client, &new_email, &blind).await
+        })
 }
 
 /// The half of an email change request that depends on the new address,

@@ -179,6 +179,31 @@ async fn the_victim_registers_first_and_the_attacker_re_registers_before_verific
 }
 
 #[tokio::test]
+async fn attacker_registers_first_and_the_victim_takes_the_account_with_a_password_reset() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.register(VICTIM, ATTACKER_PASSWORD).await.status(), 202);
+    // The victim never registers, but resets the password from the mailbox.
+    app.post_json("/v1/auth/password/forgot", &json!({"email": VICTIM}))
+        .await;
+    let reset = app.code_for(VICTIM).await;
+    let r = app
+        .post_json(
+            "/v1/auth/password/reset",
+            &json!({"email": VICTIM, "code": reset, "new_password": VICTIM_PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert!(verified(&app, VICTIM).await);
+    let id = user_id_of(&app, VICTIM).await.unwrap();
+    assert_eq!(
+        live_codes(&app, id).await,
+        0,
+        "the verification code mailed at the attacker's registration is retired"
+    );
+    assert_victim_owns_it(&app).await;
+}
+
+#[tokio::test]
 async fn registering_a_verified_address_notifies_its_owner_and_changes_nothing() {
     let app = TestApp::spawn().await;
     assert_eq!(app.register(VICTIM, VICTIM_PASSWORD).await.status(), 202);
