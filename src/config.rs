@@ -127,6 +127,9 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// How long audit rows are kept (`AUDIT_RETENTION_DAYS`, default 365).
     pub audit_retention: chrono::Duration,
+    /// How long an account may stay unverified before it is deleted
+    /// (`UNVERIFIED_ACCOUNT_TTL_HOURS`, default 24, 1 to 720).
+    pub unverified_account_ttl: chrono::Duration,
     /// Where security alerts are POSTed as JSON, if anywhere.
     pub alert_webhook_url: Option<Url>,
     /// Thresholds of the failed-login spike rules.
@@ -407,6 +410,13 @@ impl Config {
                 .get("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "mobile-backend".into()),
             audit_retention: r.duration("AUDIT_RETENTION_DAYS", 365, 86_400),
+            unverified_account_ttl: {
+                let hours: i64 = r.parse_or("UNVERIFIED_ACCOUNT_TTL_HOURS", 24);
+                if !(1..=720).contains(&hours) {
+                    r.problem("UNVERIFIED_ACCOUNT_TTL_HOURS must be between 1 and 720");
+                }
+                chrono::Duration::hours(hours.clamp(1, 720))
+            },
             alert_webhook_url: r.parse_with("ALERT_WEBHOOK_URL", parse_url),
             alert_thresholds: {
                 let d = crate::alerts::rules::SpikeThresholds::default();
@@ -774,6 +784,30 @@ mod tests {
             "{:?}",
             err.problems
         );
+    }
+
+    #[test]
+    fn the_unverified_account_ttl_is_bounded_and_named() {
+        assert_eq!(
+            parse(&[]).unwrap().unverified_account_ttl,
+            chrono::Duration::hours(24)
+        );
+        assert_eq!(
+            parse(&[("UNVERIFIED_ACCOUNT_TTL_HOURS", "720")])
+                .unwrap()
+                .unverified_account_ttl,
+            chrono::Duration::hours(720)
+        );
+        for bad in ["0", "721", "-1", "9223372036854775807", "soon"] {
+            let err = parse(&[("UNVERIFIED_ACCOUNT_TTL_HOURS", bad)]).unwrap_err();
+            assert!(
+                err.problems
+                    .iter()
+                    .any(|p| p.contains("UNVERIFIED_ACCOUNT_TTL_HOURS")),
+                "{bad}: {:?}",
+                err.problems
+            );
+        }
     }
 
     #[test]

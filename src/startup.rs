@@ -1,6 +1,8 @@
 //! Building and running the application: pool, migrations, state, the API
 //! listener (plain HTTP, or TLS through [`crate::tls`]), the metrics
-//! listener and the mail sender, with graceful shutdown.
+//! listener, the mail sender and the background passes (audit maintenance,
+//! alert webhook, client policy refresh, unverified-account deletion),
+//! with graceful shutdown.
 //!
 //! Tests call [`Application::build_with`] with port 0, a manual clock and
 //! probe routes, and get the same stack production runs.
@@ -185,6 +187,7 @@ impl Application {
             keys: Arc::new(keys),
             outbox: Outbox::new(),
             tls_enabled: tls.is_some(),
+            deferred: crate::auth::deferred::Deferred::default(),
         };
         let (router, routes) = http::app(state.clone(), extra);
         // Run-time minimum app versions are in force from the first request.
@@ -253,6 +256,11 @@ impl Application {
             self.state.clone(),
             stop_rx.clone(),
         ));
+        let unverified = tokio::spawn(crate::auth::unverified::run(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
+        let deferred = self.state.deferred.clone();
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -289,8 +297,14 @@ impl Application {
             result = api => result.context("serving the API")?,
             () = deadline => tracing::warn!(?grace, "shutdown grace period over; dropping remaining requests"),
         }
+        // Work handed off after an answer (a code to mail) finishes too,
+        // within the same grace period.
+        if tokio::time::timeout(grace, deferred.idle()).await.is_err() {
+            tracing::warn!("deferred work still running at shutdown");
+        }
         let _ = sender.await;
         let _ = maintenance.await;
+        let _ = unverified.await;
         let _ = webhook.await;
         let _ = policy.await;
         let _ = metrics.await;

@@ -35,6 +35,9 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The optional Pwned Passwords check (`PWNED_PASSWORDS_CHECK`).
     pub breached_passwords: Option<BreachedPasswords>,
+    /// Work handed off to run after the answer (the account-dependent
+    /// half of the enumeration-safe code endpoints).
+    pub deferred: crate::auth::deferred::Deferred,
     /// Whether this process terminates TLS itself (HSTS is sent when it does).
     pub tls_enabled: bool,
 }

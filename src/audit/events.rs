@@ -10,6 +10,13 @@ pub const REGISTERED: &str = "auth.account.registered";
 /// Someone tried to register an address that already has an account; its
 /// owner was notified. Details: none.
 pub const REGISTRATION_DUPLICATE: &str = "auth.account.registration_duplicate";
+/// A new registration of an address whose account was still unverified:
+/// the new password replaced the old one and every earlier code was
+/// retired. Details: `codes_retired`.
+pub const REGISTRATION_REPLACED: &str = "auth.account.registration_replaced";
+/// An account never verified was deleted `UNVERIFIED_ACCOUNT_TTL_HOURS`
+/// after its last registration. Details: `ttl_hours`.
+pub const UNVERIFIED_DELETED: &str = "auth.account.unverified_deleted";
 /// A verification code was sent (registration or resend). Details: none.
 pub const VERIFICATION_SENT: &str = "auth.email.verification_sent";
 /// An email verification succeeded or failed. Details: `reason` on failure.

@@ -93,6 +93,23 @@ pub async fn issue(
     Ok(code)
 }
 
+/// Retires every live code of `user_id`, whatever its purpose. Returns how
+/// many were live.
+pub async fn retire_all(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE email_codes SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+        user_id,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Checks and consumes a code. A wrong code costs an attempt, which the
 /// caller must commit even though the request fails.
 pub async fn consume(
@@ -102,6 +119,21 @@ pub async fn consume(
     user_id: Uuid,
     purpose: Purpose,
     code: &str,
+) -> sqlx::Result<Result<(), CodeError>> {
+    consume_if(conn, keys, now, user_id, purpose, code, true).await
+}
+
+/// [`consume`] with a second proof that must hold too (verify-email: the
+/// account's password). When `also_ok` is false, a right code is treated
+/// exactly like a wrong one: it costs an attempt and is not consumed.
+pub async fn consume_if(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    now: DateTime<Utc>,
+    user_id: Uuid,
+    purpose: Purpose,
+    code: &str,
+    also_ok: bool,
 ) -> sqlx::Result<Result<(), CodeError>> {
     let live = sqlx::query!(
         r#"SELECT email_code_id, code_hash, attempts FROM email_codes
@@ -119,7 +151,8 @@ pub async fn consume(
     if live.attempts >= MAX_ATTEMPTS {
         return Ok(Err(CodeError::NoLiveCode));
     }
-    if !constant_time_eq(&live.code_hash, &mac(keys, purpose, user_id, code)) {
+    let code_ok = constant_time_eq(&live.code_hash, &mac(keys, purpose, user_id, code));
+    if !(code_ok && also_ok) {
         sqlx::query!(
             "UPDATE email_codes SET attempts = attempts + 1 WHERE email_code_id = $1",
             live.email_code_id,

@@ -146,3 +146,66 @@ pub async fn email_blind_index(
     .fetch_optional(conn)
     .await
 }
+
+/// The account of an address, its row locked until the transaction ends
+/// (verify-email holds it while it checks that the password it verified
+/// is still the account's).
+pub async fn lock_by_email(
+    conn: &mut PgConnection,
+    blind_index: &[u8],
+) -> sqlx::Result<Option<UserAuth>> {
+    sqlx::query_as!(
+        UserAuth,
+        r#"SELECT user_id, password_hash, role, status, email_verified_at
+           FROM users WHERE email_blind_index = $1 FOR UPDATE"#,
+        blind_index,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A new registration of an address whose account is still unverified:
+/// the newest registrant's password replaces the old one (and the display
+/// name is cleared for the caller to set). Returns the account, or `None`
+/// when the address is verified (or gone). The row lock and the
+/// `email_verified_at IS NULL` condition make this atomic with
+/// verification: a verified account is never changed here.
+pub async fn replace_unverified(
+    conn: &mut PgConnection,
+    blind_index: &[u8],
+    password_hash: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        r#"UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3,
+                  display_name_ciphertext = NULL
+           WHERE email_blind_index = $1 AND email_verified_at IS NULL
+           RETURNING user_id"#,
+        blind_index,
+        password_hash,
+        now,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Up to `limit` accounts never verified whose last registration is older
+/// than `before`, locked (skipping rows another transaction holds, such as
+/// a verification in progress).
+pub async fn lock_expired_unverified(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"SELECT user_id FROM users
+           WHERE email_verified_at IS NULL AND password_changed_at < $1
+           ORDER BY password_changed_at
+           LIMIT $2
+           FOR UPDATE SKIP LOCKED"#,
+        before,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}

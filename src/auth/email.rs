@@ -1,10 +1,21 @@
 //! Email addresses: normalised once, here, and looked up only through the
 //! blind index.
 //!
-//! Trim, Unicode NFKC and lower-case happen in exactly one function, so the
-//! address that is indexed, compared, encrypted and mailed is always the
-//! same string: two spellings of one address can never become two
-//! accounts (or bypass a lock-out on one of them).
+//! Trim, Unicode NFKC, lower-case and (for the domain) IDNA happen in
+//! exactly one function, so the address that is indexed, compared,
+//! encrypted and mailed is always the same string: two spellings of one
+//! address can never become two accounts (or bypass a lock-out on one of
+//! them).
+//!
+//! The domain is canonicalised with UTS 46 (the `idna` crate) to its ASCII
+//! form: `bücher.example` and `xn--bcher-kva.example` are one address, and
+//! the punycode form is what is indexed, stored and mailed (any mail
+//! server accepts it, no SMTPUTF8 needed). The local part must be ASCII
+//! after NFKC (the `validator` rule; fullwidth letters fold to ASCII). An
+//! address holding an invisible or direction
+//! changing code point (zero-width space, joiners, soft hyphen, RLO, the
+//! bidi isolates, any default-ignorable code point) is refused rather than
+//! silently cleaned: it is a look-alike by construction.
 
 use crate::{error::ApiError, keys::Keys};
 use unicode_normalization::UnicodeNormalization;
@@ -25,22 +36,32 @@ impl std::fmt::Debug for Email {
 }
 
 impl Email {
-    /// Normalises and validates; `field` names the request field in errors.
+    /// Normalises and validates; `field` names the request field in errors
+    /// (422 with the field code `invalid_email`).
     pub fn parse(raw: &str, field: &str) -> Result<Self, ApiError> {
-        let normalised: String = raw.trim().nfkc().collect::<String>().to_lowercase();
-        let local_ok = normalised.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && local.len() <= 64 && domain.contains('.')
-        });
+        let invalid =
+            || ApiError::invalid_field(field, "invalid_email", "Enter a valid email address.");
+        let trimmed = raw.trim();
+        if trimmed.chars().any(is_invisible_or_bidi) {
+            return Err(invalid());
+        }
+        let folded: String = trimmed.nfkc().collect::<String>().to_lowercase();
+        let Some((local, domain)) = folded.rsplit_once('@') else {
+            return Err(invalid());
+        };
+        // UTS 46: maps the domain (case, width, compatibility forms) and
+        // encodes it as punycode; fails on what IDNA forbids.
+        let domain = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL)
+            .map_err(|_| invalid())?;
+        let normalised = format!("{local}@{domain}");
+        let local_ok = !local.is_empty() && local.len() <= 64 && domain.contains('.');
         if normalised.len() > 254
             || !local_ok
             || normalised.chars().any(char::is_control)
+            || normalised.chars().any(is_invisible_or_bidi)
             || !normalised.validate_email()
         {
-            return Err(ApiError::invalid_field(
-                field,
-                "email",
-                "Enter a valid email address.",
-            ));
+            return Err(invalid());
         }
         Ok(Self(normalised))
     }
@@ -60,6 +81,33 @@ impl Email {
             .compute(BLIND_INDEX_CONTEXT, &self.0)
             .to_vec()
     }
+}
+
+/// Default-ignorable code points (Unicode's `Default_Ignorable_Code_Point`,
+/// which includes the zero-width characters, joiners, the soft hyphen and
+/// variation selectors) and the bidirectional controls (embeddings,
+/// overrides such as U+202E RLO, isolates U+2066..U+2069, the marks).
+pub fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 #[cfg(test)]
@@ -87,12 +135,67 @@ mod tests {
             "a\u{0}@example.com",
         ] {
             match Email::parse(bad, "email") {
-                Err(ApiError::Validation(e)) => assert_eq!(e[0].field, "email", "{bad:?}"),
+                Err(ApiError::Validation(e)) => {
+                    assert_eq!(e[0].field, "email", "{bad:?}");
+                    assert_eq!(e[0].code, "invalid_email", "{bad:?}");
+                }
                 other => panic!("{bad:?} accepted: {other:?}"),
             }
         }
         let long = format!("{}@example.com", "a".repeat(65));
         assert!(Email::parse(&long, "email").is_err());
+    }
+
+    #[test]
+    fn a_unicode_domain_and_its_punycode_are_one_address() {
+        let keys = Keys::generate().unwrap();
+        let unicode = Email::parse("Ada@Bücher.Example", "email").unwrap();
+        let puny = Email::parse("ada@xn--bcher-kva.example", "email").unwrap();
+        let decomposed = Email::parse("ada@bu\u{0308}cher.example", "email").unwrap();
+        assert_eq!(unicode.as_str(), "ada@xn--bcher-kva.example");
+        assert_eq!(unicode, puny);
+        assert_eq!(unicode, decomposed, "NFKC composes before IDNA");
+        assert_eq!(unicode.blind_index(&keys), puny.blind_index(&keys));
+        // The local part must be ASCII (after NFKC), as before.
+        assert!(Email::parse("jürgen@example.com", "email").is_err());
+    }
+
+    #[test]
+    fn invisible_and_bidi_code_points_are_refused() {
+        for c in [
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{202A}',
+            '\u{202E}',
+            '\u{2060}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{00AD}',
+            '\u{FEFF}',
+            '\u{061C}',
+            '\u{034F}',
+            '\u{FE0F}',
+            '\u{E0041}',
+        ] {
+            for bad in [
+                format!("ad{c}a@example.com"),
+                format!("ada@exa{c}mple.com"),
+                format!("ada@b{c}ücher.example"),
+            ] {
+                match Email::parse(&bad, "email") {
+                    Err(ApiError::Validation(e)) => assert_eq!(e[0].code, "invalid_email"),
+                    other => panic!("U+{:04X} accepted: {other:?}", c as u32),
+                }
+            }
+        }
+        assert!(is_invisible_or_bidi('\u{2069}'));
+        assert!(!is_invisible_or_bidi('ü'));
+        assert!(Email::parse("ada@xn--zz-.example", "email").is_err());
     }
 
     #[test]

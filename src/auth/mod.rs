@@ -5,11 +5,13 @@
 pub mod breached;
 pub mod codes;
 pub mod db;
+pub mod deferred;
 pub mod email;
 pub mod password;
 pub mod policy;
 pub mod recovery;
 pub mod routes;
+pub mod unverified;
 
 use crate::{error::ApiError, state::AppState};
 use password::HashError;
@@ -241,28 +243,37 @@ pub async fn send_code(
 /// The enumeration-safe "mail me a code" endpoints (resend verification,
 /// forgot password): the same 202 whether or not the address has an
 /// account; a code is sent only when it has one and `applies` to it. The
-/// per-account limit runs first, for every address alike.
+/// per-account limit runs first, for every address alike; the look-up and
+/// everything that depends on it run after the answer
+/// ([`deferred`]), so the answer's time is the same for every address.
 pub async fn code_by_email(
     state: &AppState,
     client: &crate::http::extract::ClientInfo,
     raw_email: &str,
     purpose: codes::Purpose,
-    applies: impl FnOnce(&db::UserAuth) -> bool,
-) -> Result<(axum::http::StatusCode, axum::Json<routes::StatusResponse>), ApiError> {
+    applies: impl FnOnce(&db::UserAuth) -> bool + Send + 'static,
+) -> Result<axum::response::Response, ApiError> {
     let email = email::Email::parse(raw_email, "email")?;
     limit_account(state, &email).await?;
-    let mut tx = state.db.begin().await?;
-    if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? {
-        if applies(&user) {
-            send_code(&mut tx, state, client, user.user_id, &email, purpose).await?;
-        }
-    }
-    tx.commit().await?;
-    state.outbox.wake();
-    Ok((
+    let st = state.clone();
+    let client = client.clone();
+    let answer = (
         axum::http::StatusCode::ACCEPTED,
         axum::Json(routes::StatusResponse { status: "accepted" }),
-    ))
+    );
+    state
+        .deferred
+        .respond_then(purpose.as_str(), answer, async move {
+            let mut tx = st.db.begin().await?;
+            if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&st.keys)).await? {
+                if applies(&user) {
+                    send_code(&mut tx, &st, &client, user.user_id, &email, purpose).await?;
+                }
+            }
+            tx.commit().await?;
+            st.outbox.wake();
+            Ok(())
+        })
 }
 
 /// The per-account credential limit, keyed by the email's blind index so

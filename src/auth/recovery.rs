@@ -3,14 +3,16 @@
 //! A reset proves control of the mailbox, so it ends every session (a thief
 //! holding a refresh token is thrown out) and marks the email verified; a
 //! change proves knowledge of the current password and ends every *other*
-//! session. MFA, once enabled, still applies at the next sign-in.
+//! session. MFA, once enabled, still applies at the next sign-in. Both
+//! retire every live email code of the account and end its pending MFA
+//! sign-ins (`mfa_token`s).
 
 use super::{
     codes::{self, Purpose},
     db,
     email::Email,
     invalid_code,
-    routes::{EmailOnlyRequest, StatusResponse},
+    routes::EmailOnlyRequest,
 };
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
@@ -18,7 +20,7 @@ use crate::{
     http::{auth::AuthUser, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
     state::AppState,
 };
-use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
+use axum::{extract::State, http::Method, http::StatusCode};
 use serde::Deserialize;
 use validator::Validate;
 
@@ -48,7 +50,7 @@ pub async fn forgot_password(
     State(state): State<AppState>,
     client: ClientInfo,
     Json(req): Json<EmailOnlyRequest>,
-) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     super::code_by_email(&state, &client, &req.email, Purpose::PasswordReset, |_| {
         true
     })
@@ -77,34 +79,46 @@ pub async fn reset_password(
         super::accept_new_password(&state, &req.new_password, &email, "new_password").await?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? else {
-        return Err(invalid_code());
-    };
-    if let Err(reason) = codes::consume(
+    let user = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await?;
+    // An unknown address runs the same code query (for no user) and writes
+    // the same audit row, so its answer costs what a wrong code costs.
+    let outcome = codes::consume(
         &mut tx,
         &state.keys,
         now,
-        user.user_id,
+        user.as_ref().map_or(uuid::Uuid::nil(), |u| u.user_id),
         Purpose::PasswordReset,
         &req.code,
     )
-    .await?
-    {
-        audit::record(
-            &mut tx,
-            now,
-            &AuditEvent::new(events::PASSWORD_RESET, Outcome::Failure)
-                .user(user.user_id)
+    .await?;
+    let user = match (user, outcome) {
+        (Some(user), Ok(())) => user,
+        (user, outcome) => {
+            let mut event = AuditEvent::new(events::PASSWORD_RESET, Outcome::Failure)
                 .client(&client)
-                .detail("reason", reason.as_str()),
-        )
-        .await?;
-        tx.commit().await?;
-        return Err(invalid_code());
-    }
+                .detail(
+                    "reason",
+                    match (&user, outcome) {
+                        (None, _) => "unknown_account",
+                        (Some(_), Err(e)) => e.as_str(),
+                        (Some(_), Ok(())) => "no_live_code",
+                    },
+                );
+            if let Some(u) = &user {
+                event = event.user(u.user_id);
+            }
+            audit::record(&mut tx, now, &event).await?;
+            tx.commit().await?;
+            return Err(invalid_code());
+        }
+    };
     let hash = super::hash_password(&state, &password).await?;
     db::set_password_hash(&mut tx, user.user_id, &hash, now, true).await?;
     db::mark_verified(&mut tx, user.user_id, now).await?;
+    // Every other code mailed so far (another reset code, a pending email
+    // change) dies with the old password; pending MFA sign-ins end with
+    // the sessions (`end_sessions_after`).
+    codes::retire_all(&mut tx, user.user_id, now).await?;
     crate::sessions::end_sessions_after(
         &mut tx,
         &state,
@@ -155,6 +169,7 @@ pub async fn change_password(
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     db::set_password_hash(&mut tx, auth.user_id, &hash, now, true).await?;
+    codes::retire_all(&mut tx, auth.user_id, now).await?;
     crate::sessions::end_sessions_after(
         &mut tx,
         &state,

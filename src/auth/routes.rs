@@ -133,7 +133,44 @@ pub async fn register(
             Purpose::EmailVerification,
         )
         .await?;
+    } else if let Some(existing) = db::replace_unverified(&mut tx, &blind, &hash, now).await? {
+        // Nobody has proven this mailbox yet, so the newest registrant's
+        // password is the one a code from it will confirm: an earlier
+        // registrant (perhaps an attacker pre-registering the address)
+        // loses their password and every code mailed so far.
+        let retired = codes::retire_all(&mut tx, existing, now).await?;
+        if let Some(name) = &req.display_name {
+            let key = UserKey::load(&mut tx, &state.keys.data, existing).await?;
+            let sealed_name = key.seal(
+                &Aad {
+                    table: "users",
+                    column: "display_name",
+                    row_id: existing,
+                },
+                name.as_bytes(),
+            )?;
+            db::set_display_name(&mut tx, existing, &sealed_name).await?;
+        }
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::REGISTRATION_REPLACED, Outcome::Success)
+                .user(existing)
+                .client(&client)
+                .detail("codes_retired", retired),
+        )
+        .await?;
+        super::send_code(
+            &mut tx,
+            &state,
+            &client,
+            existing,
+            &email,
+            Purpose::EmailVerification,
+        )
+        .await?;
     } else {
+        // A verified account: its owner is told, nothing changes.
         let existing = db::find_by_email(&mut tx, &blind).await?;
         mail::enqueue(
             &mut tx,
@@ -168,32 +205,92 @@ pub struct VerifyEmailRequest {
     pub email: String,
     #[validate(custom(function = "validate::six_digits"))]
     pub code: String,
+    /// The password chosen at registration: the code proves the mailbox,
+    /// the password binds that proof to the registrant who chose it.
+    #[validate(length(max = 4096))]
+    pub password: String,
+    #[validate(nested)]
+    pub device: Option<DeviceInfo>,
 }
 
+/// Verifies an address and signs its owner in. Succeeds only with the live
+/// code *and* the account's current password, so a code from the mailbox
+/// confirms the password of whoever registered last, never an earlier
+/// registrant's. A wrong password is the same 400 `invalid_code` as a wrong
+/// code and costs the code an attempt.
+///
+/// Both outcomes for an unknown address and a known one do the same work
+/// (one argon2 verification, against a dummy hash when there is no
+/// account; the same lookups, code query, audit row and commit), so the
+/// time of the answer does not tell them apart.
 pub async fn verify_email(
     State(state): State<AppState>,
     client: ClientInfo,
     Json(req): Json<VerifyEmailRequest>,
-) -> Result<JsonResponse<StatusResponse>, ApiError> {
+) -> Result<JsonResponse<LoginResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
     super::limit_account(&state, &email).await?;
+    let blind = email.blind_index(&state.keys);
+    let password = SecretString::from(super::policy::normalize(&req.password));
+    let mut conn = state.db.acquire().await?;
+    let found = db::find_by_email(&mut conn, &blind).await?;
+    drop(conn);
+    // Unknown addresses verify a dummy hash: the same work either way.
+    let password_ok = match state
+        .hasher
+        .verify(&password, found.as_ref().map(|u| u.password_hash.as_str()))
+        .await
+    {
+        Ok(v) => v.ok,
+        // No account can have such a password.
+        Err(super::password::HashError::TooLong) => false,
+        Err(e) => return Err(e.into()),
+    };
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await? else {
-        return Err(invalid_code());
+    // Read again under the row lock: if a new registration replaced the
+    // password while argon2 ran, the password just checked is no longer
+    // the account's, and must not verify it.
+    let locked = db::lock_by_email(&mut tx, &blind).await?;
+    let still_current = match (&found, &locked) {
+        (Some(f), Some(l)) => {
+            password_ok && f.user_id == l.user_id && f.password_hash == l.password_hash
+        }
+        _ => false,
     };
-    let outcome = codes::consume(
+    // An unknown address runs the same code query (for no user), so both
+    // failures cost the same round trips.
+    let outcome = codes::consume_if(
         &mut tx,
         &state.keys,
         now,
-        user.user_id,
+        locked.as_ref().map_or(Uuid::nil(), |u| u.user_id),
         Purpose::EmailVerification,
         &req.code,
+        still_current,
     )
     .await?;
+    let (user, reason) = match (locked, outcome) {
+        (Some(user), Ok(())) => (user, None),
+        (None, _) => {
+            let event = AuditEvent::new(events::VERIFICATION, Outcome::Failure)
+                .client(&client)
+                .detail("reason", "unknown_account");
+            audit::record(&mut tx, now, &event).await?;
+            tx.commit().await?;
+            return Err(invalid_code());
+        }
+        (Some(user), Err(e)) => {
+            let reason = match e {
+                codes::CodeError::Mismatch if !still_current => "wrong_code_or_password",
+                other => other.as_str(),
+            };
+            (user, Some(reason))
+        }
+    };
     let event = AuditEvent::new(
         events::VERIFICATION,
-        if outcome.is_ok() {
+        if reason.is_none() {
             Outcome::Success
         } else {
             Outcome::Failure
@@ -201,20 +298,46 @@ pub async fn verify_email(
     )
     .user(user.user_id)
     .client(&client);
-    match outcome {
-        Ok(()) => {
-            db::mark_verified(&mut tx, user.user_id, now).await?;
-            audit::record(&mut tx, now, &event).await?;
-            tx.commit().await?;
-            Ok(JsonResponse(StatusResponse { status: "verified" }))
-        }
-        Err(reason) => {
-            // The failed attempt must be counted even though the request fails.
-            audit::record(&mut tx, now, &event.detail("reason", reason.as_str())).await?;
-            tx.commit().await?;
-            Err(invalid_code())
-        }
+    if let Some(reason) = reason {
+        // The failed attempt must be counted even though the request fails.
+        audit::record(&mut tx, now, &event.detail("reason", reason)).await?;
+        tx.commit().await?;
+        return Err(invalid_code());
     }
+    db::mark_verified(&mut tx, user.user_id, now).await?;
+    audit::record(&mut tx, now, &event).await?;
+    if user.status != "active" {
+        // Verified, but a locked account gets no session.
+        tx.commit().await?;
+        return Err(ApiError::Forbidden {
+            code: "account_locked",
+            detail: "This account is locked. Contact support.",
+        });
+    }
+    if mfa_db::mfa_enabled(&mut tx, user.user_id).await? {
+        // Cannot happen for an account that was unverified, but if it ever
+        // does, the second factor is not skipped.
+        let challenge =
+            challenge::create(&mut tx, &state, user.user_id, req.device.as_ref()).await?;
+        tx.commit().await?;
+        return Ok(JsonResponse(LoginResponse::MfaRequired(challenge)));
+    }
+    let pair = sessions::start(
+        &mut tx,
+        &state,
+        &client,
+        SignIn {
+            user_id: user.user_id,
+            role: &user.role,
+            aal: "aal1",
+            amr: vec!["pwd".into()],
+            device: req.device.as_ref(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox.wake();
+    Ok(JsonResponse(LoginResponse::Tokens(pair)))
 }
 
 #[derive(Deserialize, Validate)]
@@ -228,7 +351,7 @@ pub async fn resend_verification(
     State(state): State<AppState>,
     client: ClientInfo,
     Json(req): Json<EmailOnlyRequest>,
-) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     // Only an unverified account gets a new verification code.
     super::code_by_email(
         &state,

@@ -307,6 +307,25 @@ pub async fn challenge_used(
     Ok(())
 }
 
+/// Ends every pending second step of sign-in of `user_id` (its
+/// `mfa_token`s stop working). Called wherever sessions are ended wholesale
+/// and on an email change: a token obtained with the old credentials must
+/// not complete a sign-in afterwards.
+pub async fn end_challenges(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE mfa_challenges SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+        user_id,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Upgrades a session in which the password (at setup) and a second
 /// factor (now) were both proven: it becomes aal2 and its `auth_time`
 /// moves to now, because the person has just authenticated in full.

@@ -202,13 +202,16 @@ pub struct EmailChangeRequest {
 /// Starts an email change. Needs the current password, and aal2 when MFA
 /// is on. The answer is the same 202 whether or not the new address
 /// already has an account (that account's owner is told instead), so the
-/// endpoint cannot be used to find registered addresses.
+/// endpoint cannot be used to find registered addresses; and what differs
+/// between the two cases (a code and two mails, or one mail) runs after
+/// the answer ([`crate::auth::deferred`]), so its time does not tell them
+/// apart either.
 pub async fn request_email_change(
     State(state): State<AppState>,
     Aal2(auth): Aal2,
     client: ClientInfo,
     Json(req): Json<EmailChangeRequest>,
-) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let new_email = Email::parse(&req.new_email, "new_email")?;
     crate::auth::limit_account(&state, &new_email).await?;
     crate::auth::check_current_password(
@@ -219,13 +222,14 @@ pub async fn request_email_change(
         events::EMAIL_CHANGE_REQUESTED,
     )
     .await?;
-    let now = state.clock.now();
     let uid = auth.user_id;
     let blind = new_email.blind_index(&state.keys);
-    let mut tx = state.db.begin().await?;
-    // One lookup by blind index answers both "is it mine already" and "is
-    // it someone else's".
-    let holder = crate::auth::db::find_by_email(&mut tx, &blind).await?;
+    // One look-up, the same query for every address, answers "is it mine
+    // already" (the one answer that may differ: the caller knows their own
+    // address).
+    let mut conn = state.db.acquire().await?;
+    let holder = crate::auth::db::find_by_email(&mut conn, &blind).await?;
+    drop(conn);
     if holder.as_ref().is_some_and(|u| u.user_id == uid) {
         return Err(ApiError::invalid_field(
             "new_email",
@@ -233,8 +237,36 @@ pub async fn request_email_change(
             "This is already your email address.",
         ));
     }
+    let st = state.clone();
+    let answer = (
+        StatusCode::ACCEPTED,
+        JsonResponse(StatusResponse {
+            status: "code_sent",
+        }),
+    );
+    state
+        .deferred
+        .respond_then("email_change", answer, async move {
+            start_email_change(&st, &auth, &client, &new_email, &blind).await
+        })
+}
+
+/// The half of an email change request that depends on the new address,
+/// run after the answer: a code to a free address (and a notice to the
+/// current one), or a mail to the owner of a taken one.
+async fn start_email_change(
+    state: &AppState,
+    auth: &AuthUser,
+    client: &ClientInfo,
+    new_email: &Email,
+    blind: &[u8],
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    let uid = auth.user_id;
+    let mut tx = state.db.begin().await?;
+    let holder = crate::auth::db::find_by_email(&mut tx, blind).await?;
     if holder.is_some() {
-        // Tell the address's owner, change nothing, answer as usual.
+        // Tell the address's owner, change nothing.
         mail::enqueue(
             &mut tx,
             &state.keys,
@@ -250,7 +282,7 @@ pub async fn request_email_change(
             &AuditEvent::new(events::EMAIL_CHANGE_REQUESTED, Outcome::Failure)
                 .user(uid)
                 .session(auth.session_id)
-                .client(&client)
+                .client(client)
                 .detail("reason", "address_in_use"),
         )
         .await?;
@@ -260,22 +292,22 @@ pub async fn request_email_change(
             &users_aad("pending_email", uid),
             new_email.as_str().as_bytes(),
         )?;
-        db::set_pending_email(&mut tx, uid, &sealed, &blind, now).await?;
+        db::set_pending_email(&mut tx, uid, &sealed, blind, now).await?;
         // The code goes to the new address (proving the user controls it),
         // the notice to the current one (so a hijacker is noticed).
         crate::auth::send_code(
             &mut tx,
-            &state,
-            &client,
+            state,
+            client,
             uid,
-            &new_email,
+            new_email,
             codes::Purpose::EmailChange,
         )
         .await?;
         let masked = super::mask_email(new_email.as_str());
         crate::mail::notices::notify(
             &mut tx,
-            &state,
+            state,
             uid,
             Notice::EmailChangeRequested {
                 new_masked: &masked,
@@ -285,12 +317,7 @@ pub async fn request_email_change(
     }
     tx.commit().await?;
     state.outbox.wake();
-    Ok((
-        StatusCode::ACCEPTED,
-        JsonResponse(StatusResponse {
-            status: "code_sent",
-        }),
-    ))
+    Ok(())
 }
 
 #[derive(Deserialize, Validate)]
@@ -354,6 +381,11 @@ pub async fn confirm_email_change(
     )
     .await?;
     db::apply_email_change(&mut tx, uid, &sealed, &pending.blind_index, now).await?;
+    // Whatever was mailed to the old address (a reset code, say) must not
+    // work now that the address is no longer the account's, and a sign-in
+    // waiting for its second factor started before the change ends too.
+    codes::retire_all(&mut tx, uid, now).await?;
+    crate::mfa::db::end_challenges(&mut tx, uid, now).await?;
     audit::record(
         &mut tx,
         now,

@@ -193,7 +193,8 @@ pub async fn revoke_session(
     Ok(r.rows_affected() == 1)
 }
 
-/// Revokes every live session of a user except `keep`; returns how many.
+/// Revokes every live session of a user except `keep`, and ends every
+/// pending MFA challenge; returns how many sessions.
 pub async fn revoke_all_sessions(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -201,6 +202,10 @@ pub async fn revoke_all_sessions(
     now: DateTime<Utc>,
     reason: &str,
 ) -> sqlx::Result<u64> {
+    // A sign-in waiting for its second factor is a session not yet born:
+    // it ends with the others (logout-all, password reset or change, MFA
+    // off, a lock or a revocation by staff).
+    crate::mfa::db::end_challenges(&mut *conn, user_id, now).await?;
     let r = sqlx::query!(
         r#"UPDATE sessions SET revoked_at = $3, revoked_reason = $4
            WHERE user_id = $1 AND revoked_at IS NULL
@@ -210,7 +215,7 @@ pub async fn revoke_all_sessions(
         now,
         reason,
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected())
 }

@@ -21,16 +21,16 @@ async fn the_whole_journey_from_sign_up_to_sign_out_works_and_the_old_token_dies
     assert_eq!(problem(r).await["code"], "email_not_verified");
 
     let code = app.code_for(email).await;
-    let r = app
-        .post_json(
-            "/v1/auth/verify-email",
-            &json!({"email": email, "code": code}),
-        )
-        .await;
+    // Verification signs in at once (with the registration's password).
+    let r = app.verify_email(email, &code, STRONG_PASSWORD).await;
     assert_eq!(r.status(), 200);
+    let first: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(first["token_type"], "Bearer");
     assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap(),
-        json!({"status": "verified"})
+        app.get_auth("/v1/sessions", first["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
     );
 
     let r = app.login(email, STRONG_PASSWORD).await;
@@ -129,7 +129,7 @@ async fn a_wrong_code_six_times_kills_the_code() {
         let r = app
             .post_json(
                 "/v1/auth/verify-email",
-                &json!({"email": "ada@example.com", "code": wrong}),
+                &json!({"email": "ada@example.com", "code": wrong, "password": STRONG_PASSWORD}),
             )
             .await;
         assert_eq!(problem(r).await["code"], "invalid_code");
@@ -137,7 +137,7 @@ async fn a_wrong_code_six_times_kills_the_code() {
     let r = app
         .post_json(
             "/v1/auth/verify-email",
-            &json!({"email": "ada@example.com", "code": code}),
+            &json!({"email": "ada@example.com", "code": code, "password": STRONG_PASSWORD}),
         )
         .await;
     assert_eq!(
@@ -157,7 +157,7 @@ async fn an_expired_code_fails_and_a_used_code_fails() {
     let r = app
         .post_json(
             "/v1/auth/verify-email",
-            &json!({"email": "ada@example.com", "code": code}),
+            &json!({"email": "ada@example.com", "code": code, "password": STRONG_PASSWORD}),
         )
         .await;
     assert_eq!(problem(r).await["code"], "invalid_code");
@@ -171,14 +171,14 @@ async fn an_expired_code_fails_and_a_used_code_fails() {
     let ok = app
         .post_json(
             "/v1/auth/verify-email",
-            &json!({"email": "ada@example.com", "code": fresh}),
+            &json!({"email": "ada@example.com", "code": fresh, "password": STRONG_PASSWORD}),
         )
         .await;
     assert_eq!(ok.status(), 200);
     let again = app
         .post_json(
             "/v1/auth/verify-email",
-            &json!({"email": "ada@example.com", "code": fresh}),
+            &json!({"email": "ada@example.com", "code": fresh, "password": STRONG_PASSWORD}),
         )
         .await;
     assert_eq!(problem(again).await["code"], "invalid_code");

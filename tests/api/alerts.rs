@@ -448,7 +448,7 @@ async fn the_public_profile_shows_only_id_and_display_name() {
     let code = app.code_for("named@example.com").await;
     app.post_json(
         "/v1/auth/verify-email",
-        &json!({"email": "named@example.com", "code": code}),
+        &json!({"email": "named@example.com", "code": code, "password": STRONG_PASSWORD}),
     )
     .await;
     let named: Value = app

@@ -283,6 +283,9 @@ impl TestApp {
 
     /// Runs one outbox pass now, then returns every captured message.
     pub async fn deliver_mail(&self) -> Vec<CapturedMail> {
+        // Codes are queued after the answer (enumeration timing): wait for
+        // that work before delivering.
+        self.state.deferred.idle().await;
         let transport =
             mobile_backend::mail::transport::Transport::from_config(&self.state.config).unwrap();
         mobile_backend::mail::sender::deliver_due(&self.state, &transport)
@@ -418,19 +421,12 @@ impl TestApp {
         .await
     }
 
-    /// Registers, verifies from the mailbox and signs in.
+    /// Registers, verifies from the mailbox (which signs in).
     pub async fn signed_up_user(&self, email: &str) -> TestUser {
         assert_eq!(self.register(email, STRONG_PASSWORD).await.status(), 202);
         let code = self.code_for(email).await;
-        let r = self
-            .post_json(
-                "/v1/auth/verify-email",
-                &serde_json::json!({"email": email, "code": code}),
-            )
-            .await;
+        let r = self.verify_email(email, &code, STRONG_PASSWORD).await;
         assert_eq!(r.status(), 200, "verify");
-        let r = self.login(email, STRONG_PASSWORD).await;
-        assert_eq!(r.status(), 200, "login");
         let tokens: Value = r.json().await.unwrap();
         let claims = decode_claims(tokens["access_token"].as_str().unwrap());
         TestUser {
@@ -439,6 +435,15 @@ impl TestApp {
             user_id: claims["sub"].as_str().unwrap().parse().unwrap(),
             tokens,
         }
+    }
+
+    /// `POST /v1/auth/verify-email` with the code and the password.
+    pub async fn verify_email(&self, email: &str, code: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/v1/auth/verify-email",
+            &serde_json::json!({"email": email, "code": code, "password": password}),
+        )
+        .await
     }
 
     pub async fn get_auth(&self, path: &str, token: &str) -> reqwest::Response {

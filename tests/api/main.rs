@@ -14,6 +14,7 @@ mod devices;
 mod hardening_audit;
 mod hardening_mfa;
 mod hardening_network;
+mod hardening_registration;
 mod headers;
 mod helpers;
 mod mail;
