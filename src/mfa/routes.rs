@@ -99,6 +99,17 @@ fn wrong_password_or_code() -> ApiError {
     }
 }
 
+/// 429 while the code throttle holds, decided before the password check.
+async fn refuse_if_throttled(state: &AppState, auth: &AuthUser) -> Result<(), ApiError> {
+    let mut conn = state.db.acquire().await?;
+    match db::throttled_for(&mut conn, auth.user_id, state.clock.now()).await? {
+        Some(wait) => Err(ApiError::RateLimited {
+            retry_after_secs: wait,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn required(field: &str, message: &str) -> ApiError {
     ApiError::invalid_field(field, "required", message)
 }
@@ -121,8 +132,17 @@ pub async fn setup_totp(
         extract::parse(&body)?
     };
     if auth.mfa_enabled {
-        // Cheap refusals first: an aal1 session never gets to guess.
+        // Cheap refusals first: an aal1 session never gets to guess, and
+        // a missing code or a throttled factor is answered before the
+        // password is checked, so neither tells whether it was right.
         Aal2::check(&state, &auth, &client).await?;
+        if req.code.is_none() {
+            return Err(required(
+                "code",
+                "A code from your current authenticator is required.",
+            ));
+        }
+        refuse_if_throttled(&state, &auth).await?;
     }
     let password = req.current_password.as_deref().ok_or_else(|| {
         required(
@@ -338,6 +358,7 @@ pub async fn disable_totp(
     if staff(&auth.role) {
         return Err(staff_requires_mfa());
     }
+    refuse_if_throttled(&state, &auth).await?;
     let password_ok = crate::auth::verify_current_password(
         &state,
         &auth,

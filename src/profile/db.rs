@@ -141,6 +141,16 @@ pub async fn apply_email_change(
         blind_index,
         now,
     )
+    .execute(&mut *conn)
+    .await?;
+    // A reset code mailed to the old address dies with it: whoever reads
+    // the old mailbox must not take the account back after the move.
+    sqlx::query(
+        "UPDATE email_codes SET used_at = $2
+         WHERE user_id = $1 AND purpose = 'password_reset' AND used_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())

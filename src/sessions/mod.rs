@@ -273,6 +273,13 @@ pub async fn end_sessions_after(
     let ended =
         db::revoke_all_sessions(&mut *conn, change.user_id, change.keep, now, change.reason)
             .await?;
+    // A sign-in challenge proves the password (and factor state) as it
+    // was: one opened before the change must not become a session after.
+    sqlx::query("UPDATE mfa_challenges SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL")
+        .bind(change.user_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     let mut event = AuditEvent::new(change.event, Outcome::Success)
         .user(change.user_id)
         .client(change.client)

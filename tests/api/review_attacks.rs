@@ -58,7 +58,6 @@ async fn answer(r: reqwest::Response) -> (u16, Value) {
 /// aal2 sessions, lock the owner out of sign-in and keep the thief's
 /// session alive (a password change keeps the caller's session).
 #[tokio::test]
-#[ignore = "finding: POST /v1/auth/password/change takes AuthUser, not Aal2: a pre-MFA aal1 session plus the password ends the owner's aal2 sessions and keeps its own"]
 async fn a_session_from_before_mfa_cannot_change_the_password_without_the_factor() {
     let app = TestApp::spawn().await;
     let owner = app.signed_up_user("ada@example.com").await;
@@ -91,7 +90,6 @@ async fn a_session_from_before_mfa_cannot_change_the_password_without_the_factor
 /// reads. A password-reset code mailed to the old address before the move
 /// must not survive it.
 #[tokio::test]
-#[ignore = "finding: confirming an email change leaves live password-reset codes mailed to the old address"]
 async fn a_reset_code_mailed_to_the_old_address_dies_with_the_email_change() {
     let app = TestApp::spawn().await;
     let owner = app.signed_up_user("ada.old@example.com").await;
@@ -148,7 +146,6 @@ async fn a_reset_code_mailed_to_the_old_address_dies_with_the_email_change() {
 /// Leaving the code out must not tell a session holder whether the
 /// password was right (the route promises one answer for both).
 #[tokio::test]
-#[ignore = "finding: setup with MFA on checks the password before requiring `code` (422 vs 403 tells the password)"]
 async fn replacing_the_authenticator_is_no_password_oracle_when_the_code_is_left_out() {
     let app = TestApp::spawn().await;
     let owner = app.signed_up_user("ada@example.com").await;
@@ -178,7 +175,6 @@ async fn replacing_the_authenticator_is_no_password_oracle_when_the_code_is_left
 /// by sending wrong codes to `POST /v1/mfa/recovery-codes`), disabling MFA
 /// must still answer a right and a wrong password alike.
 #[tokio::test]
-#[ignore = "finding: with the TOTP throttle set, disable/setup answer 429 for the right password and 403 for a wrong one"]
 async fn a_throttled_factor_does_not_turn_disable_into_a_password_oracle() {
     let app = TestApp::spawn().await;
     let owner = app.signed_up_user("ada@example.com").await;
@@ -217,7 +213,6 @@ async fn a_throttled_factor_does_not_turn_disable_into_a_password_oracle() {
 /// resets the password (ending every session), a challenge opened with the
 /// old password must not still turn a code into a session.
 #[tokio::test]
-#[ignore = "finding: password reset/change leaves open mfa_challenges (opened with the old password) usable"]
 async fn a_sign_in_challenge_opened_with_the_old_password_dies_with_a_reset() {
     let app = TestApp::spawn().await;
     let owner = app.signed_up_user("ada@example.com").await;
