@@ -92,7 +92,7 @@ pub const ENROLMENT_TTL: chrono::Duration = chrono::Duration::minutes(10);
 
 /// One answer for a wrong password and a wrong code, so a session holder
 /// cannot use these routes to learn which of the two they have right.
-fn wrong_password_or_code() -> ApiError {
+pub fn wrong_password_or_code() -> ApiError {
     ApiError::Forbidden {
         code: "invalid_credentials",
         detail: "The password or the code is incorrect.",
@@ -100,7 +100,7 @@ fn wrong_password_or_code() -> ApiError {
 }
 
 /// 429 while the code throttle holds, decided before the password check.
-async fn refuse_if_throttled(state: &AppState, auth: &AuthUser) -> Result<(), ApiError> {
+pub async fn refuse_if_throttled(state: &AppState, auth: &AuthUser) -> Result<(), ApiError> {
     let mut conn = state.db.acquire().await?;
     match db::throttled_for(&mut conn, auth.user_id, state.clock.now()).await? {
         Some(wait) => Err(ApiError::RateLimited {

@@ -292,14 +292,20 @@ async fn deleting_the_account_needs_password_and_code_then_erases_and_shreds() {
         }
     };
 
+    // A missing code is refused before the password is looked at; a wrong
+    // password and a wrong code get one answer (no password oracle).
     let r = delete(json!({"current_password": "not-my-password-1"})).await;
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 422);
+    assert_eq!(problem(r).await["errors"][0]["field"], "code");
     let r = delete(json!({"current_password": user.password})).await;
     assert_eq!(r.status(), 422);
     assert_eq!(problem(r).await["errors"][0]["field"], "code");
+    let r = delete(json!({"current_password": "not-my-password-1", "code": "000000"})).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(problem(r).await["code"], "invalid_credentials");
     let r = delete(json!({"current_password": user.password, "code": "000000"})).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(problem(r).await["code"], "invalid_code");
+    assert_eq!(problem(r).await["code"], "invalid_credentials");
     assert_eq!(me(&app, &user).await["email"], "leaving@example.com");
 
     let saved: (Vec<u8>, Vec<u8>) =

@@ -464,7 +464,6 @@ async fn the_service_role_cannot_erase_a_living_accounts_client_details() {
 /// `invalid_credentials`, so the route tells a session holder which of
 /// the two was right (disable_totp was made to answer both alike).
 #[tokio::test]
-#[ignore = "finding (low): DELETE /v1/me answers a right password with a wrong code (invalid_code / 422 code required) differently from a wrong password (invalid_credentials)"]
 async fn deleting_the_account_is_no_password_oracle() {
     let app = TestApp::spawn().await;
     let owner = app.signed_up_user("ada@example.com").await;
