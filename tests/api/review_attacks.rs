@@ -583,3 +583,75 @@ async fn a_password_alone_cannot_keep_the_owner_from_signing_in() {
         .await;
     assert_eq!(r.status(), 200, "the owner signs in");
 }
+
+/// With the service's database credentials (no keys), an attacker who
+/// has an ordinary account makes it an administrator by SQL: the staff
+/// rule ("staff roles require MFA") and the role-change audit live only in
+/// the application, so the database neither refuses nor records it.
+#[tokio::test]
+#[ignore = "finding: the service role can give an account without MFA a staff role (and aal2) by SQL, unrefused and unaudited by the database"]
+async fn the_service_role_cannot_make_an_account_without_mfa_staff() {
+    let app = TestApp::builder().restricted_service_role().spawn().await;
+    let attacker = app.signed_up_user("mallory@example.com").await;
+    let service = &app.state.db;
+    let escalated = async {
+        sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = $1")
+            .bind(attacker.user_id)
+            .execute(service)
+            .await?;
+        sqlx::query("UPDATE sessions SET aal = 'aal2', auth_time = $2 WHERE user_id = $1")
+            .bind(attacker.user_id)
+            .bind(app.clock.now())
+            .execute(service)
+            .await
+    }
+    .await;
+    if escalated.is_ok() {
+        let r = app.get_auth("/v1/admin/users", attacker.access()).await;
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_events WHERE user_id = $1 AND details::text LIKE '%admin%'",
+        )
+        .bind(attacker.user_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        assert!(
+            r.status() != 200 || recorded > 0,
+            "an admin without MFA, made by SQL, with no audit row: {}",
+            r.status()
+        );
+    }
+}
+
+/// Refresh tokens are stored as unkeyed SHA-256: with the service's
+/// database credentials (no keys), an attacker writes the hash of a token
+/// of their choosing into an administrator's live session and redeems it
+/// for a signed access token.
+#[tokio::test]
+#[ignore = "finding: refresh-token hashes are unkeyed SHA-256, so database write access alone mints tokens for any live session (an admin's aal2 one included)"]
+async fn the_service_role_cannot_mint_a_refresh_token_for_someone_elses_session() {
+    let app = TestApp::builder().restricted_service_role().spawn().await;
+    let admin = app.staff_user("boss@example.com", "admin").await;
+    let sid: uuid::Uuid = decode_claims(admin.access())["sid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let chosen = "attacker-chosen-refresh-token-value-0001";
+    sqlx::query(
+        "INSERT INTO refresh_tokens (refresh_token_id, session_id, token_hash, parent_id, created_at)
+         VALUES (gen_random_uuid(), $1, $2, NULL, now())",
+    )
+    .bind(sid)
+    .bind(sha2_256(chosen))
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    let r = app.refresh(chosen).await;
+    assert_eq!(r.status(), 401, "a token the server never issued");
+}
+
+fn sha2_256(s: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).to_vec()
+}
