@@ -166,6 +166,26 @@ pub async fn setup_totp(
     let account = db::lock_account(&mut tx, auth.user_id)
         .await?
         .ok_or_else(crate::http::auth::invalid_token)?;
+    if !account.mfa_enabled && is_staff(&account.role) {
+        // A staff account without a factor (from before staff roles
+        // required one) must not enrol itself: its password alone would
+        // then be enough to reach the staff routes.
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::MFA_ENROLMENT_STARTED, Outcome::Denied)
+                .user(auth.user_id)
+                .session(auth.session_id)
+                .client(&client)
+                .detail("reason", "staff_without_mfa"),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(ApiError::Conflict {
+            code: "staff_enrolment_refused",
+            detail: "A staff account without a second factor cannot enrol one itself. An administrator changes its role to user, you turn on two-factor authentication, then the role is given back.",
+        });
+    }
     if account.mfa_enabled {
         let with_mfa = AuthUser {
             mfa_enabled: true,
@@ -336,6 +356,10 @@ pub struct DisableRequest {
     pub code: String,
 }
 
+fn is_staff(role: &str) -> bool {
+    matches!(role, "support" | "admin")
+}
+
 fn staff_requires_mfa() -> ApiError {
     ApiError::Conflict {
         code: "staff_requires_mfa",
@@ -354,7 +378,7 @@ pub async fn disable_totp(
     client: ClientInfo,
     Json(req): Json<DisableRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let staff = |role: &str| matches!(role, "support" | "admin");
+    let staff = is_staff;
     if staff(&auth.role) {
         return Err(staff_requires_mfa());
     }

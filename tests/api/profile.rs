@@ -518,12 +518,12 @@ async fn with_mfa_on_an_email_change_needs_an_aal2_session() {
 async fn the_last_admin_cannot_delete_their_own_account() {
     let app = TestApp::spawn().await;
     let admin = app.signed_up_user("last-admin@example.com").await;
+    let secret = app.enable_totp(&admin).await;
     sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = $1")
         .bind(admin.user_id)
         .execute(&app.db)
         .await
         .unwrap();
-    let secret = app.enable_totp(&admin).await;
     app.clock.advance(chrono::Duration::seconds(31));
     let body = json!({"current_password": admin.password, "code": app.totp_code(&secret)});
     let r = app

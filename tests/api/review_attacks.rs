@@ -655,3 +655,47 @@ fn sha2_256(s: &str) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(s.as_bytes()).to_vec()
 }
+
+// ---- Held: the password alone of a staff account that predates the rule --
+
+/// "Staff roles require MFA" is enforced when a role is given, not for
+/// accounts that already held one: a support or admin account without a
+/// second factor (from before this release, or from the old `admin
+/// create`, which enrolled none) keeps its role. With its password alone,
+/// an attacker signs in (aal1), enrols their own authenticator and the
+/// confirming session becomes aal2 with a fresh `auth_time`: the staff
+/// routes open.
+#[tokio::test]
+async fn a_legacy_staff_password_alone_cannot_enrol_its_way_into_staff_routes() {
+    let app = TestApp::spawn().await;
+    let legacy = app.signed_up_user("old.admin@example.com").await;
+    // Made staff before "staff roles require MFA" existed.
+    sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = $1")
+        .bind(legacy.user_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    // The attacker has the password, nothing else.
+    let r = app.login(&legacy.email, &legacy.password).await;
+    assert_eq!(r.status(), 200, "no MFA: tokens at once");
+    let pair: Value = r.json().await.unwrap();
+    let t = access(&pair);
+    assert_eq!(app.get_auth("/v1/admin/users", t).await.status(), 403);
+    let r = setup(&app, t, json!({"current_password": legacy.password})).await;
+    assert_eq!(r.status(), 409, "a staff account cannot enrol itself");
+    if r.status() == 200 {
+        let secret = secret_of(&r.json().await.unwrap());
+        app.post_auth(
+            "/v1/mfa/totp/confirm",
+            t,
+            Some(&json!({"code": code(&app, &secret)})),
+        )
+        .await;
+    }
+    let r = app.get_auth("/v1/admin/users", t).await;
+    assert_ne!(
+        r.status(),
+        200,
+        "the password alone opened the staff routes"
+    );
+}
