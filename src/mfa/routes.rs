@@ -131,6 +131,11 @@ pub async fn setup_totp(
     } else {
         extract::parse(&body)?
     };
+    if !auth.mfa_enabled && is_staff(&auth.role) {
+        // Decided again under the lock below; refused here first so the
+        // answer does not depend on the password.
+        return Err(staff_enrolment_refused());
+    }
     if auth.mfa_enabled {
         // Cheap refusals first: an aal1 session never gets to guess, and
         // a missing code or a throttled factor is answered before the
@@ -181,10 +186,7 @@ pub async fn setup_totp(
         )
         .await?;
         tx.commit().await?;
-        return Err(ApiError::Conflict {
-            code: "staff_enrolment_refused",
-            detail: "A staff account without a second factor cannot enrol one itself. An administrator changes its role to user, you turn on two-factor authentication, then the role is given back.",
-        });
+        return Err(staff_enrolment_refused());
     }
     if account.mfa_enabled {
         let with_mfa = AuthUser {
@@ -354,6 +356,13 @@ pub struct DisableRequest {
     pub current_password: String,
     #[validate(custom(function = "validate::six_digits"))]
     pub code: String,
+}
+
+fn staff_enrolment_refused() -> ApiError {
+    ApiError::Conflict {
+        code: "staff_enrolment_refused",
+        detail: "A staff account without a second factor cannot enrol one itself. An administrator changes its role to user, you turn on two-factor authentication, then the role is given back.",
+    }
 }
 
 fn is_staff(role: &str) -> bool {

@@ -681,8 +681,18 @@ async fn a_legacy_staff_password_alone_cannot_enrol_its_way_into_staff_routes() 
     let pair: Value = r.json().await.unwrap();
     let t = access(&pair);
     assert_eq!(app.get_auth("/v1/admin/users", t).await.status(), 403);
+    // Refused whatever the password (no oracle either).
+    let r = setup(
+        &app,
+        t,
+        json!({"current_password": "a-wrong-guess-of-the-pw"}),
+    )
+    .await;
+    assert_eq!(r.status(), 409);
     let r = setup(&app, t, json!({"current_password": legacy.password})).await;
     assert_eq!(r.status(), 409, "a staff account cannot enrol itself");
+    assert_eq!(problem(r).await["code"], "staff_enrolment_refused");
+    let r = setup(&app, t, json!({"current_password": legacy.password})).await;
     if r.status() == 200 {
         let secret = secret_of(&r.json().await.unwrap());
         app.post_auth(
