@@ -76,7 +76,11 @@ async fn a_full_scenario_logged_at_trace_leaks_no_secret() {
     secrets.push(access.clone());
 
     let setup: Value = app
-        .post_auth("/v1/mfa/totp/setup", &access, None)
+        .post_auth(
+            "/v1/mfa/totp/setup",
+            &access,
+            Some(&json!({"current_password": STRONG_PASSWORD})),
+        )
         .await
         .json()
         .await

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
-    http::{auth::AuthUser, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
+    http::{auth::Aal2, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
     state::AppState,
 };
 use axum::{extract::State, http::Method, http::StatusCode};
@@ -146,9 +146,12 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
+/// Needs aal2 when MFA is on: a session signed in before the factor was
+/// turned on (aal1) must not end the owner's aal2 sessions and keep its
+/// own by changing the password.
 pub async fn change_password(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Aal2(auth): Aal2,
     client: ClientInfo,
     Json(req): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {

@@ -347,3 +347,23 @@ pub async fn upgrade_session(
     .await?;
     Ok(())
 }
+
+/// Seconds until the user's code throttle lifts, if it holds now. Read
+/// before a password check, so a throttled factor answers the same for a
+/// right and a wrong password.
+pub async fn throttled_for(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<u64>> {
+    let until = sqlx::query_scalar!(
+        "SELECT throttled_until FROM mfa_totp WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(until
+        .flatten()
+        .filter(|u| *u > now)
+        .map(|u| (u - now).num_seconds().max(1) as u64))
+}

@@ -92,10 +92,21 @@ pub const ENROLMENT_TTL: chrono::Duration = chrono::Duration::minutes(10);
 
 /// One answer for a wrong password and a wrong code, so a session holder
 /// cannot use these routes to learn which of the two they have right.
-fn wrong_password_or_code() -> ApiError {
+pub fn wrong_password_or_code() -> ApiError {
     ApiError::Forbidden {
         code: "invalid_credentials",
         detail: "The password or the code is incorrect.",
+    }
+}
+
+/// 429 while the code throttle holds, decided before the password check.
+pub async fn refuse_if_throttled(state: &AppState, auth: &AuthUser) -> Result<(), ApiError> {
+    let mut conn = state.db.acquire().await?;
+    match db::throttled_for(&mut conn, auth.user_id, state.clock.now()).await? {
+        Some(wait) => Err(ApiError::RateLimited {
+            retry_after_secs: wait,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -120,9 +131,23 @@ pub async fn setup_totp(
     } else {
         extract::parse(&body)?
     };
+    if !auth.mfa_enabled && is_staff(&auth.role) {
+        // Decided again under the lock below; refused here first so the
+        // answer does not depend on the password.
+        return Err(staff_enrolment_refused());
+    }
     if auth.mfa_enabled {
-        // Cheap refusals first: an aal1 session never gets to guess.
+        // Cheap refusals first: an aal1 session never gets to guess, and
+        // a missing code or a throttled factor is answered before the
+        // password is checked, so neither tells whether it was right.
         Aal2::check(&state, &auth, &client).await?;
+        if req.code.is_none() {
+            return Err(required(
+                "code",
+                "A code from your current authenticator is required.",
+            ));
+        }
+        refuse_if_throttled(&state, &auth).await?;
     }
     let password = req.current_password.as_deref().ok_or_else(|| {
         required(
@@ -146,6 +171,23 @@ pub async fn setup_totp(
     let account = db::lock_account(&mut tx, auth.user_id)
         .await?
         .ok_or_else(crate::http::auth::invalid_token)?;
+    if !account.mfa_enabled && is_staff(&account.role) {
+        // A staff account without a factor (from before staff roles
+        // required one) must not enrol itself: its password alone would
+        // then be enough to reach the staff routes.
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::MFA_ENROLMENT_STARTED, Outcome::Denied)
+                .user(auth.user_id)
+                .session(auth.session_id)
+                .client(&client)
+                .detail("reason", "staff_without_mfa"),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(staff_enrolment_refused());
+    }
     if account.mfa_enabled {
         let with_mfa = AuthUser {
             mfa_enabled: true,
@@ -316,6 +358,17 @@ pub struct DisableRequest {
     pub code: String,
 }
 
+fn staff_enrolment_refused() -> ApiError {
+    ApiError::Conflict {
+        code: "staff_enrolment_refused",
+        detail: "A staff account without a second factor cannot enrol one itself. An administrator changes its role to user, you turn on two-factor authentication, then the role is given back.",
+    }
+}
+
+fn is_staff(role: &str) -> bool {
+    matches!(role, "support" | "admin")
+}
+
 fn staff_requires_mfa() -> ApiError {
     ApiError::Conflict {
         code: "staff_requires_mfa",
@@ -334,10 +387,11 @@ pub async fn disable_totp(
     client: ClientInfo,
     Json(req): Json<DisableRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let staff = |role: &str| matches!(role, "support" | "admin");
+    let staff = is_staff;
     if staff(&auth.role) {
         return Err(staff_requires_mfa());
     }
+    refuse_if_throttled(&state, &auth).await?;
     let password_ok = crate::auth::verify_current_password(
         &state,
         &auth,

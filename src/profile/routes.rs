@@ -424,7 +424,20 @@ pub async fn delete_me(
     client: ClientInfo,
     Json(req): Json<DeleteMeRequest>,
 ) -> Result<StatusCode, ApiError> {
-    crate::auth::check_current_password(
+    // With MFA on, a missing code and a throttled factor are answered
+    // before the password is checked, and a wrong code like a wrong
+    // password, so the route tells no one which of the two was right.
+    if auth.mfa_enabled {
+        if req.code.is_none() {
+            return Err(ApiError::invalid_field(
+                "code",
+                "required",
+                "Enter a code from your authenticator app or a recovery code.",
+            ));
+        }
+        crate::mfa::routes::refuse_if_throttled(&state, &auth).await?;
+    }
+    let password_ok = crate::auth::verify_current_password(
         &state,
         &auth,
         &client,
@@ -432,6 +445,16 @@ pub async fn delete_me(
         events::ACCOUNT_DELETED,
     )
     .await?;
+    if !password_ok {
+        return Err(if auth.mfa_enabled {
+            crate::mfa::routes::wrong_password_or_code()
+        } else {
+            ApiError::Forbidden {
+                code: "invalid_credentials",
+                detail: "The current password is incorrect.",
+            }
+        });
+    }
     let now = state.clock.now();
     let uid = auth.user_id;
     let mut tx = state.db.begin().await?;
@@ -460,7 +483,10 @@ pub async fn delete_me(
             )
             .await?;
             tx.commit().await?;
-            return Err(f.into_error(false));
+            return Err(match f {
+                crate::mfa::FactorFailure::Invalid => crate::mfa::routes::wrong_password_or_code(),
+                throttled => throttled.into_error(false),
+            });
         }
     }
     if auth.role == "admin" {

@@ -597,13 +597,14 @@ impl TestApp {
     /// factor (staff routes need aal2).
     pub async fn staff_user(&self, email: &str, role: &str) -> TestUser {
         let user = self.signed_up_user(email).await;
+        // The factor first: a staff account cannot enrol itself.
+        self.enable_totp(&user).await;
         sqlx::query("UPDATE users SET role = $2 WHERE user_id = $1")
             .bind(user.user_id)
             .bind(role)
             .execute(&self.db)
             .await
             .unwrap();
-        self.enable_totp(&user).await;
         user
     }
 

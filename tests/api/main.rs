@@ -26,6 +26,7 @@ mod profile;
 mod rate_limits;
 mod readiness;
 mod refresh;
+mod review_attacks;
 mod sessions;
 mod storage;
 mod tls;

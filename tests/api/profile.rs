@@ -292,14 +292,20 @@ async fn deleting_the_account_needs_password_and_code_then_erases_and_shreds() {
         }
     };
 
+    // A missing code is refused before the password is looked at; a wrong
+    // password and a wrong code get one answer (no password oracle).
     let r = delete(json!({"current_password": "not-my-password-1"})).await;
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 422);
+    assert_eq!(problem(r).await["errors"][0]["field"], "code");
     let r = delete(json!({"current_password": user.password})).await;
     assert_eq!(r.status(), 422);
     assert_eq!(problem(r).await["errors"][0]["field"], "code");
+    let r = delete(json!({"current_password": "not-my-password-1", "code": "000000"})).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(problem(r).await["code"], "invalid_credentials");
     let r = delete(json!({"current_password": user.password, "code": "000000"})).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(problem(r).await["code"], "invalid_code");
+    assert_eq!(problem(r).await["code"], "invalid_credentials");
     assert_eq!(me(&app, &user).await["email"], "leaving@example.com");
 
     let saved: (Vec<u8>, Vec<u8>) =
@@ -512,12 +518,12 @@ async fn with_mfa_on_an_email_change_needs_an_aal2_session() {
 async fn the_last_admin_cannot_delete_their_own_account() {
     let app = TestApp::spawn().await;
     let admin = app.signed_up_user("last-admin@example.com").await;
+    let secret = app.enable_totp(&admin).await;
     sqlx::query("UPDATE users SET role = 'admin' WHERE user_id = $1")
         .bind(admin.user_id)
         .execute(&app.db)
         .await
         .unwrap();
-    let secret = app.enable_totp(&admin).await;
     app.clock.advance(chrono::Duration::seconds(31));
     let body = json!({"current_password": admin.password, "code": app.totp_code(&secret)});
     let r = app
