@@ -331,19 +331,15 @@ pub async fn update_user(
     // Staff roles require a second factor: a staff password alone must
     // never reach a staff route. (The row lock above orders this with the
     // account's own MFA changes, which lock the same row.)
+    // A refusal is audited (and committed) before it is answered.
+    let refused = AuditEvent::new(events::ADMIN_USER_UPDATED, Outcome::Denied)
+        .actor(admin.user_id)
+        .user(id)
+        .session(admin.session_id)
+        .client(&client);
     if req.role.is_some_and(Role::requires_mfa) && !crate::mfa::db::mfa_enabled(&mut tx, id).await?
     {
-        audit::record(
-            &mut tx,
-            now,
-            &AuditEvent::new(events::ADMIN_USER_UPDATED, Outcome::Denied)
-                .actor(admin.user_id)
-                .user(id)
-                .session(admin.session_id)
-                .client(&client)
-                .detail("reason", "mfa_not_enrolled"),
-        )
-        .await?;
+        audit::record(&mut tx, now, &refused.detail("reason", "mfa_not_enrolled")).await?;
         tx.commit().await?;
         return Err(ApiError::Conflict {
             code: "mfa_not_enrolled",
@@ -355,17 +351,7 @@ pub async fn update_user(
     let status: &str = req.status.map_or(&current.status, |s| s.as_str());
     let loses_admin = admins.contains(&id) && (role != "admin" || status != "active");
     if loses_admin && admins.len() <= 1 {
-        audit::record(
-            &mut tx,
-            now,
-            &AuditEvent::new(events::ADMIN_USER_UPDATED, Outcome::Denied)
-                .actor(admin.user_id)
-                .user(id)
-                .session(admin.session_id)
-                .client(&client)
-                .detail("reason", "last_admin"),
-        )
-        .await?;
+        audit::record(&mut tx, now, &refused.detail("reason", "last_admin")).await?;
         tx.commit().await?;
         return Err(last_admin());
     }

@@ -314,30 +314,43 @@ pub async fn verify_email(
             detail: "This account is locked. Contact support.",
         });
     }
+    // An account that was unverified cannot have MFA, but if it ever
+    // does, the second factor is not skipped.
+    let answer = password_proven(tx, &state, &client, &user, req.device.as_ref()).await?;
+    Ok(JsonResponse(answer))
+}
+
+/// The end of a sign-in whose password was just proven, in `tx`: the
+/// second step's challenge for an account with MFA (no tokens yet), else a
+/// new aal1 session. Commits.
+async fn password_proven(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    state: &AppState,
+    client: &ClientInfo,
+    user: &db::UserAuth,
+    device: Option<&DeviceInfo>,
+) -> Result<LoginResponse, ApiError> {
     if mfa_db::mfa_enabled(&mut tx, user.user_id).await? {
-        // Cannot happen for an account that was unverified, but if it ever
-        // does, the second factor is not skipped.
-        let challenge =
-            challenge::create(&mut tx, &state, user.user_id, req.device.as_ref()).await?;
+        let challenge = challenge::create(&mut tx, state, user.user_id, device).await?;
         tx.commit().await?;
-        return Ok(JsonResponse(LoginResponse::MfaRequired(challenge)));
+        return Ok(LoginResponse::MfaRequired(challenge));
     }
     let pair = sessions::start(
         &mut tx,
-        &state,
-        &client,
+        state,
+        client,
         SignIn {
             user_id: user.user_id,
             role: &user.role,
             aal: "aal1",
             amr: vec!["pwd".into()],
-            device: req.device.as_ref(),
+            device,
         },
     )
     .await?;
     tx.commit().await?;
     state.outbox.wake();
-    Ok(JsonResponse(LoginResponse::Tokens(pair)))
+    Ok(LoginResponse::Tokens(pair))
 }
 
 #[derive(Deserialize, Validate)]
@@ -486,29 +499,12 @@ pub async fn login(
         let rehashed = super::hash_password(&state, &password).await?;
         db::set_password_hash(&mut tx, user.user_id, &rehashed, now, false).await?;
     }
-    if mfa_db::mfa_enabled(&mut tx, user.user_id).await? {
-        // The password was right; no tokens until the second factor is.
-        let challenge =
-            challenge::create(&mut tx, &state, user.user_id, req.device.as_ref()).await?;
-        tx.commit().await?;
-        metrics::counter!("auth_login_total", "outcome" => "mfa_required").increment(1);
-        return Ok(JsonResponse(LoginResponse::MfaRequired(challenge)));
-    }
-    let pair = sessions::start(
-        &mut tx,
-        &state,
-        &client,
-        SignIn {
-            user_id: user.user_id,
-            role: &user.role,
-            aal: "aal1",
-            amr: vec!["pwd".into()],
-            device: req.device.as_ref(),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    state.outbox.wake();
-    metrics::counter!("auth_login_total", "outcome" => "success").increment(1);
-    Ok(JsonResponse(LoginResponse::Tokens(pair)))
+    // The password was right; with MFA, no tokens until the second factor is.
+    let answer = password_proven(tx, &state, &client, &user, req.device.as_ref()).await?;
+    let outcome = match answer {
+        LoginResponse::MfaRequired(_) => "mfa_required",
+        LoginResponse::Tokens(_) => "success",
+    };
+    metrics::counter!("auth_login_total", "outcome" => outcome).increment(1);
+    Ok(JsonResponse(answer))
 }

@@ -42,10 +42,20 @@ impl fmt::Debug for OutgoingMail {
 }
 
 /// Wakes the background sender after a commit, so mail leaves at once
-/// rather than at the next poll.
-#[derive(Clone, Debug, Default)]
+/// rather than at the next poll, and tells how many passes it has made.
+#[derive(Clone, Debug)]
 pub struct Outbox {
     notify: Arc<Notify>,
+    passes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            notify: Arc::default(),
+            passes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 impl Outbox {
@@ -59,6 +69,20 @@ impl Outbox {
 
     pub(crate) async fn woken(&self) {
         self.notify.notified().await;
+    }
+
+    /// Called by the sender after each pass over the outbox.
+    pub(crate) fn pass_done(&self) {
+        self.passes.send_modify(|n| *n = n.saturating_add(1));
+    }
+
+    /// Waits until the sender has finished its start-up pass (tests use it
+    /// so that pass cannot race the mail they queue afterwards).
+    pub async fn first_pass(&self) {
+        let mut rx = self.passes.subscribe();
+        // The sender holds the channel for the process's lifetime; an error
+        // means it is gone, and there is nothing left to wait for.
+        let _ = rx.wait_for(|n| *n > 0).await;
     }
 }
 

@@ -126,7 +126,9 @@ async fn mark_failed(
 /// Drains the outbox until `stop` turns true.
 pub async fn run(state: AppState, transport: Transport, mut stop: watch::Receiver<bool>) {
     loop {
-        match deliver_due(&state, &transport).await {
+        let result = deliver_due(&state, &transport).await;
+        state.outbox.pass_done();
+        match result {
             Ok(n) if n as i64 == BATCH => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "mail outbox pass failed"),

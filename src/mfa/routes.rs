@@ -110,6 +110,26 @@ pub async fn refuse_if_throttled(state: &AppState, auth: &AuthUser) -> Result<()
     }
 }
 
+/// Checks the current password (outside any transaction: argon2 is slow
+/// and must not hold a row lock), then opens the transaction and locks the
+/// account, whose MFA state and role the caller decides on from here.
+async fn password_then_lock(
+    state: &AppState,
+    auth: &AuthUser,
+    client: &ClientInfo,
+    password: &str,
+    action: &'static str,
+) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, db::AccountMfa), ApiError> {
+    if !crate::auth::verify_current_password(state, auth, client, password, action).await? {
+        return Err(wrong_password_or_code());
+    }
+    let mut tx = state.db.begin().await?;
+    let account = db::lock_account(&mut tx, auth.user_id)
+        .await?
+        .ok_or_else(crate::http::auth::invalid_token)?;
+    Ok((tx, account))
+}
+
 fn required(field: &str, message: &str) -> ApiError {
     ApiError::invalid_field(field, "required", message)
 }
@@ -155,7 +175,7 @@ pub async fn setup_totp(
             "Your current password is required to set up an authenticator.",
         )
     })?;
-    let password_ok = crate::auth::verify_current_password(
+    let (mut tx, account) = password_then_lock(
         &state,
         &auth,
         &client,
@@ -163,14 +183,7 @@ pub async fn setup_totp(
         events::MFA_ENROLMENT_STARTED,
     )
     .await?;
-    if !password_ok {
-        return Err(wrong_password_or_code());
-    }
     let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    let account = db::lock_account(&mut tx, auth.user_id)
-        .await?
-        .ok_or_else(crate::http::auth::invalid_token)?;
     if !account.mfa_enabled && is_staff(&account.role) {
         // A staff account without a factor (from before staff roles
         // required one) must not enrol itself: its password alone would
@@ -392,7 +405,7 @@ pub async fn disable_totp(
         return Err(staff_requires_mfa());
     }
     refuse_if_throttled(&state, &auth).await?;
-    let password_ok = crate::auth::verify_current_password(
+    let (mut tx, account) = password_then_lock(
         &state,
         &auth,
         &client,
@@ -400,14 +413,7 @@ pub async fn disable_totp(
         events::MFA_DISABLED,
     )
     .await?;
-    if !password_ok {
-        return Err(wrong_password_or_code());
-    }
     let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
-    let account = db::lock_account(&mut tx, auth.user_id)
-        .await?
-        .ok_or_else(crate::http::auth::invalid_token)?;
     if staff(&account.role) {
         return Err(staff_requires_mfa());
     }

@@ -189,6 +189,13 @@ impl TestAppBuilder {
             let _ = rx.await;
         }));
         let db = PgPool::connect(&db_url).await.unwrap();
+        // The mail sender's start-up pass must not race what a test queues.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            state.outbox.first_pass(),
+        )
+        .await
+        .expect("the mail sender's first pass");
         TestApp {
             addr,
             metrics_addr,
@@ -693,4 +700,24 @@ fn probe_routes() -> ApiRouter {
         .route(Method::GET, "/v1/_probe/panic", "probe_panic", boom)
         .route(Method::GET, "/v1/_probe/slow", "probe_slow", slow)
         .route(Method::GET, "/v1/_probe/db", "probe_db", db_probe)
+}
+
+/// The TOTP code of `secret` at the test clock's current time.
+pub fn code(app: &TestApp, secret: &[u8]) -> String {
+    app.totp_code(secret)
+}
+
+/// Moves to the start of the next 30-second step (a TOTP step is single use).
+pub fn next_step(app: &TestApp) {
+    let t = app.clock.now().timestamp();
+    app.clock
+        .advance(chrono::Duration::seconds(30 - t.rem_euclid(30)));
+}
+
+/// The raw secret of a `setup_totp` answer.
+pub fn secret_of(setup: &Value) -> Vec<u8> {
+    totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
+        .unwrap()
+        .as_ref()
+        .to_vec()
 }

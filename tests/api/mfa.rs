@@ -2,7 +2,7 @@
 //! protection, recovery codes, step-up and the progressive throttle. Time
 //! moves with the test clock; nothing sleeps.
 
-use crate::helpers::{decode_claims, problem, TestApp, TestUser};
+use crate::helpers::{code, decode_claims, next_step, problem, TestApp, TestUser};
 use chrono::Duration;
 use mobile_backend::mfa::totp;
 use serde_json::{json, Value};
@@ -15,17 +15,6 @@ struct Enrolled {
     aal2_access: String,
     /// A session opened before MFA was enabled: still aal1.
     aal1_access: String,
-}
-
-fn code(app: &TestApp, secret: &[u8]) -> String {
-    totp::code_at(secret, app.clock.now().timestamp() as u64, 6).unwrap()
-}
-
-/// Moves to the start of the next 30-second step, so codes of different
-/// steps are distinct.
-fn next_step(app: &TestApp) {
-    let t = app.clock.now().timestamp();
-    app.clock.advance(Duration::seconds(30 - t.rem_euclid(30)));
 }
 
 async fn enrolled(app: &TestApp, email: &str) -> Enrolled {

@@ -3,28 +3,10 @@
 //! with an existing one and asserts the SAFE outcome. A test marked
 //! `#[ignore = "finding: ..."]` fails today: the weakness is real.
 
-use crate::helpers::{decode_claims, problem, TestApp, TestUser};
+use crate::helpers::{code, decode_claims, next_step, problem, secret_of, TestApp, TestUser};
 use chrono::Duration;
-use mobile_backend::mfa::totp;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn code(app: &TestApp, secret: &[u8]) -> String {
-    totp::code_at(secret, app.clock.now().timestamp() as u64, 6).unwrap()
-}
-
-/// Moves to the start of the next 30-second step (a TOTP step is single use).
-fn next_step(app: &TestApp) {
-    let t = app.clock.now().timestamp();
-    app.clock.advance(Duration::seconds(30 - t.rem_euclid(30)));
-}
-
-fn secret_of(setup: &Value) -> Vec<u8> {
-    totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap())
-        .unwrap()
-        .as_ref()
-        .to_vec()
-}
 
 /// Another sign-in of `user` (MFA off): an aal1 session.
 async fn second_session(app: &TestApp, user: &TestUser) -> Value {
