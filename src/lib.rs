@@ -1,7 +1,7 @@
 //! mobile-backend: a secure account and profile API for mobile apps.
 //!
-//! Each module below is one concern; DESIGN.md explains the layout and the
-//! rules that hold everywhere.
+//! Each module below is one concern; docs/architecture.md explains the
+//! layout and the rules that hold everywhere.
 
 /// Administration: users, roles, sessions, client policy, tiers, audit trail.
 pub mod admin;

@@ -1,4 +1,5 @@
-//! Request extractors that make the rules of DESIGN.md impossible to skip.
+//! Request extractors that make the rules in docs/architecture.md
+//! impossible to skip.
 //!
 //! * [`Json`] replaces axum's: wrong content type → 415, oversized → 413,
 //!   malformed → 400, and unknown / missing / mistyped fields or a failed

@@ -1,7 +1,7 @@
 //! Response hardening and request-body gatekeeping.
 //!
-//! * Security headers on every response (API.md "headers on every
-//!   response"): a JSON API never needs to be framed, sniffed, cached by a
+//! * Security headers on every response (docs/api.md, "Security
+//!   headers"): a JSON API never needs to be framed, sniffed, cached by a
 //!   shared proxy or sent with a referrer.
 //! * Bodies: over 64 KiB → 413 before anything reads them (the declared
 //!   length is checked up front; a chunked body is capped while streaming,

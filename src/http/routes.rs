@@ -33,7 +33,8 @@ impl ApiRouter {
     }
 
     /// Adds `method path` handled by `handler`, whose name must equal
-    /// `operation_id` (DESIGN.md: handlers are named after their operation).
+    /// `operation_id` (docs/architecture.md: handlers are named after their
+    /// operation).
     pub fn route<H, T>(
         mut self,
         method: Method,
