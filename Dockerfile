@@ -8,7 +8,7 @@
 # src/config.rs when either changes.
 #
 # Build:  docker build -t mobile-backend .
-# Run:    see docker-compose.yml, and the "Configuration" section of README.md.
+# Run:    see docker-compose.yml, and the "Configuration" section of docs/operations.md.
 #
 # The build needs the committed sqlx offline data in .sqlx/. The query
 # macros cannot reach a database here, so SQLX_OFFLINE=true makes them read
