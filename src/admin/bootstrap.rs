@@ -156,6 +156,13 @@ pub async fn promote(pool: &PgPool, keys: &Keys, email: &str, role: Role) -> any
     let user = db::find_by_email(&mut tx, &email.blind_index(keys))
         .await?
         .context("no account with this email")?;
+    // The same rule as the API: the last active administrator cannot be
+    // demoted (admin rows are locked first, in the API's order).
+    let admins = super::accounts::lock_active_admins(&mut tx).await?;
+    anyhow::ensure!(
+        role == Role::Admin || !admins.contains(&user.user_id) || admins.len() > 1,
+        "this is the last active administrator: promote another account to admin first"
+    );
     let account = crate::mfa::db::lock_account(&mut tx, user.user_id)
         .await?
         .context("no account with this email")?;

@@ -551,6 +551,27 @@ async fn the_admin_commands_bootstrap_the_first_admin_and_promote_an_existing_ac
     )
     .await;
     assert!(!missing.status.success());
+    // The CLI keeps the last-admin rule too: the only admin cannot be
+    // demoted from the shell either.
+    let last = run(
+        &[
+            "admin",
+            "promote",
+            "--email",
+            "boss@example.com",
+            "--role",
+            "user",
+        ],
+        None,
+    )
+    .await;
+    assert!(!last.status.success());
+    assert!(String::from_utf8_lossy(&last.stderr).contains("last active administrator"));
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE role = 'admin'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(role, "admin");
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_events WHERE event_type = 'admin.cli.account_bootstrapped'",
     )
