@@ -166,5 +166,28 @@ async fn bad_device_input_is_refused_and_the_push_token_is_not_stored_in_clear()
         .unwrap();
     assert_eq!(dump.len(), 1);
     assert!(!dump[0].0.contains("very-secret-push-token-123"));
+    // row_to_json prints bytea as hex, so the text check alone could never
+    // fail for a token stored in a bytea column: look for the token's hex
+    // too, and in the raw bytes of every bytea column.
+    let token = b"very-secret-push-token-123";
+    let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        !dump[0].0.contains(&hex),
+        "the token's bytes are stored in clear"
+    );
+    let raw: Vec<(Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT push_token_ciphertext, push_token_index FROM devices")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    for (sealed, index) in &raw {
+        for column in [sealed, index] {
+            assert!(
+                !column.windows(token.len()).any(|w| w == token),
+                "a bytea column holds the token in clear"
+            );
+        }
+    }
+
     assert_eq!(app.get("/v1/devices").await.status(), 401);
 }

@@ -12,15 +12,26 @@ async fn dump(app: &TestApp, table: &str) -> String {
             .await
             .unwrap();
     let mut all = rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
-    // bytea renders as hex in JSON; also scan it decoded.
-    let raw: Vec<(Vec<u8>,)> = sqlx::query_as(&format!(
-        "SELECT convert_to(row_to_json(t)::text, 'UTF8') FROM {table} t"
-    ))
+    // bytea renders as hex in JSON (converting that JSON back to bytes
+    // decodes nothing): read every bytea column's raw bytes as well.
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = $1 AND data_type = 'bytea'",
+    )
+    .bind(table)
     .fetch_all(&app.db)
     .await
     .unwrap();
-    for (bytes,) in raw {
-        all.push_str(&String::from_utf8_lossy(&bytes));
+    for column in columns {
+        let values: Vec<Option<Vec<u8>>> =
+            sqlx::query_scalar(&format!("SELECT \"{column}\" FROM {table}"))
+                .fetch_all(&app.db)
+                .await
+                .unwrap();
+        for bytes in values.into_iter().flatten() {
+            all.push('\n');
+            all.push_str(&String::from_utf8_lossy(&bytes));
+        }
     }
     all
 }
