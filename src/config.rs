@@ -7,7 +7,7 @@
 //! an embedded database, mail written to the log) into refusals.
 
 use crate::{
-    auth::password::Argon2Params,
+    accounts::password::Argon2Params,
     crypto::{BlindIndexKey, CodeHasher, KeyRing},
     tokens::SigningKeys,
 };

@@ -3,13 +3,14 @@
 //! Each module below is one concern; DESIGN.md explains the layout and the
 //! rules that hold everywhere.
 
+/// Accounts: registration, verification, sign-in, password recovery.
+pub mod accounts;
 /// Administration: users, roles, sessions, client policy, tiers, audit trail.
 pub mod admin;
 /// Security alerts: anomaly rules, webhook delivery, admin listing.
 pub mod alerts;
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
-/// Accounts: registration, verification, sign-in, password recovery.
 pub mod auth;
 /// The service's clock, which tests move instead of sleeping.
 pub mod clock;

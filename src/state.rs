@@ -5,7 +5,7 @@
 //! clock and mailbox) and many run in parallel in one process.
 
 use crate::{
-    auth::{breached::BreachedPasswords, password::PasswordHasher},
+    accounts::{breached::BreachedPasswords, password::PasswordHasher},
     clock::Clock,
     config::Config,
     http::client_version::ClientPolicy,

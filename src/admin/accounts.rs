@@ -8,8 +8,8 @@
 //! birth, address and email masked ([`AdminUserView`]).
 
 use crate::{
+    accounts::email::Email,
     audit::{self, events, AuditEvent, Outcome},
-    auth::email::Email,
     crypto::CryptoError,
     error::ApiError,
     http::{
