@@ -40,6 +40,7 @@ pub mod outbound;
 pub mod profile;
 /// Rate limits per class, IP, user and account, with progressive penalties.
 pub mod rate_limit;
+pub mod request_scope;
 /// Sessions, refresh-token rotation and reuse detection.
 pub mod sessions;
 /// Building and running the application with graceful shutdown.
