@@ -23,6 +23,7 @@ pub mod client_version;
 pub mod extract;
 pub mod headers;
 pub mod health;
+pub mod jwks;
 pub mod request_id;
 pub mod routes;
 pub mod validate;
@@ -44,7 +45,7 @@ pub fn api_routes() -> ApiRouter {
     ApiRouter::new()
         .route(Method::GET, "/healthz", "get_healthz", health::get_healthz)
         .route(Method::GET, "/readyz", "get_readyz", health::get_readyz)
-        .merge(crate::tokens::routes::router())
+        .merge(jwks::router())
         .merge(crate::auth::routes::router())
         .merge(crate::sessions::routes::router())
         .merge(crate::mfa::routes::router())
