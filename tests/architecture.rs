@@ -20,6 +20,9 @@
 //! - a feature module imports neither `startup` nor `main`;
 //! - the graph has no cycle (each one found is reported, file by file).
 //!
+//! And one rule of the route table: every handler function is named after
+//! its `operationId` (`ApiRouter::route` records the handler's name).
+//!
 //! A separate test binary: it reads files only and needs no database.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -708,5 +711,27 @@ fn the_module_graph_has_no_cycle() {
         found.is_empty(),
         "module import cycles (break each by moving the shared item down):\n  {}",
         found.join("\n  ")
+    );
+}
+
+#[test]
+fn every_handler_is_named_after_its_operation() {
+    let routes = mobile_backend::http::api_routes();
+    assert!(routes.table().len() > 40, "the route table was not read");
+    let bad: Vec<String> = routes
+        .table()
+        .iter()
+        .filter(|r| r.handler != r.operation_id)
+        .map(|r| {
+            format!(
+                "{} {}: operationId {} is handled by {}",
+                r.method, r.path, r.operation_id, r.handler
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "handlers not named after their operation:\n  {}",
+        bad.join("\n  ")
     );
 }
