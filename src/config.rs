@@ -7,8 +7,8 @@
 //! an embedded database, mail written to the log) into refusals.
 
 use crate::{
-    auth::password::Argon2Params,
     crypto::{BlindIndexKey, CodeHasher, KeyRing},
+    rate_limit::gcra::Quota,
     tokens::SigningKeys,
 };
 use ipnet::IpNet;
@@ -133,7 +133,7 @@ pub struct Config {
     /// Where security alerts are POSTed as JSON, if anywhere.
     pub alert_webhook_url: Option<Url>,
     /// Thresholds of the failed-login spike rules.
-    pub alert_thresholds: crate::alerts::rules::SpikeThresholds,
+    pub alert_thresholds: SpikeThresholds,
     /// A trusted proxy's country header (e.g. `cf-ipcountry`), lower-case.
     pub geo_country_header: Option<String>,
     /// Distinct public profiles one user may view per window before an alert.
@@ -419,7 +419,7 @@ impl Config {
             },
             alert_webhook_url: r.parse_with("ALERT_WEBHOOK_URL", parse_url),
             alert_thresholds: {
-                let d = crate::alerts::rules::SpikeThresholds::default();
+                let d = SpikeThresholds::default();
                 let mut q = |name: &str, default| {
                     r.parse_with(name, |s| {
                         crate::rate_limit::policy::parse_quota(s)
@@ -427,7 +427,7 @@ impl Config {
                     })
                     .unwrap_or(default)
                 };
-                crate::alerts::rules::SpikeThresholds {
+                SpikeThresholds {
                     per_account: q("ALERT_FAILED_LOGINS_ACCOUNT", d.per_account),
                     per_ip: q("ALERT_FAILED_LOGINS_IP", d.per_ip),
                     global: q("ALERT_FAILED_LOGINS_GLOBAL", d.global),
@@ -676,6 +676,46 @@ fn parse_cidrs(raw: &str, problems: &mut Vec<String>) -> Vec<IpNet> {
             }
         })
         .collect()
+}
+
+/// Argon2id cost parameters; recorded in every PHC string, so raising them
+/// later does not break existing hashes (see `accounts::password::Verified::needs_rehash`).
+/// Not `Copy`, so config code may `.clone()` it without a clippy warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    /// OWASP Password Storage Cheat Sheet minimum for argon2id.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Thresholds of the failed-login spike rules (`LIMIT/WINDOW_SECS`); see
+/// `alerts::rules`.
+#[derive(Clone, Copy, Debug)]
+pub struct SpikeThresholds {
+    pub per_account: Quota,
+    pub per_ip: Quota,
+    pub global: Quota,
+}
+
+impl Default for SpikeThresholds {
+    fn default() -> Self {
+        Self {
+            per_account: Quota::per_seconds(10, 900),
+            per_ip: Quota::per_seconds(20, 900),
+            global: Quota::per_seconds(200, 300),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! telemetry layer) and never to the client, so no SQL text, stack trace or
 //! internal type name can leak.
 
-use crate::http::request_id;
 use axum::{
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
@@ -245,7 +244,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail: self.detail(),
             code,
-            request_id: request_id::current().unwrap_or_default(),
+            request_id: crate::request_scope::current().unwrap_or_default(),
             errors: match &self {
                 Self::Validation(errors) => Some(errors),
                 _ => None,

@@ -3,13 +3,14 @@
 //! Each module below is one concern; docs/architecture.md explains the
 //! layout and the rules that hold everywhere.
 
+/// Accounts: registration, verification, sign-in, password recovery.
+pub mod accounts;
 /// Administration: users, roles, sessions, client policy, tiers, audit trail.
 pub mod admin;
 /// Security alerts: anomaly rules, webhook delivery, admin listing.
 pub mod alerts;
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
-/// Accounts: registration, verification, sign-in, password recovery.
 pub mod auth;
 /// The service's clock, which tests move instead of sleeping.
 pub mod clock;
@@ -39,6 +40,7 @@ pub mod outbound;
 pub mod profile;
 /// Rate limits per class, IP, user and account, with progressive penalties.
 pub mod rate_limit;
+pub mod request_scope;
 /// Sessions, refresh-token rotation and reuse detection.
 pub mod sessions;
 /// Building and running the application with graceful shutdown.

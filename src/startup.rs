@@ -8,8 +8,8 @@
 //! probe routes, and get the same stack production runs.
 
 use crate::{
+    accounts::password::PasswordHasher,
     audit::{self, events, AuditEvent, Outcome},
-    auth::password::PasswordHasher,
     clock::Clock,
     config::Config,
     http::{self, client_version::ClientPolicy, routes::ApiRouter, routes::RouteSpec},
@@ -165,7 +165,7 @@ impl Application {
             .auth
             .breached_password_api
             .clone()
-            .map(crate::auth::breached::BreachedPasswords::new)
+            .map(crate::accounts::breached::BreachedPasswords::new)
             .transpose()?;
         let limiter = crate::rate_limit::Limiter::new(
             config.rate_limits.clone(),

@@ -5,7 +5,7 @@
 //! clock and mailbox) and many run in parallel in one process.
 
 use crate::{
-    auth::{breached::BreachedPasswords, password::PasswordHasher},
+    accounts::{breached::BreachedPasswords, password::PasswordHasher},
     clock::Clock,
     config::Config,
     http::client_version::ClientPolicy,
@@ -28,7 +28,7 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     pub token_settings: Arc<TokenSettings>,
     /// Distinct profiles viewed per user, for the data-access volume rule.
-    pub profile_views: Arc<crate::alerts::access::ViewTracker>,
+    pub profile_views: Arc<crate::alerts::views::ViewTracker>,
     /// Rate limits (in-process, or shared through Redis).
     pub limiter: Arc<crate::rate_limit::Limiter>,
     /// Bounds the requests served at once (load shedding).

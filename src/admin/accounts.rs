@@ -8,8 +8,8 @@
 //! birth, address and email masked ([`AdminUserView`]).
 
 use crate::{
+    accounts::email::Email,
     audit::{self, events, AuditEvent, Outcome},
-    auth::email::Email,
     crypto::CryptoError,
     error::ApiError,
     http::{
@@ -34,25 +34,25 @@ pub fn router() -> ApiRouter {
             Method::GET,
             "/v1/admin/users",
             "admin_list_users",
-            list_users,
+            admin_list_users,
         )
         .route(
             Method::GET,
             "/v1/admin/users/{id}",
             "admin_get_user",
-            get_user,
+            admin_get_user,
         )
         .route(
             Method::PATCH,
             "/v1/admin/users/{id}",
             "admin_update_user",
-            update_user,
+            admin_update_user,
         )
         .route(
             Method::POST,
             "/v1/admin/users/{id}/revoke-sessions",
             "admin_revoke_user_sessions",
-            revoke_sessions,
+            admin_revoke_user_sessions,
         )
 }
 
@@ -188,7 +188,7 @@ pub struct AdminUserList {
 
 /// Users by exact email (the only search an encrypted column allows, and
 /// the only one support needs), or all users newest first, by cursor.
-pub async fn list_users(
+pub async fn admin_list_users(
     State(state): State<AppState>,
     RequireRole(staff, _): RequireRole<Staff>,
     client: ClientInfo,
@@ -236,7 +236,7 @@ pub async fn list_users(
     Ok(JsonResponse(AdminUserList { items, next_cursor }))
 }
 
-pub async fn get_user(
+pub async fn admin_get_user(
     State(state): State<AppState>,
     RequireRole(staff, _): RequireRole<Staff>,
     client: ClientInfo,
@@ -311,7 +311,7 @@ pub struct UpdateUserRequest {
 /// user at once (and sign-in then fails with `account_locked`). The last
 /// active administrator can be neither demoted nor locked, by anyone
 /// including themselves: 409 `last_admin`.
-pub async fn update_user(
+pub async fn admin_update_user(
     State(state): State<AppState>,
     RequireRole(admin, _): RequireRole<Admin>,
     client: ClientInfo,
@@ -416,7 +416,7 @@ pub struct RevokedSessions {
 }
 
 /// Signs a user out everywhere (a lost phone, a suspected takeover).
-pub async fn revoke_sessions(
+pub async fn admin_revoke_user_sessions(
     State(state): State<AppState>,
     RequireRole(staff, _): RequireRole<Staff>,
     client: ClientInfo,

@@ -10,8 +10,8 @@
 
 use super::accounts::Role;
 use crate::{
+    accounts::{db, email::Email, password::PasswordHasher, policy},
     audit::{self, events, AuditEvent, Outcome},
-    auth::{db, email::Email, password::PasswordHasher, policy},
     clock::Clock,
     config::Config,
     keys::Keys,
@@ -61,7 +61,7 @@ pub async fn create(
     let user_id = Uuid::now_v7();
     let user_key = UserKey::generate(user_id);
     let sealed = user_key.seal(
-        &crate::auth::routes::email_aad(user_id),
+        &crate::accounts::email_aad(user_id),
         email.as_str().as_bytes(),
     )?;
     let mut tx = pool.begin().await?;

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod routes;
 pub mod rules;
+pub mod views;
 pub mod webhook;
 
 use crate::state::AppState;

@@ -11,24 +11,6 @@ use sqlx::{types::ipnetwork::IpNetwork, PgConnection};
 use std::net::IpAddr;
 use uuid::Uuid;
 
-/// Thresholds of the failed-login spike rules (`LIMIT/WINDOW_SECS`).
-#[derive(Clone, Copy, Debug)]
-pub struct SpikeThresholds {
-    pub per_account: Quota,
-    pub per_ip: Quota,
-    pub global: Quota,
-}
-
-impl Default for SpikeThresholds {
-    fn default() -> Self {
-        Self {
-            per_account: Quota::per_seconds(10, 900),
-            per_ip: Quota::per_seconds(20, 900),
-            global: Quota::per_seconds(200, 300),
-        }
-    }
-}
-
 /// After a failed login was audited: per account, per IP and globally,
 /// over sliding windows of the audit trail.
 pub async fn failed_login(

@@ -15,12 +15,20 @@ pub mod chain;
 pub mod events;
 pub mod retention;
 
-use crate::http::extract::ClientInfo;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::{types::ipnetwork::IpNetwork, PgConnection};
 use std::net::IpAddr;
 use uuid::Uuid;
+
+/// What an audit row records of the calling client. The http layer's
+/// `ClientInfo` implements it, so this module names no http type.
+pub trait AuditClient {
+    fn ip(&self) -> IpAddr;
+    fn user_agent(&self) -> Option<&str>;
+    /// Empty when there is none.
+    fn request_id(&self) -> &str;
+}
 
 /// How the audited attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,10 +96,10 @@ impl AuditEvent {
     }
 
     /// IP, user agent and request id of the calling client.
-    pub fn client(mut self, client: &ClientInfo) -> Self {
-        self.ip = Some(client.ip);
-        self.user_agent = client.user_agent.clone();
-        self.request_id = Some(client.request_id.clone()).filter(|r| !r.is_empty());
+    pub fn client(mut self, client: &impl AuditClient) -> Self {
+        self.ip = Some(client.ip());
+        self.user_agent = client.user_agent().map(str::to_owned);
+        self.request_id = Some(client.request_id().to_owned()).filter(|r| !r.is_empty());
         self
     }
 

@@ -7,14 +7,14 @@
 //! retire every live email code of the account and end its pending MFA
 //! sign-ins (`mfa_token`s).
 
-use super::{
-    codes::{self, Purpose},
-    db,
-    email::Email,
-    invalid_code,
-    routes::EmailOnlyRequest,
-};
+use super::EmailOnlyRequest;
 use crate::{
+    accounts::{
+        codes::{self, Purpose},
+        db,
+        email::Email,
+        invalid_code,
+    },
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::{auth::Aal2, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
@@ -74,9 +74,10 @@ pub async fn reset_password(
     Json(req): Json<ResetPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
     let email = Email::parse(&req.email, "email")?;
-    super::limit_account(&state, &email).await?;
+    crate::accounts::limit_account(&state, &email).await?;
     let password =
-        super::accept_new_password(&state, &req.new_password, &email, "new_password").await?;
+        crate::accounts::accept_new_password(&state, &req.new_password, &email, "new_password")
+            .await?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let user = db::find_by_email(&mut tx, &email.blind_index(&state.keys)).await?;
@@ -112,7 +113,7 @@ pub async fn reset_password(
             return Err(invalid_code());
         }
     };
-    let hash = super::hash_password(&state, &password).await?;
+    let hash = crate::accounts::hash_password(&state, &password).await?;
     db::set_password_hash(&mut tx, user.user_id, &hash, now, true).await?;
     db::mark_verified(&mut tx, user.user_id, now).await?;
     // Every other code mailed so far (another reset code, a pending email
@@ -155,7 +156,7 @@ pub async fn change_password(
     client: ClientInfo,
     Json(req): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    super::check_current_password(
+    crate::accounts::check_current_password(
         &state,
         &auth,
         &client,
@@ -164,11 +165,12 @@ pub async fn change_password(
     )
     .await?;
     let mut conn = state.db.acquire().await?;
-    let email = super::email_of(&mut conn, &state, auth.user_id).await?;
+    let email = crate::accounts::email_of(&mut conn, &state, auth.user_id).await?;
     drop(conn);
     let password =
-        super::accept_new_password(&state, &req.new_password, &email, "new_password").await?;
-    let hash = super::hash_password(&state, &password).await?;
+        crate::accounts::accept_new_password(&state, &req.new_password, &email, "new_password")
+            .await?;
+    let hash = crate::accounts::hash_password(&state, &password).await?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     db::set_password_hash(&mut tx, auth.user_id, &hash, now, true).await?;

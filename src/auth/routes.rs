@@ -1,12 +1,13 @@
 //! Sign-up and sign-in: register, verify-email, resend, login.
 
-use super::{
-    codes::{self, Purpose},
-    db,
-    email::Email,
-    invalid_code, invalid_credentials,
-};
+use super::EmailOnlyRequest;
 use crate::{
+    accounts::{
+        codes::{self, Purpose},
+        db,
+        email::Email,
+        email_aad, invalid_code, invalid_credentials, StatusResponse,
+    },
     audit::{self, events, AuditEvent, Outcome},
     crypto::Aad,
     error::ApiError,
@@ -60,30 +61,18 @@ pub struct RegisterRequest {
     pub display_name: Option<String>,
 }
 
-#[derive(Serialize)]
-pub struct StatusResponse {
-    pub status: &'static str,
-}
-
-pub fn email_aad(user_id: Uuid) -> Aad<'static> {
-    Aad {
-        table: "users",
-        column: "email",
-        row_id: user_id,
-    }
-}
-
 pub async fn register(
     State(state): State<AppState>,
     client: ClientInfo,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
     let email = Email::parse(&req.email, "email")?;
-    super::limit_account(&state, &email).await?;
-    let password = super::accept_new_password(&state, &req.password, &email, "password").await?;
+    crate::accounts::limit_account(&state, &email).await?;
+    let password =
+        crate::accounts::accept_new_password(&state, &req.password, &email, "password").await?;
     // Hash before knowing whether the address is taken: both answers cost
     // the same argon2 run, so timing does not tell them apart.
-    let hash = super::hash_password(&state, &password).await?;
+    let hash = crate::accounts::hash_password(&state, &password).await?;
     let now = state.clock.now();
     let user_id = Uuid::now_v7();
     let blind = email.blind_index(&state.keys);
@@ -229,9 +218,9 @@ pub async fn verify_email(
     Json(req): Json<VerifyEmailRequest>,
 ) -> Result<JsonResponse<LoginResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
-    super::limit_account(&state, &email).await?;
+    crate::accounts::limit_account(&state, &email).await?;
     let blind = email.blind_index(&state.keys);
-    let password = SecretString::from(super::policy::normalize(&req.password));
+    let password = SecretString::from(crate::accounts::policy::normalize(&req.password));
     let mut conn = state.db.acquire().await?;
     let found = db::find_by_email(&mut conn, &blind).await?;
     drop(conn);
@@ -243,7 +232,7 @@ pub async fn verify_email(
     {
         Ok(v) => v.ok,
         // No account can have such a password.
-        Err(super::password::HashError::TooLong) => false,
+        Err(crate::accounts::password::HashError::TooLong) => false,
         Err(e) => return Err(e.into()),
     };
     let now = state.clock.now();
@@ -353,13 +342,6 @@ async fn password_proven(
     Ok(LoginResponse::Tokens(pair))
 }
 
-#[derive(Deserialize, Validate)]
-#[serde(deny_unknown_fields)]
-pub struct EmailOnlyRequest {
-    #[validate(length(max = 320))]
-    pub email: String,
-}
-
 pub async fn resend_verification(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -401,9 +383,9 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> Result<JsonResponse<LoginResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
-    let account = super::limit_account(&state, &email).await?;
-    let normalised = super::policy::normalize(&req.password);
-    if normalised.chars().count() > super::policy::MAX_CHARS {
+    let account = crate::accounts::limit_account(&state, &email).await?;
+    let normalised = crate::accounts::policy::normalize(&req.password);
+    if normalised.chars().count() > crate::accounts::policy::MAX_CHARS {
         // No account can have such a password: refuse before any hashing,
         // so long inputs cannot be used to burn CPU.
         let mut conn = state.db.acquire().await?;
@@ -421,7 +403,7 @@ pub async fn login(
     // The soft lock: too many wrong passwords for this account from this
     // IP (an IPv6 client's whole prefix). Another network (the owner's) is
     // not affected.
-    let pair = super::soft_lock_key(&account, &client.rate_key);
+    let pair = crate::accounts::soft_lock_key(&account, &client.rate_key);
     let now_ms = state.clock.now().timestamp_millis();
     if let Some(wait) = state
         .limiter
@@ -496,7 +478,7 @@ pub async fn login(
     }
     let mut tx = state.db.begin().await?;
     if verified.needs_rehash {
-        let rehashed = super::hash_password(&state, &password).await?;
+        let rehashed = crate::accounts::hash_password(&state, &password).await?;
         db::set_password_hash(&mut tx, user.user_id, &rehashed, now, false).await?;
     }
     // The password was right; with MFA, no tokens until the second factor is.

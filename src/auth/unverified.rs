@@ -27,7 +27,8 @@ pub async fn purge_expired(state: &AppState) -> Result<u64, ApiError> {
     loop {
         let now = state.clock.now();
         let mut tx = state.db.begin().await?;
-        let expired = super::db::lock_expired_unverified(&mut tx, now - ttl, BATCH).await?;
+        let expired =
+            crate::accounts::db::lock_expired_unverified(&mut tx, now - ttl, BATCH).await?;
         for &user_id in &expired {
             crate::user_keys::shred(&mut tx, user_id).await?;
             crate::profile::db::delete_user(&mut tx, user_id).await?;

@@ -8,13 +8,8 @@
 //! that send no version headers (web, scripts) pass; a half-sent or
 //! malformed pair is a 400, because a real app always sends both.
 
-use crate::{config::Config, error::ApiError, state::AppState};
-use axum::{
-    extract::{Request, State},
-    http::HeaderMap,
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
+use crate::{config::Config, error::ApiError};
+use axum::http::HeaderMap;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 use std::sync::{PoisonError, RwLock};
@@ -172,19 +167,6 @@ impl ClientPolicy {
             _ => Ok(()),
         }
     }
-}
-
-/// Applies to `/v1` only: load balancers and operators call the
-/// operational endpoints without app headers.
-pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.uri().path().starts_with("/v1/") || req.uri().path() == "/v1" {
-        let checked = ClientVersion::from_headers(req.headers())
-            .and_then(|c| c.map_or(Ok(()), |c| state.client_policy.check(&c)));
-        if let Err(e) = checked {
-            return e.into_response();
-        }
-    }
-    next.run(req).await
 }
 
 #[cfg(test)]

@@ -243,6 +243,20 @@ pub struct ClientInfo {
     pub install_id: Option<uuid::Uuid>,
 }
 
+impl crate::audit::AuditClient for ClientInfo {
+    fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
 impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = ApiError;
 

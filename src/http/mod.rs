@@ -12,16 +12,18 @@
 //! 7. `rate_limit::layer`: per class, per IP or user → 429 with headers.
 //! 8. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
 //!    `DefaultBodyLimit` caps streamed (chunked) bodies at the same size.
-//! 9. `client_version::gate`: `/v1` apps below the platform minimum → 426.
+//! 9. `client_gate::gate`: `/v1` apps below the platform minimum → 426.
 //!
 //! Unknown paths and methods answer problem+json 404 / 405 like everything else.
 
 pub mod auth;
+pub mod client_gate;
 pub mod client_ip;
 pub mod client_version;
 pub mod extract;
 pub mod headers;
 pub mod health;
+pub mod jwks;
 pub mod request_id;
 pub mod routes;
 pub mod validate;
@@ -43,7 +45,7 @@ pub fn api_routes() -> ApiRouter {
     ApiRouter::new()
         .route(Method::GET, "/healthz", "get_healthz", health::get_healthz)
         .route(Method::GET, "/readyz", "get_readyz", health::get_readyz)
-        .merge(crate::tokens::routes::router())
+        .merge(jwks::router())
         .merge(crate::auth::routes::router())
         .merge(crate::sessions::routes::router())
         .merge(crate::mfa::routes::router())
@@ -65,7 +67,7 @@ pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
     let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), client_version::gate))
+        .layer(from_fn_with_state(state.clone(), client_gate::gate))
         .layer(DefaultBodyLimit::max(headers::MAX_BODY_BYTES))
         .layer(from_fn(headers::body_gate))
         .layer(from_fn_with_state(

@@ -1,9 +1,10 @@
 //! `X-Request-Id`: echo a well-formed incoming id, otherwise mint a UUIDv7.
 //!
-//! The id is held in a task-local for the life of the request, so every
-//! problem body, log line and audit row can name it without threading it
-//! through each call. Incoming ids are length- and charset-checked: a client
-//! must not be able to inject newlines or megabytes into our logs.
+//! The id is held in a task-local (`crate::request_scope`) for the life of
+//! the request, so every problem body, log line and audit row can name it
+//! without threading it through each call. Incoming ids are length- and
+//! charset-checked: a client must not be able to inject newlines or
+//! megabytes into our logs.
 
 use axum::{
     extract::Request,
@@ -13,15 +14,6 @@ use axum::{
 };
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
-/// The current request's id, when called inside a request.
-pub fn current() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
-}
 
 /// The id as a request extension, for extractors.
 #[derive(Clone, Debug)]
@@ -44,7 +36,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let mut response = crate::request_scope::scope(id.clone(), next.run(req)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

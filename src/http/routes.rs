@@ -19,12 +19,23 @@ pub struct RouteSpec {
     pub method: Method,
     pub path: &'static str,
     pub operation_id: &'static str,
+    /// The handler function's name (the last segment of its type name),
+    /// which must equal `operation_id` (checked by a test).
+    pub handler: &'static str,
 }
 
 #[derive(Default)]
 pub struct ApiRouter {
     router: Router<AppState>,
     table: Vec<RouteSpec>,
+}
+
+/// The name of a function item type: `crate::admin::accounts::admin_list_users`
+/// gives `admin_list_users` (a closure gives `{{closure}}`).
+fn fn_name<H>() -> &'static str {
+    let full = std::any::type_name::<H>();
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 impl ApiRouter {
@@ -54,6 +65,7 @@ impl ApiRouter {
                 method,
                 path,
                 operation_id,
+                handler: fn_name::<H>(),
             });
         }
         self

@@ -87,7 +87,7 @@ pub async fn notify(
     user_id: Uuid,
     notice: Notice<'_>,
 ) -> Result<(), ApiError> {
-    let email = crate::auth::email_of(&mut *conn, state, user_id).await?;
+    let email = crate::accounts::email_of(&mut *conn, state, user_id).await?;
     let now = state.clock.now();
     let (what, details) = notice.text();
     let mail = templates::security_notice(email.as_str(), what, &details, notice.advice(), now);

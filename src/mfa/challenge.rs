@@ -140,7 +140,7 @@ pub async fn complete_mfa(
                 .client(&client),
         )
         .await?;
-        let email = crate::auth::email_of(&mut tx, &state, c.user_id).await?;
+        let email = crate::accounts::email_of(&mut tx, &state, c.user_id).await?;
         mail::enqueue(
             &mut tx,
             &state.keys,

@@ -120,7 +120,7 @@ async fn password_then_lock(
     password: &str,
     action: &'static str,
 ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, db::AccountMfa), ApiError> {
-    if !crate::auth::verify_current_password(state, auth, client, password, action).await? {
+    if !crate::accounts::verify_current_password(state, auth, client, password, action).await? {
         return Err(wrong_password_or_code());
     }
     let mut tx = state.db.begin().await?;
@@ -232,7 +232,7 @@ pub async fn setup_totp(
     let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
     let sealed = user_key.seal(&super::secret_aad(auth.user_id, Secret::Pending), &secret)?;
     db::set_pending_secret(&mut tx, auth.user_id, &sealed, now, Some(auth.session_id)).await?;
-    let email = crate::auth::email_of(&mut tx, &state, auth.user_id).await?;
+    let email = crate::accounts::email_of(&mut tx, &state, auth.user_id).await?;
     audit::record(
         &mut tx,
         now,

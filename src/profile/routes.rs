@@ -4,8 +4,8 @@
 
 use super::{db, me_response, users_aad, Address, MeResponse};
 use crate::{
+    accounts::{codes, email::Email, StatusResponse},
     audit::{self, events, AuditEvent, Outcome},
-    auth::{codes, email::Email, routes::StatusResponse},
     error::ApiError,
     http::{
         auth::{Aal2, AuthUser},
@@ -213,8 +213,8 @@ pub async fn request_email_change(
     Json(req): Json<EmailChangeRequest>,
 ) -> Result<axum::response::Response, ApiError> {
     let new_email = Email::parse(&req.new_email, "new_email")?;
-    crate::auth::limit_account(&state, &new_email).await?;
-    crate::auth::check_current_password(
+    crate::accounts::limit_account(&state, &new_email).await?;
+    crate::accounts::check_current_password(
         &state,
         &auth,
         &client,
@@ -228,7 +228,7 @@ pub async fn request_email_change(
     // already" (the one answer that may differ: the caller knows their own
     // address).
     let mut conn = state.db.acquire().await?;
-    let holder = crate::auth::db::find_by_email(&mut conn, &blind).await?;
+    let holder = crate::accounts::db::find_by_email(&mut conn, &blind).await?;
     drop(conn);
     if holder.as_ref().is_some_and(|u| u.user_id == uid) {
         return Err(ApiError::invalid_field(
@@ -264,7 +264,7 @@ async fn start_email_change(
     let now = state.clock.now();
     let uid = auth.user_id;
     let mut tx = state.db.begin().await?;
-    let holder = crate::auth::db::find_by_email(&mut tx, blind).await?;
+    let holder = crate::accounts::db::find_by_email(&mut tx, blind).await?;
     if holder.is_some() {
         // Tell the address's owner, change nothing.
         mail::enqueue(
@@ -363,7 +363,7 @@ pub async fn confirm_email_change(
             .await?;
             // The failed attempt counts: commit it, then refuse.
             tx.commit().await?;
-            return Err(crate::auth::invalid_code());
+            return Err(crate::accounts::invalid_code());
         }
     };
     let key = UserKey::load(&mut tx, &state.keys.data, uid).await?;
@@ -437,7 +437,7 @@ pub async fn delete_me(
         }
         crate::mfa::routes::refuse_if_throttled(&state, &auth).await?;
     }
-    let password_ok = crate::auth::verify_current_password(
+    let password_ok = crate::accounts::verify_current_password(
         &state,
         &auth,
         &client,

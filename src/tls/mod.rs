@@ -22,10 +22,12 @@
 //! * Errors name the file and the problem, never its contents: no key
 //!   material is ever printed or logged.
 
+pub mod pem;
 pub mod pins;
 mod reload;
 pub mod snippets;
 
+pub use pem::{parse_cert_chain, parse_private_key};
 pub use reload::Reloader;
 
 use crate::config::TlsConfig;
@@ -33,7 +35,7 @@ use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use rustls::{
     crypto::ring,
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    pki_types::{CertificateDer, PrivateKeyDer},
     ServerConfig,
 };
 use std::{future::Future, io, path::Path, path::PathBuf, sync::Arc};
@@ -53,33 +55,6 @@ pub enum TlsError {
     Key { path: PathBuf, reason: String },
     #[error("TLS_CERT_FILE and TLS_KEY_FILE cannot be used together: {0}")]
     Pair(String),
-}
-
-/// The leaf first, then any intermediates, from PEM `CERTIFICATE` blocks.
-pub fn parse_cert_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a valid PEM file ({e})"))?;
-    let Some(leaf) = chain.first() else {
-        return Err("no CERTIFICATE block found".into());
-    };
-    webpki::EndEntityCert::try_from(leaf)
-        .map_err(|e| format!("the first certificate is not valid X.509 ({e})"))?;
-    Ok(chain)
-}
-
-/// A private key from PEM: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE
-/// KEY`) or SEC1 (`EC PRIVATE KEY`). The PEM parser's own error text is not
-/// used, because it may quote a line of the file.
-pub fn parse_private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            "no unencrypted PRIVATE KEY, RSA PRIVATE KEY \
-             or EC PRIVATE KEY block found (encrypted keys are not supported)"
-                .to_owned()
-        }
-        _ => "not a valid PEM file".to_owned(),
-    })
 }
 
 /// The rustls policy for the API listener (see the module comment).

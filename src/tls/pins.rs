@@ -105,7 +105,7 @@ pub fn report(args: &PinsArgs) -> anyhow::Result<(String, Vec<String>)> {
     let mut warnings = Vec::new();
     let cert_pem = std::fs::read(&args.cert)
         .map_err(|e| anyhow::anyhow!("--cert {}: cannot be read ({e})", args.cert.display()))?;
-    let chain = super::parse_cert_chain(&cert_pem)
+    let chain = super::pem::parse_cert_chain(&cert_pem)
         .map_err(|e| anyhow::anyhow!("--cert {}: {e}", args.cert.display()))?;
     let (leaf, cas) = chain
         .split_first()
@@ -252,7 +252,7 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LW1hdGVyaWFs!!\n-----END PRIVATE KEY-----\n";
         let err = key_spki(secret.as_bytes()).unwrap_err();
         assert!(!err.contains("c2VjcmV0"), "{err}");
-        let err = super::super::parse_private_key(secret.as_bytes()).unwrap_err();
+        let err = super::super::pem::parse_private_key(secret.as_bytes()).unwrap_err();
         assert!(!err.contains("c2VjcmV0"), "{err}");
         assert!(key_spki(b"hello").is_err());
     }

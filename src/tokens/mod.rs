@@ -20,12 +20,10 @@
 //!   into one indistinguishable 401; the variants exist for logs and tests.
 //!
 //! Layout: `signing` holds the key ring (parsing, kids, JWKS), `spec`
-//! reads `SIGNING_KEYS`, `claims` issues, `verify` verifies, `routes`
-//! serves the JWKS document.
+//! reads `SIGNING_KEYS`, `claims` issues, `verify` verifies; the JWKS
+//! document is served by `http::jwks` (this leaf names no http type).
 
 mod claims;
-/// `GET /.well-known/jwks.json`.
-pub mod routes;
 mod signing;
 mod spec;
 #[cfg(test)]

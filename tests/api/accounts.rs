@@ -357,7 +357,7 @@ async fn sign_in_and_failures_are_audited_without_the_password() {
 
 #[tokio::test]
 async fn a_hash_with_old_parameters_is_upgraded_at_the_next_sign_in() {
-    use mobile_backend::auth::password::{Argon2Params, PasswordHasher};
+    use mobile_backend::{accounts::password::PasswordHasher, config::Argon2Params};
     use secrecy::SecretString;
     let app = TestApp::spawn().await;
     let user = app.signed_up_user("ada@example.com").await;

@@ -671,8 +671,8 @@ async fn endless_server() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, sent)
 }
 
-fn pwned(addr: SocketAddr) -> mobile_backend::auth::breached::BreachedPasswords {
-    mobile_backend::auth::breached::BreachedPasswords::new(
+fn pwned(addr: SocketAddr) -> mobile_backend::accounts::breached::BreachedPasswords {
+    mobile_backend::accounts::breached::BreachedPasswords::new(
         url::Url::parse(&format!("http://{addr}/")).unwrap(),
     )
     .unwrap()

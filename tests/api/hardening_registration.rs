@@ -5,7 +5,7 @@
 
 use crate::helpers::{problem, TestApp, TestUser, STRONG_PASSWORD};
 use chrono::Duration;
-use mobile_backend::auth::email::Email;
+use mobile_backend::accounts::email::Email;
 use serde_json::{json, Value};
 
 const VICTIM: &str = "victim@example.com";

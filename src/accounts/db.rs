@@ -121,7 +121,7 @@ pub async fn set_display_name(
     Ok(())
 }
 
-/// The sealed email of a user (open it with `routes::email_aad`).
+/// The sealed email of a user (open it with `super::email_aad`).
 pub async fn email_ciphertext(
     conn: &mut PgConnection,
     user_id: Uuid,

@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use zeroize::Zeroizing;
 
 use super::policy;
+use crate::config::Argon2Params;
 
 /// Longest accepted password in UTF-8 bytes: `MAX_CHARS` of up to 4 bytes each.
 const MAX_BYTES: usize = policy::MAX_CHARS * 4;
@@ -37,27 +38,6 @@ const SALT_BYTES: usize = 16;
 const MAX_STORED_MEMORY_KIB: u32 = 1024 * 1024;
 const MAX_STORED_ITERATIONS: u32 = 64;
 const MAX_STORED_PARALLELISM: u32 = 64;
-
-/// Argon2id cost parameters; recorded in every PHC string, so raising them
-/// later does not break existing hashes (see [`Verified::needs_rehash`]).
-/// Not `Copy`, so config code may `.clone()` it without a clippy warning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Argon2Params {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
-}
-
-impl Default for Argon2Params {
-    /// OWASP Password Storage Cheat Sheet minimum for argon2id.
-    fn default() -> Self {
-        Self {
-            memory_kib: 19_456,
-            iterations: 2,
-            parallelism: 1,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {

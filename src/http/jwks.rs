@@ -4,7 +4,8 @@
 //! and, during a rotation, the previous ones), so a resource server that
 //! caches this document never rejects a valid token.
 
-use crate::{http::routes::ApiRouter, state::AppState};
+use super::routes::ApiRouter;
+use crate::state::AppState;
 use axum::{extract::State, http::Method, Json};
 
 pub fn router() -> ApiRouter {
