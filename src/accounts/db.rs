@@ -134,13 +134,20 @@ pub async fn email_ciphertext(
     .await
 }
 
-/// The email's blind index of a user: the account's rate-limit identity.
-pub async fn email_blind_index(
+/// What a current-password check needs, in one read: the hash to verify
+/// and the email's blind index (the account's rate-limit identity).
+pub struct CurrentCredentials {
+    pub password_hash: String,
+    pub email_blind_index: Vec<u8>,
+}
+
+pub async fn current_credentials(
     conn: &mut PgConnection,
     user_id: Uuid,
-) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar!(
-        "SELECT email_blind_index FROM users WHERE user_id = $1",
+) -> sqlx::Result<Option<CurrentCredentials>> {
+    sqlx::query_as!(
+        CurrentCredentials,
+        "SELECT password_hash, email_blind_index FROM users WHERE user_id = $1",
         user_id
     )
     .fetch_optional(conn)

@@ -154,14 +154,11 @@ pub async fn verify_current_password(
         rate_limit::policy::Class,
     };
     let mut conn = state.db.acquire().await?;
-    let user = db::find_by_id(&mut conn, auth.user_id)
-        .await?
-        .ok_or_else(crate::http::auth::invalid_token)?;
-    let blind = db::email_blind_index(&mut conn, auth.user_id)
+    let user = db::current_credentials(&mut conn, auth.user_id)
         .await?
         .ok_or_else(crate::http::auth::invalid_token)?;
     drop(conn);
-    let account = account_key(&blind);
+    let account = account_key(&user.email_blind_index);
     limit_account_key(state, &account).await?;
     let pair = soft_lock_key(&account, &client.rate_key);
     let now_ms = state.clock.now().timestamp_millis();
