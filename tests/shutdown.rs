@@ -5,7 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::http::Method;
-use mobile_backend::{clock::Clock, config::Config, http::routes::ApiRouter, keys::Keys, startup};
+use mobile_backend::{
+    clock::Clock, config::Config, http::routes::ApiRouter, keys::Keys, rate_limit::policy::Class,
+    startup,
+};
 use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::Notify;
 
@@ -44,14 +47,20 @@ async fn a_request_in_flight_when_sigterm_arrives_completes() {
     // A handler that reports when it has started, then takes a while.
     let started = Arc::new(Notify::new());
     let signal_started = started.clone();
-    let slow = ApiRouter::new().route(Method::GET, "/v1/_probe/slow", "probe_slow", move || {
-        let signal_started = signal_started.clone();
-        async move {
-            signal_started.notify_one();
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            "finished"
-        }
-    });
+    let slow = ApiRouter::new().route(
+        Method::GET,
+        "/v1/_probe/slow",
+        "probe_slow",
+        Class::Reads,
+        move || {
+            let signal_started = signal_started.clone();
+            async move {
+                signal_started.notify_one();
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                "finished"
+            }
+        },
+    );
     let app = startup::Application::build_with(config, Clock::system(), slow)
         .await
         .unwrap();

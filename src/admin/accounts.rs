@@ -18,6 +18,7 @@ use crate::{
         routes::ApiRouter,
     },
     profile::{db::UserRow, decrypt_profile, mask, mask_email, open_text, Address},
+    rate_limit::policy::Class,
     state::AppState,
     user_keys::UserKey,
 };
@@ -34,24 +35,28 @@ pub fn router() -> ApiRouter {
             Method::GET,
             "/v1/admin/users",
             "admin_list_users",
+            Class::Reads,
             admin_list_users,
         )
         .route(
             Method::GET,
             "/v1/admin/users/{id}",
             "admin_get_user",
+            Class::Reads,
             admin_get_user,
         )
         .route(
             Method::PATCH,
             "/v1/admin/users/{id}",
             "admin_update_user",
+            Class::Writes,
             admin_update_user,
         )
         .route(
             Method::POST,
             "/v1/admin/users/{id}/revoke-sessions",
             "admin_revoke_user_sessions",
+            Class::Writes,
             admin_revoke_user_sessions,
         )
 }

@@ -8,6 +8,7 @@ use crate::{
         extract::Query,
         routes::ApiRouter,
     },
+    rate_limit::policy::Class,
     state::AppState,
 };
 use axum::{extract::State, http::Method, Json};
@@ -21,6 +22,7 @@ pub fn router() -> ApiRouter {
         Method::GET,
         "/v1/admin/audit-events",
         "list_audit_events",
+        Class::Reads,
         list_audit_events,
     )
 }

@@ -18,6 +18,7 @@ use crate::{
         extract::{ClientInfo, Json},
         routes::ApiRouter,
     },
+    rate_limit::policy::Class,
     state::AppState,
 };
 use axum::{extract::State, http::Method, Json as JsonResponse};
@@ -33,12 +34,14 @@ pub fn router() -> ApiRouter {
             Method::GET,
             "/v1/admin/client-policy",
             "get_client_policy",
+            Class::Reads,
             get_client_policy,
         )
         .route(
             Method::PUT,
             "/v1/admin/client-policy",
             "put_client_policy",
+            Class::Writes,
             put_client_policy,
         )
 }

@@ -10,7 +10,7 @@ use crate::{
         extract::{ClientInfo, Json, Path},
         routes::ApiRouter,
     },
-    rate_limit::policy::Tier,
+    rate_limit::policy::{Class, Tier},
     state::AppState,
 };
 use axum::{extract::State, http::Method, Json as JsonResponse};
@@ -23,6 +23,7 @@ pub fn router() -> ApiRouter {
         Method::PUT,
         "/v1/admin/users/{id}/rate-limit-tier",
         "set_rate_limit_tier",
+        Class::Writes,
         set_rate_limit_tier,
     )
 }

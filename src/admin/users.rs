@@ -5,6 +5,7 @@
 use crate::{
     error::ApiError,
     http::{auth::AuthUser, extract::Path, routes::ApiRouter},
+    rate_limit::policy::Class,
     state::AppState,
     user_keys::UserKey,
 };
@@ -17,6 +18,7 @@ pub fn router() -> ApiRouter {
         Method::GET,
         "/v1/users/{id}",
         "get_public_user",
+        Class::Reads,
         get_public_user,
     )
 }

@@ -9,6 +9,7 @@ use crate::{
         extract::{ClientInfo, Path, Query},
         routes::ApiRouter,
     },
+    rate_limit::policy::Class,
     state::AppState,
 };
 use axum::{extract::State, http::Method, Json};
@@ -19,11 +20,18 @@ use validator::Validate;
 
 pub fn router() -> ApiRouter {
     ApiRouter::new()
-        .route(Method::GET, "/v1/admin/alerts", "list_alerts", list_alerts)
+        .route(
+            Method::GET,
+            "/v1/admin/alerts",
+            "list_alerts",
+            Class::Reads,
+            list_alerts,
+        )
         .route(
             Method::POST,
             "/v1/admin/alerts/{id}/acknowledge",
             "acknowledge_alert",
+            Class::Writes,
             acknowledge_alert,
         )
 }

@@ -18,6 +18,7 @@ use crate::{
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::{auth::Aal2, extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
+    rate_limit::policy::Class,
     state::AppState,
 };
 use axum::{extract::State, http::Method, http::StatusCode};
@@ -30,18 +31,21 @@ pub fn router() -> ApiRouter {
             Method::POST,
             "/v1/auth/password/forgot",
             "forgot_password",
+            Class::Credentials,
             forgot_password,
         )
         .route(
             Method::POST,
             "/v1/auth/password/reset",
             "reset_password",
+            Class::Credentials,
             reset_password,
         )
         .route(
             Method::POST,
             "/v1/auth/password/change",
             "change_password",
+            Class::Credentials,
             change_password,
         )
 }

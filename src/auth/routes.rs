@@ -30,20 +30,34 @@ use validator::Validate;
 
 pub fn router() -> ApiRouter {
     ApiRouter::new()
-        .route(Method::POST, "/v1/auth/register", "register", register)
+        .route(
+            Method::POST,
+            "/v1/auth/register",
+            "register",
+            Class::Credentials,
+            register,
+        )
         .route(
             Method::POST,
             "/v1/auth/verify-email",
             "verify_email",
+            Class::Credentials,
             verify_email,
         )
         .route(
             Method::POST,
             "/v1/auth/verify-email/resend",
             "resend_verification",
+            Class::Credentials,
             resend_verification,
         )
-        .route(Method::POST, "/v1/auth/login", "login", login)
+        .route(
+            Method::POST,
+            "/v1/auth/login",
+            "login",
+            Class::Credentials,
+            login,
+        )
         .merge(super::recovery::router())
 }
 

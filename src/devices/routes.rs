@@ -13,6 +13,7 @@ use crate::{
         routes::ApiRouter,
         validate,
     },
+    rate_limit::policy::Class,
     state::AppState,
     user_keys::UserKey,
 };
@@ -28,14 +29,28 @@ pub fn router() -> ApiRouter {
             Method::POST,
             "/v1/devices",
             "register_device",
+            Class::Writes,
             register_device,
         )
-        .route(Method::GET, "/v1/devices", "list_devices", list_devices)
-        .route(Method::GET, "/v1/devices/{id}", "get_device", get_device)
+        .route(
+            Method::GET,
+            "/v1/devices",
+            "list_devices",
+            Class::Reads,
+            list_devices,
+        )
+        .route(
+            Method::GET,
+            "/v1/devices/{id}",
+            "get_device",
+            Class::Reads,
+            get_device,
+        )
         .route(
             Method::DELETE,
             "/v1/devices/{id}",
             "delete_device",
+            Class::Writes,
             delete_device,
         )
 }

@@ -9,7 +9,7 @@ use crate::state::AppState;
 use axum::{extract::State, http::Method, Json};
 
 pub fn router() -> ApiRouter {
-    ApiRouter::new().route(Method::GET, "/.well-known/jwks.json", "get_jwks", get_jwks)
+    ApiRouter::new().unlimited(Method::GET, "/.well-known/jwks.json", "get_jwks", get_jwks)
 }
 
 pub async fn get_jwks(State(state): State<AppState>) -> Json<serde_json::Value> {

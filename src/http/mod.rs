@@ -9,7 +9,8 @@
 //! 4. catch-panic: a panicking handler becomes an opaque problem+json 500.
 //! 5. `shed_load`: more than `MAX_CONCURRENT_REQUESTS` at once → 503.
 //! 6. `timeout`: a request running past `REQUEST_TIMEOUT_SECS` → 503.
-//! 7. `rate_limit::layer`: per class, per IP or user → 429 with headers.
+//! 7. `rate_limit::layer`: per the route's class (declared with the route),
+//!    per IP or user → 429 with headers.
 //! 8. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
 //!    `DefaultBodyLimit` caps streamed (chunked) bodies at the same size.
 //! 9. `client_gate::gate`: `/v1` apps below the platform minimum → 426.
@@ -28,7 +29,7 @@ pub mod request_id;
 pub mod routes;
 pub mod validate;
 
-use crate::{error::ApiError, state::AppState, telemetry};
+use crate::{error::ApiError, rate_limit::layer::RouteClasses, state::AppState, telemetry};
 use axum::{
     extract::{DefaultBodyLimit, Request, State},
     http::Method,
@@ -37,14 +38,14 @@ use axum::{
     Router,
 };
 use routes::{ApiRouter, RouteSpec};
-use std::any::Any;
+use std::{any::Any, sync::Arc};
 use tower_http::catch_panic::CatchPanicLayer;
 
-/// Every route of the API, with its operation id.
+/// Every route of the API, with its operation id and rate-limit class.
 pub fn api_routes() -> ApiRouter {
     ApiRouter::new()
-        .route(Method::GET, "/healthz", "get_healthz", health::get_healthz)
-        .route(Method::GET, "/readyz", "get_readyz", health::get_readyz)
+        .unlimited(Method::GET, "/healthz", "get_healthz", health::get_healthz)
+        .unlimited(Method::GET, "/readyz", "get_readyz", health::get_readyz)
         .merge(jwks::router())
         .merge(crate::auth::routes::router())
         .merge(crate::sessions::routes::router())
@@ -64,6 +65,7 @@ pub fn api_routes() -> ApiRouter {
 /// probes here; production passes an empty router), behind every layer.
 pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
     let (routes, table) = api_routes().merge(extra).into_parts();
+    let classes = Arc::new(RouteClasses::new(&table));
     let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -71,7 +73,7 @@ pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
         .layer(DefaultBodyLimit::max(headers::MAX_BODY_BYTES))
         .layer(from_fn(headers::body_gate))
         .layer(from_fn_with_state(
-            state.clone(),
+            (state.clone(), classes),
             crate::rate_limit::layer::layer,
         ))
         .layer(from_fn_with_state(state.clone(), timeout))
@@ -129,4 +131,70 @@ fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned());
     ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::policy::Class;
+
+    fn class_of(operation_id: &str) -> Option<Class> {
+        let routes = api_routes();
+        let route = routes
+            .table()
+            .iter()
+            .find(|r| r.operation_id == operation_id)
+            .cloned();
+        assert!(route.is_some(), "{operation_id} is not routed");
+        route.and_then(|r| r.class)
+    }
+
+    #[test]
+    fn every_route_that_checks_a_password_or_a_code_is_a_credential_route() {
+        for op in [
+            "register",
+            "verify_email",
+            "resend_verification",
+            "login",
+            "complete_mfa",
+            "forgot_password",
+            "reset_password",
+            "change_password",
+            "request_email_change",
+            "confirm_email_change",
+            "delete_me",
+            "setup_totp",
+            "confirm_totp",
+            "disable_totp",
+            "regenerate_recovery_codes",
+        ] {
+            assert_eq!(class_of(op), Some(Class::Credentials), "{op}");
+        }
+        assert_eq!(class_of("refresh_tokens"), Some(Class::Refresh));
+    }
+
+    #[test]
+    fn only_the_operational_endpoints_are_unlimited_and_routes_use_route_classes() {
+        let routes = api_routes();
+        for r in routes.table() {
+            match r.class {
+                None => assert!(
+                    !r.path.starts_with("/v1"),
+                    "{} {} is under /v1 and unlimited",
+                    r.method,
+                    r.path
+                ),
+                Some(class) => assert!(
+                    Class::ROUTED.contains(&class),
+                    "{} {}: {} is not a route class",
+                    r.method,
+                    r.path,
+                    class.name()
+                ),
+            }
+        }
+        assert_eq!(class_of("get_healthz"), None);
+        assert_eq!(class_of("get_readyz"), None);
+        assert_eq!(class_of("get_jwks"), None);
+    }
 }

@@ -3,9 +3,14 @@
 //! axum cannot list its routes, yet `openapi.yaml` must agree with the
 //! router exactly (an undocumented endpoint is an unreviewed attack
 //! surface). Every feature registers its routes here with their
-//! `operationId`, and a test compares this table with the spec both ways.
+//! `operationId` and their rate-limit class, and a test compares this
+//! table with the spec both ways (the spec's `x-rate-limit-class` too).
+//!
+//! The class is a fact of the route, stated where the route is added: the
+//! rate-limit layer reads it from this table (`rate_limit::layer::RouteClasses`),
+//! so a route added anywhere cannot silently fall into a laxer class.
 
-use crate::state::AppState;
+use crate::{rate_limit::policy::Class, state::AppState};
 use axum::{
     handler::Handler,
     http::Method,
@@ -22,6 +27,9 @@ pub struct RouteSpec {
     /// The handler function's name (the last segment of its type name),
     /// which must equal `operation_id` (checked by a test).
     pub handler: &'static str,
+    /// The rate-limit class, or `None` for a route added with
+    /// [`ApiRouter::unlimited`] (the probes and the key set, outside `/v1`).
+    pub class: Option<Class>,
 }
 
 #[derive(Default)]
@@ -45,12 +53,47 @@ impl ApiRouter {
 
     /// Adds `method path` handled by `handler`, whose name must equal
     /// `operation_id` (docs/architecture.md: handlers are named after their
-    /// operation).
+    /// operation), counted in the rate-limit `class`: `Credentials` for
+    /// anything that checks a password or a code, `Refresh`, `Reads` for
+    /// `GET`, `Writes` for the rest.
     pub fn route<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        operation_id: &'static str,
+        class: Class,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(method, path, operation_id, Some(class), handler)
+    }
+
+    /// Adds a route that no rate limit counts: only for the operational
+    /// endpoints outside `/v1` (probes, the public key set), which must
+    /// answer however busy a client is. A test refuses it under `/v1`.
+    pub fn unlimited<H, T>(
+        self,
+        method: Method,
+        path: &'static str,
+        operation_id: &'static str,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(method, path, operation_id, None, handler)
+    }
+
+    fn add<H, T>(
         mut self,
         method: Method,
         path: &'static str,
         operation_id: &'static str,
+        class: Option<Class>,
         handler: H,
     ) -> Self
     where
@@ -66,6 +109,7 @@ impl ApiRouter {
                 path,
                 operation_id,
                 handler: fn_name::<H>(),
+                class,
             });
         }
         self

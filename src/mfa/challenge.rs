@@ -11,6 +11,7 @@ use crate::{
     error::ApiError,
     http::{extract::ClientInfo, extract::Json, routes::ApiRouter},
     mail::{self, templates},
+    rate_limit::policy::Class,
     sessions::{self, DeviceInfo, SignIn, TokenPair},
     state::AppState,
 };
@@ -25,7 +26,13 @@ pub const TOKEN_TTL: Duration = Duration::minutes(5);
 pub const MAX_ATTEMPTS: i32 = 5;
 
 pub fn router() -> ApiRouter {
-    ApiRouter::new().route(Method::POST, "/v1/auth/mfa", "complete_mfa", complete_mfa)
+    ApiRouter::new().route(
+        Method::POST,
+        "/v1/auth/mfa",
+        "complete_mfa",
+        Class::Credentials,
+        complete_mfa,
+    )
 }
 
 /// The login answer for an account with MFA: no tokens yet.

@@ -12,6 +12,7 @@ use crate::{
         routes::ApiRouter,
         validate,
     },
+    rate_limit::policy::Class,
     state::AppState,
     user_keys::UserKey,
 };
@@ -21,24 +22,33 @@ use validator::Validate;
 
 pub fn router() -> ApiRouter {
     ApiRouter::new()
-        .route(Method::GET, "/v1/mfa", "get_mfa", get_mfa)
-        .route(Method::POST, "/v1/mfa/totp/setup", "setup_totp", setup_totp)
+        .route(Method::GET, "/v1/mfa", "get_mfa", Class::Reads, get_mfa)
+        .route(
+            Method::POST,
+            "/v1/mfa/totp/setup",
+            "setup_totp",
+            Class::Credentials,
+            setup_totp,
+        )
         .route(
             Method::POST,
             "/v1/mfa/totp/confirm",
             "confirm_totp",
+            Class::Credentials,
             confirm_totp,
         )
         .route(
             Method::POST,
             "/v1/mfa/totp/disable",
             "disable_totp",
+            Class::Credentials,
             disable_totp,
         )
         .route(
             Method::POST,
             "/v1/mfa/recovery-codes",
             "regenerate_recovery_codes",
+            Class::Credentials,
             regenerate_recovery_codes,
         )
 }

@@ -15,6 +15,7 @@ use crate::{
     },
     mail::{self, notices::Notice, templates},
     mfa::{verify_factor, Factor, Secret},
+    rate_limit::policy::Class,
     state::AppState,
     user_keys::{self, UserKey},
 };
@@ -25,22 +26,42 @@ use validator::Validate;
 
 pub fn router() -> ApiRouter {
     ApiRouter::new()
-        .route(Method::GET, "/v1/me", "get_me", get_me)
-        .route(Method::PATCH, "/v1/me", "update_me", update_me)
-        .route(Method::DELETE, "/v1/me", "delete_me", delete_me)
+        .route(Method::GET, "/v1/me", "get_me", Class::Reads, get_me)
+        .route(
+            Method::PATCH,
+            "/v1/me",
+            "update_me",
+            Class::Writes,
+            update_me,
+        )
+        .route(
+            Method::DELETE,
+            "/v1/me",
+            "delete_me",
+            Class::Credentials,
+            delete_me,
+        )
         .route(
             Method::POST,
             "/v1/me/email",
             "request_email_change",
+            Class::Credentials,
             request_email_change,
         )
         .route(
             Method::POST,
             "/v1/me/email/confirm",
             "confirm_email_change",
+            Class::Credentials,
             confirm_email_change,
         )
-        .route(Method::GET, "/v1/me/export", "export_me", export_me)
+        .route(
+            Method::GET,
+            "/v1/me/export",
+            "export_me",
+            Class::Reads,
+            export_me,
+        )
 }
 
 /// Reads the caller's row and builds their view with their (already

@@ -1,7 +1,9 @@
 //! The rate-limit middleware and its response headers.
 //!
 //! Runs after routing (it needs the route template) and before the body is
-//! read, so a refused request costs almost nothing. Reads and writes with
+//! read, so a refused request costs almost nothing. The class of a request
+//! is the one its route was registered with (`ApiRouter::route`), looked up
+//! in [`RouteClasses`], built once from the route table. Reads and writes with
 //! a valid access token are limited per user (an attacker cannot spend a
 //! victim's budget: the token must verify); everything else per client IP,
 //! resolved through `TRUSTED_PROXIES` only, and per IPv6 prefix
@@ -13,24 +15,89 @@
 
 use super::{
     gcra::{Decision, Quota},
-    policy::{classify, Class, Tier},
+    policy::{Class, Tier},
     Limiter,
 };
-use crate::{http::client_ip, state::AppState};
+use crate::{
+    http::{client_ip, routes::RouteSpec},
+    state::AppState,
+};
 use axum::{
     extract::{ConnectInfo, MatchedPath, Request, State},
-    http::{HeaderMap, HeaderValue},
+    http::{HeaderMap, HeaderValue, Method},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
 
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
+/// The class of every routed request: (method, route template) to the
+/// class its route was registered with, `None` for an unlimited route.
+#[derive(Debug, Default)]
+pub struct RouteClasses {
+    routes: HashMap<(Method, &'static str), Option<Class>>,
+    /// Per template: `Some(class)` when all its routes share that class
+    /// (`Some(None)`: all unlimited), `None` when they differ.
+    paths: HashMap<&'static str, Option<Option<Class>>>,
+}
+
+impl RouteClasses {
+    pub fn new(table: &[RouteSpec]) -> Self {
+        let mut classes = Self::default();
+        for r in table {
+            classes.routes.insert((r.method.clone(), r.path), r.class);
+            classes
+                .paths
+                .entry(r.path)
+                .and_modify(|shared| {
+                    if *shared != Some(r.class) {
+                        *shared = None;
+                    }
+                })
+                .or_insert(Some(r.class));
+        }
+        classes
+    }
+
+    /// The class of `method` on the matched `path`. A routed method has its
+    /// route's class. axum answers `HEAD` with the `GET` handler, so it
+    /// counts as that `GET`. A method the path does not route (answered
+    /// 405) counts in `Credentials` or `Refresh` when every route of the
+    /// path is in that one class (a wrong verb on a credential path draws
+    /// on the credential quota, like the right one), is unlimited when
+    /// every route of the path is, and else counts in `Reads` for `GET`
+    /// and `HEAD`, `Writes` for the rest.
+    pub fn class(&self, method: &Method, path: &str) -> Option<Class> {
+        if let Some(class) = self.routes.get(&(method.clone(), path)) {
+            return *class;
+        }
+        if *method == Method::HEAD {
+            if let Some(class) = self.routes.get(&(Method::GET, path)) {
+                return *class;
+            }
+        }
+        match self.paths.get(path) {
+            None => None,
+            Some(Some(shared @ (None | Some(Class::Credentials | Class::Refresh)))) => *shared,
+            Some(_) if *method == Method::GET || *method == Method::HEAD => Some(Class::Reads),
+            Some(_) => Some(Class::Writes),
+        }
+    }
+}
+
+pub async fn layer(
+    State((state, classes)): State<(AppState, Arc<RouteClasses>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let class = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let Some(class) = route.and_then(|r| classify(req.method(), &r)) else {
+        .and_then(|p| classes.class(req.method(), p.as_str()));
+    let Some(class) = class else {
         return next.run(req).await;
     };
     let (mut subject, user) = subject(&state, &req, class);
@@ -127,5 +194,82 @@ pub fn set_headers(headers: &mut HeaderMap, class: Class, quota: Quota, d: Decis
     ) {
         headers.insert("ratelimit-policy", p);
         headers.insert("ratelimit", s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table shaped like the real one: a credential route, the refresh
+    /// route, a path mixing classes (`/v1/me`), reads and writes on one
+    /// path, and an unlimited probe.
+    fn classes() -> RouteClasses {
+        let spec = |method: Method, path: &'static str, class: Option<Class>| RouteSpec {
+            method,
+            path,
+            operation_id: "op",
+            handler: "op",
+            class,
+        };
+        RouteClasses::new(&[
+            spec(Method::POST, "/v1/auth/login", Some(Class::Credentials)),
+            spec(Method::POST, "/v1/auth/refresh", Some(Class::Refresh)),
+            spec(Method::GET, "/v1/me", Some(Class::Reads)),
+            spec(Method::PATCH, "/v1/me", Some(Class::Writes)),
+            spec(Method::DELETE, "/v1/me", Some(Class::Credentials)),
+            spec(Method::GET, "/v1/devices/{id}", Some(Class::Reads)),
+            spec(Method::DELETE, "/v1/devices/{id}", Some(Class::Writes)),
+            spec(Method::GET, "/healthz", None),
+        ])
+    }
+
+    #[test]
+    fn a_request_counts_in_its_routes_class() {
+        let classes = classes();
+        let class = |m: Method, p: &str| classes.class(&m, p);
+        assert_eq!(
+            class(Method::POST, "/v1/auth/login"),
+            Some(Class::Credentials)
+        );
+        assert_eq!(
+            class(Method::POST, "/v1/auth/refresh"),
+            Some(Class::Refresh)
+        );
+        assert_eq!(class(Method::GET, "/v1/me"), Some(Class::Reads));
+        assert_eq!(class(Method::PATCH, "/v1/me"), Some(Class::Writes));
+        assert_eq!(class(Method::DELETE, "/v1/me"), Some(Class::Credentials));
+        assert_eq!(
+            class(Method::DELETE, "/v1/devices/{id}"),
+            Some(Class::Writes)
+        );
+        // HEAD is served by the GET handler and counts as that GET.
+        assert_eq!(class(Method::HEAD, "/v1/me"), Some(Class::Reads));
+        assert_eq!(class(Method::HEAD, "/v1/devices/{id}"), Some(Class::Reads));
+        // An unlimited route, and no matched route, have no class.
+        assert_eq!(class(Method::GET, "/healthz"), None);
+        assert_eq!(class(Method::GET, "/v1/nowhere"), None);
+    }
+
+    #[test]
+    fn a_method_the_path_does_not_route_counts_like_the_path() {
+        let classes = classes();
+        let class = |m: Method, p: &str| classes.class(&m, p);
+        // Every route of the path is a credential (or refresh) route.
+        assert_eq!(
+            class(Method::GET, "/v1/auth/login"),
+            Some(Class::Credentials)
+        );
+        assert_eq!(
+            class(Method::PUT, "/v1/auth/login"),
+            Some(Class::Credentials)
+        );
+        assert_eq!(class(Method::GET, "/v1/auth/refresh"), Some(Class::Refresh));
+        // Mixed classes, or reads and writes: by the method.
+        assert_eq!(class(Method::PUT, "/v1/me"), Some(Class::Writes));
+        assert_eq!(class(Method::POST, "/v1/devices/{id}"), Some(Class::Writes));
+        assert_eq!(class(Method::OPTIONS, "/v1/me"), Some(Class::Writes));
+        // Unlimited paths stay unlimited.
+        assert_eq!(class(Method::POST, "/healthz"), None);
     }
 }

@@ -1,13 +1,16 @@
 //! Rate limiting: per endpoint class, per client IP, per account and per
 //! (account, IP), with progressive penalties and clear 429s.
 //!
-//! * `policy.rs`: the classes, their default quotas and which routes
-//!   belong to each; every quota can be overridden (`RATE_LIMIT_*`).
+//! * `policy.rs`: the classes and their default quotas; every quota can be
+//!   overridden (`RATE_LIMIT_*`). Each route names its class where it is
+//!   registered (`ApiRouter::route`).
 //! * `gcra.rs`: the algorithm and the penalty rule, pure and property-tested.
 //! * `memory.rs` / `redis_store.rs`: where the state lives. With
 //!   `REDIS_URL` set, every process shares one limit through Redis.
 //! * `layer.rs`: the middleware (per IP, or per user for authenticated
-//!   reads and writes) and the IETF `RateLimit-Policy` / `RateLimit` headers.
+//!   reads and writes), the class of each routed request read from the
+//!   route table (`RouteClasses`), and the IETF `RateLimit-Policy` /
+//!   `RateLimit` headers.
 //!
 //! When Redis is unreachable, credential classes fail closed (503 with
 //! `Retry-After`), because unlimited guessing is worse than a short outage;

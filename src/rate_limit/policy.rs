@@ -1,13 +1,17 @@
-//! The policy table: every limited class of endpoint, its default quota,
-//! and which routes belong to it. One place to read (and change) what the
-//! service allows.
+//! The policy table: every limited class of endpoint and its default
+//! quota. One place to read (and change) what the service allows. Which
+//! routes belong to a class is said where each route is registered
+//! (`ApiRouter::route`), and `openapi.yaml` repeats it per operation
+//! (`x-rate-limit-class`, checked by a test).
 
 use super::gcra::Quota;
 
 /// A class of endpoint with its own quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Class {
-    /// Sign-in, sign-up, codes and recovery, per client IP.
+    /// Every route that checks a password or a code: sign-in, sign-up,
+    /// codes and recovery, and the signed-in routes that take the current
+    /// password or a code. Per client IP.
     Credentials,
     /// The same endpoints per account (the email's blind index), so one
     /// address cannot be hammered from many IPs.
@@ -15,8 +19,11 @@ pub enum Class {
     /// Wrong passwords per (account, IP): the soft lock. The owner signing
     /// in from another network is not affected.
     LoginFailures,
+    /// Refreshing tokens, per client IP.
     Refresh,
+    /// Every other `GET`, per user (a valid access token) or client IP.
     Reads,
+    /// Every other operation, per user or client IP.
     Writes,
 }
 
@@ -30,7 +37,12 @@ impl Class {
         Self::Writes,
     ];
 
-    /// The policy name in `RateLimit-Policy` / `RateLimit` headers.
+    /// The classes a route is registered with; the others count the
+    /// credential routes a second way (per account, per account and IP).
+    pub const ROUTED: [Class; 4] = [Self::Credentials, Self::Refresh, Self::Reads, Self::Writes];
+
+    /// The policy name in `RateLimit-Policy` / `RateLimit` headers, and in
+    /// the spec's `x-rate-limit-class`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Credentials => "credentials",
@@ -130,42 +142,9 @@ pub fn parse_quota(s: &str) -> Option<Quota> {
     Some(Quota::per_seconds(limit, window))
 }
 
-/// The class of a routed request, by route template and method.
-pub fn classify(method: &axum::http::Method, route: &str) -> Option<Class> {
-    use axum::http::Method;
-    match route {
-        "/v1/auth/register"
-        | "/v1/auth/verify-email"
-        | "/v1/auth/verify-email/resend"
-        | "/v1/auth/login"
-        | "/v1/auth/mfa"
-        | "/v1/auth/password/forgot"
-        | "/v1/auth/password/reset"
-        | "/v1/auth/password/change"
-        | "/v1/me/email"
-        | "/v1/me/email/confirm"
-        // Every route that checks the current password or a code is a
-        // guess, whoever holds the session.
-        | "/v1/mfa/totp/setup"
-        | "/v1/mfa/totp/confirm"
-        | "/v1/mfa/totp/disable"
-        | "/v1/mfa/recovery-codes" => Some(Class::Credentials),
-        // Deleting the account takes the password (and a code): a guess.
-        "/v1/me" if *method == Method::DELETE => Some(Class::Credentials),
-        "/v1/auth/refresh" => Some(Class::Refresh),
-        r if r.starts_with("/v1/") => Some(if *method == Method::GET || *method == Method::HEAD {
-            Class::Reads
-        } else {
-            Class::Writes
-        }),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::Method;
 
     #[test]
     fn quotas_parse_and_nonsense_is_refused() {
@@ -173,35 +152,5 @@ mod tests {
         assert_eq!(parse_quota("0/60"), None);
         assert_eq!(parse_quota("5/0"), None);
         assert_eq!(parse_quota("five"), None);
-    }
-
-    #[test]
-    fn routes_map_to_their_class_and_operations_are_unlimited() {
-        assert_eq!(
-            classify(&Method::POST, "/v1/auth/login"),
-            Some(Class::Credentials)
-        );
-        assert_eq!(
-            classify(&Method::POST, "/v1/auth/refresh"),
-            Some(Class::Refresh)
-        );
-        assert_eq!(classify(&Method::GET, "/v1/sessions"), Some(Class::Reads));
-        for route in [
-            "/v1/mfa/totp/setup",
-            "/v1/mfa/totp/disable",
-            "/v1/auth/password/change",
-        ] {
-            assert_eq!(
-                classify(&Method::POST, route),
-                Some(Class::Credentials),
-                "{route} checks a password"
-            );
-        }
-        assert_eq!(
-            classify(&Method::DELETE, "/v1/sessions/{id}"),
-            Some(Class::Writes)
-        );
-        assert_eq!(classify(&Method::GET, "/healthz"), None);
-        assert_eq!(classify(&Method::GET, "/.well-known/jwks.json"), None);
     }
 }

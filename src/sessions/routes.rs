@@ -5,6 +5,7 @@ use crate::{
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::{auth::AuthUser, extract::ClientInfo, extract::Json, extract::Path, routes::ApiRouter},
+    rate_limit::policy::Class,
     state::AppState,
 };
 use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
@@ -19,20 +20,35 @@ pub fn router() -> ApiRouter {
             Method::POST,
             "/v1/auth/refresh",
             "refresh_tokens",
+            Class::Refresh,
             refresh_tokens,
         )
-        .route(Method::POST, "/v1/auth/logout", "logout", logout)
+        .route(
+            Method::POST,
+            "/v1/auth/logout",
+            "logout",
+            Class::Writes,
+            logout,
+        )
         .route(
             Method::POST,
             "/v1/auth/logout-all",
             "logout_all",
+            Class::Writes,
             logout_all,
         )
-        .route(Method::GET, "/v1/sessions", "list_sessions", list_sessions)
+        .route(
+            Method::GET,
+            "/v1/sessions",
+            "list_sessions",
+            Class::Reads,
+            list_sessions,
+        )
         .route(
             Method::DELETE,
             "/v1/sessions/{id}",
             "delete_session",
+            Class::Writes,
             delete_session,
         )
 }

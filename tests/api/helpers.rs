@@ -15,6 +15,7 @@ use mobile_backend::{
     dev_db::{self, LocalPostgres},
     http::{extract::Json, routes::ApiRouter, routes::RouteSpec},
     keys::Keys,
+    rate_limit::policy::Class,
     startup::Application,
     state::AppState,
 };
@@ -695,11 +696,35 @@ pub const PROBE_PREFIX: &str = "/v1/_probe";
 
 fn probe_routes() -> ApiRouter {
     ApiRouter::new()
-        .route(Method::POST, "/v1/_probe/echo", "probe_echo", echo)
-        .route(Method::GET, "/v1/_probe", "probe_ok", ok)
-        .route(Method::GET, "/v1/_probe/panic", "probe_panic", boom)
-        .route(Method::GET, "/v1/_probe/slow", "probe_slow", slow)
-        .route(Method::GET, "/v1/_probe/db", "probe_db", db_probe)
+        .route(
+            Method::POST,
+            "/v1/_probe/echo",
+            "probe_echo",
+            Class::Writes,
+            echo,
+        )
+        .route(Method::GET, "/v1/_probe", "probe_ok", Class::Reads, ok)
+        .route(
+            Method::GET,
+            "/v1/_probe/panic",
+            "probe_panic",
+            Class::Reads,
+            boom,
+        )
+        .route(
+            Method::GET,
+            "/v1/_probe/slow",
+            "probe_slow",
+            Class::Reads,
+            slow,
+        )
+        .route(
+            Method::GET,
+            "/v1/_probe/db",
+            "probe_db",
+            Class::Reads,
+            db_probe,
+        )
 }
 
 /// The TOTP code of `secret` at the test clock's current time.
