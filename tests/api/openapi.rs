@@ -1,15 +1,22 @@
 //! `openapi.yaml` and the router agree exactly: every routed operation is
-//! documented with the handler's name as its operationId, and the spec
-//! documents nothing the router lacks.
+//! documented with the handler's name as its operationId and its route's
+//! rate-limit class as `x-rate-limit-class`, and the spec documents nothing
+//! the router lacks. The rule a forker cannot forget: an operation whose
+//! body carries a password or a code is a `credentials` operation.
 
 use crate::helpers::{TestApp, PROBE_PREFIX};
+use mobile_backend::{
+    http::{api_routes, routes::RouteSpec},
+    rate_limit::policy::Class,
+};
+use serde_yaml::Value;
 use std::collections::BTreeSet;
 
 const METHODS: &[&str] = &[
     "get", "put", "post", "delete", "patch", "head", "options", "trace",
 ];
 
-fn spec() -> serde_yaml::Value {
+fn spec() -> Value {
     let raw =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     serde_yaml::from_str(&raw).unwrap()
@@ -105,4 +112,153 @@ fn the_spec_is_openapi_3_1_with_the_shared_problem_schema() {
         assert!(problem.get(field).is_some(), "Problem.{field}");
     }
     assert!(spec["components"]["securitySchemes"]["bearerAuth"].is_mapping());
+}
+
+/// Every operation of the spec: (METHOD, path, operation object).
+fn operations(spec: &Value) -> Vec<(String, String, &Value)> {
+    let mut ops = Vec::new();
+    for (path, item) in spec["paths"].as_mapping().expect("paths") {
+        for m in METHODS {
+            if let Some(op) = item.get(*m) {
+                ops.push((m.to_uppercase(), path.as_str().unwrap().to_owned(), op));
+            }
+        }
+    }
+    ops
+}
+
+fn route<'a>(table: &'a [RouteSpec], method: &str, path: &str) -> Option<&'a RouteSpec> {
+    table
+        .iter()
+        .find(|r| r.method.as_str() == method && r.path == path)
+}
+
+/// The `x-rate-limit-class` a route must carry: its class's policy name,
+/// or `unlimited`.
+fn class_name(class: Option<Class>) -> &'static str {
+    class.map_or("unlimited", Class::name)
+}
+
+/// Follows `$ref`s (local ones, `#/...`) to the object they name.
+fn resolve<'a>(spec: &'a Value, mut v: &'a Value) -> &'a Value {
+    while let Some(r) = v.get("$ref").and_then(Value::as_str) {
+        let pointer = r.strip_prefix("#/").expect("a local $ref");
+        v = pointer.split('/').fold(spec, |node, key| {
+            &node[key.replace("~1", "/").replace("~0", "~").as_str()]
+        });
+        assert!(!v.is_null(), "unresolved $ref {r}");
+    }
+    v
+}
+
+/// Every property name anywhere in `schema`: through `$ref`s, `allOf`,
+/// `anyOf`, `oneOf`, nested objects and array items.
+fn property_names(spec: &Value, schema: &Value, out: &mut BTreeSet<String>, depth: usize) {
+    assert!(depth < 32, "schema nesting too deep (a cycle?)");
+    let schema = resolve(spec, schema);
+    if let Some(props) = schema.get("properties").and_then(Value::as_mapping) {
+        for (name, sub) in props {
+            out.insert(name.as_str().unwrap().to_owned());
+            property_names(spec, sub, out, depth + 1);
+        }
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for sub in schema
+            .get(key)
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            property_names(spec, sub, out, depth + 1);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        property_names(spec, items, out, depth + 1);
+    }
+}
+
+#[test]
+fn every_operation_states_the_rate_limit_class_of_its_route() {
+    let spec = spec();
+    let routes = api_routes();
+    let mut wrong = Vec::new();
+    for (method, path, op) in operations(&spec) {
+        let Some(r) = route(routes.table(), &method, &path) else {
+            continue; // the both-ways comparison above reports it
+        };
+        let want = class_name(r.class);
+        match op.get("x-rate-limit-class").and_then(Value::as_str) {
+            Some(got) if got == want => {}
+            Some(got) => wrong.push(format!(
+                "{method} {path}: x-rate-limit-class {got}, the route says {want}"
+            )),
+            None => wrong.push(format!(
+                "{method} {path}: no x-rate-limit-class (the route says {want})"
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "\n  {}", wrong.join("\n  "));
+}
+
+/// A password or a code in the body makes every request a guess, whoever
+/// sends it: such an operation must be limited as one.
+#[test]
+fn every_operation_whose_body_takes_a_password_or_a_code_is_a_credential_operation() {
+    const SECRETS: &[&str] = &[
+        "password",
+        "current_password",
+        "new_password",
+        "code",
+        "recovery_code",
+    ];
+    let spec = spec();
+    let routes = api_routes();
+    let mut checked = BTreeSet::new();
+    let mut wrong = Vec::new();
+    for (method, path, op) in operations(&spec) {
+        let Some(body) = op.get("requestBody").map(|b| resolve(&spec, b)) else {
+            continue;
+        };
+        let mut names = BTreeSet::new();
+        for (_, media) in body["content"].as_mapping().expect("requestBody content") {
+            property_names(&spec, &media["schema"], &mut names, 0);
+        }
+        let secrets: Vec<&str> = SECRETS
+            .iter()
+            .copied()
+            .filter(|s| names.contains(*s))
+            .collect();
+        if secrets.is_empty() {
+            continue;
+        }
+        checked.insert(op["operationId"].as_str().unwrap().to_owned());
+        let routed = route(routes.table(), &method, &path).and_then(|r| r.class);
+        let stated = op.get("x-rate-limit-class").and_then(Value::as_str);
+        if routed != Some(Class::Credentials) || stated != Some("credentials") {
+            wrong.push(format!(
+                "{method} {path} takes {secrets:?} but is routed as {} and documented as {}",
+                class_name(routed),
+                stated.unwrap_or("<missing>")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "\n  {}", wrong.join("\n  "));
+    // The walk must find them (a broken walk would pass vacuously).
+    for op in [
+        "register",
+        "verify_email",
+        "login",
+        "complete_mfa",
+        "reset_password",
+        "change_password",
+        "request_email_change",
+        "confirm_email_change",
+        "delete_me",
+        "setup_totp",
+        "confirm_totp",
+        "disable_totp",
+        "regenerate_recovery_codes",
+    ] {
+        assert!(checked.contains(op), "{op} was not found to take a secret");
+    }
 }
