@@ -2,7 +2,8 @@
 //! documented with the handler's name as its operationId and its route's
 //! rate-limit class as `x-rate-limit-class`, and the spec documents nothing
 //! the router lacks. The rule a forker cannot forget: an operation whose
-//! body carries a password or a code is a `credentials` operation.
+//! body carries a password or a code is a `credentials` operation. And a
+//! rule of form: a `$ref` names a component, never a property inside one.
 
 use crate::helpers::{TestApp, PROBE_PREFIX};
 use mobile_backend::{
@@ -261,4 +262,19 @@ fn every_operation_whose_body_takes_a_password_or_a_code_is_a_credential_operati
     ] {
         assert!(checked.contains(op), "{op} was not found to take a secret");
     }
+}
+
+#[test]
+fn every_ref_names_a_component_not_a_property_inside_one() {
+    let raw =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let inside: Vec<&str> = raw
+        .lines()
+        .filter(|l| l.contains("$ref") && l.contains("/properties/"))
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "make these named component schemas:\n{}",
+        inside.join("\n")
+    );
 }
