@@ -2,8 +2,9 @@
 //! documented with the handler's name as its operationId and its route's
 //! rate-limit class as `x-rate-limit-class`, and the spec documents nothing
 //! the router lacks. The rule a forker cannot forget: an operation whose
-//! body carries a password or a code is a `credentials` operation. And a
-//! rule of form: a `$ref` names a component, never a property inside one.
+//! body carries a password or a code is a `credentials` operation.
+//! And two rules of form: every `/v1` operation declares the client
+//! headers, and a `$ref` names a component, never a property inside one.
 
 use crate::helpers::{TestApp, PROBE_PREFIX};
 use mobile_backend::{
@@ -262,6 +263,39 @@ fn every_operation_whose_body_takes_a_password_or_a_code_is_a_credential_operati
     ] {
         assert!(checked.contains(op), "{op} was not found to take a secret");
     }
+}
+
+/// Apps send these on every `/v1` request (docs/mobile.md, *Client
+/// headers*), so every `/v1` operation says what each one means.
+#[test]
+fn every_operation_declares_the_client_headers_it_may_send() {
+    let spec = spec();
+    let mut missing = Vec::new();
+    for (method, path, op) in operations(&spec) {
+        let declared: BTreeSet<&str> = op
+            .get("parameters")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| resolve(&spec, p)["name"].as_str())
+            .collect();
+        let wanted: &[&str] = if path.starts_with("/v1/") {
+            &[
+                "X-Request-Id",
+                "X-Client-Platform",
+                "X-Client-Version",
+                "X-App-Install-Id",
+            ]
+        } else {
+            &["X-Request-Id"]
+        };
+        for h in wanted {
+            if !declared.contains(h) {
+                missing.push(format!("{method} {path}: {h}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "\n  {}", missing.join("\n  "));
 }
 
 #[test]
