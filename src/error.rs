@@ -217,6 +217,16 @@ impl ApiError {
     }
 }
 
+/// Links a problem may carry to what the client can do about it, as the
+/// problem's `links` member (only the links that apply are present).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ProblemLinks {
+    /// Where a signed-in user asks for a higher rate-limit tier; set on a
+    /// 429 of the `reads` or `writes` class counted per user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_increase: Option<&'static str>,
+}
+
 #[derive(Serialize)]
 struct ProblemBody<'a> {
     #[serde(rename = "type")]
@@ -232,10 +242,23 @@ struct ProblemBody<'a> {
     min_version: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     store_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    links: Option<ProblemLinks>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.render(None)
+    }
+}
+
+impl ApiError {
+    /// The problem response with a `links` member.
+    pub fn into_response_with_links(self, links: ProblemLinks) -> Response {
+        self.render(Some(links))
+    }
+
+    fn render(self, links: Option<ProblemLinks>) -> Response {
         let status = self.status();
         let code = self.code();
         let body = ProblemBody {
@@ -257,6 +280,7 @@ impl IntoResponse for ApiError {
                 Self::UpgradeRequired { store_url, .. } => store_url.as_deref(),
                 _ => None,
             },
+            links,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = (status, bytes).into_response();
@@ -308,14 +332,31 @@ impl IntoResponse for ApiError {
 /// keeps "check then insert" races impossible: the database decides once.
 /// Features add their constraints here as they land.
 type ConstraintAnswer = fn() -> ApiError;
-const CONSTRAINT_ERRORS: &[(&str, ConstraintAnswer)] = &[(
-    // An email change confirmed after another account took the address.
-    "users_email_blind_index_key",
-    || ApiError::Conflict {
-        code: "email_unavailable",
-        detail: "That email address cannot be used for this account.",
-    },
-)];
+const CONSTRAINT_ERRORS: &[(&str, ConstraintAnswer)] = &[
+    (
+        // An email change confirmed after another account took the address.
+        "users_email_blind_index_key",
+        || ApiError::Conflict {
+            code: "email_unavailable",
+            detail: "That email address cannot be used for this account.",
+        },
+    ),
+    (
+        // A second pending rate-limit request that got past the per-user
+        // lock (the handler checks first; this index is the backstop).
+        "rate_limit_requests_one_pending",
+        request_pending,
+    ),
+];
+
+/// 409 `request_pending`: the account already has a pending rate-limit
+/// request.
+pub fn request_pending() -> ApiError {
+    ApiError::Conflict {
+        code: "request_pending",
+        detail: "This account already has a pending request. Wait for the decision or withdraw it first.",
+    }
+}
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {

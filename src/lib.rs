@@ -40,6 +40,8 @@ pub mod outbound;
 pub mod profile;
 /// Rate limits per class, IP, user and account, with progressive penalties.
 pub mod rate_limit;
+/// Users asking for a higher rate-limit tier (staff decide in `admin`).
+pub mod rate_limit_requests;
 pub mod request_scope;
 /// Sessions, refresh-token rotation and reuse detection.
 pub mod sessions;

@@ -1,7 +1,8 @@
 //! Building and running the application: pool, migrations, state, the API
 //! listener (plain HTTP, or TLS through [`crate::tls`]), the metrics
 //! listener, the mail sender and the background passes (audit maintenance,
-//! alert webhook, client policy refresh, unverified-account deletion),
+//! alert webhook, client policy refresh, unverified-account deletion,
+//! rate-limit tier expiry and 429 counts),
 //! with graceful shutdown.
 //!
 //! Tests call [`Application::build_with`] with port 0, a manual clock and
@@ -175,6 +176,7 @@ impl Application {
         .context("REDIS_URL")?;
         let state = AppState {
             limiter: Arc::new(limiter),
+            refusals: Arc::default(),
             profile_views: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
             breached_passwords,
@@ -260,6 +262,10 @@ impl Application {
             self.state.clone(),
             stop_rx.clone(),
         ));
+        let tiers = tokio::spawn(crate::rate_limit::tiers::run(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let deferred = self.state.deferred.clone();
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -305,6 +311,7 @@ impl Application {
         let _ = sender.await;
         let _ = maintenance.await;
         let _ = unverified.await;
+        let _ = tiers.await;
         let _ = webhook.await;
         let _ = policy.await;
         let _ = metrics.await;

@@ -31,6 +31,8 @@ pub struct AppState {
     pub profile_views: Arc<crate::alerts::views::ViewTracker>,
     /// Rate limits (in-process, or shared through Redis).
     pub limiter: Arc<crate::rate_limit::Limiter>,
+    /// 429s per account not yet written to `rate_limit_refusals`.
+    pub refusals: Arc<crate::rate_limit::refusals::RefusalCounter>,
     /// Bounds the requests served at once (load shedding).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The optional Pwned Passwords check (`PWNED_PASSWORDS_CHECK`).

@@ -44,6 +44,7 @@ const FEATURES: &[&str] = &[
     "alerts",
     "mail",
     "rate_limit",
+    "rate_limit_requests",
 ];
 /// What a feature must never import.
 const ENTRY_POINTS: &[&str] = &["startup", "main"];

@@ -1,16 +1,21 @@
 //! `PUT /v1/admin/users/{id}/rate-limit-tier`: raise (or restore) a user's
-//! limits for authenticated reads and writes. Admin only, aal2, audited
-//! with actor and target.
+//! limits for authenticated reads and writes, for good. Admin only, aal2,
+//! never on the caller's own account, audited with actor and target. The
+//! change itself is `rate_limit::tiers::set`, which approving a user's
+//! request (`admin/rate_limit_requests.rs`) shares.
 
 use crate::{
-    audit::{self, events, AuditEvent, Outcome},
+    audit::{events, AuditEvent, Outcome},
     error::ApiError,
     http::{
         auth::{Admin, RequireRole},
         extract::{ClientInfo, Json, Path},
         routes::ApiRouter,
     },
-    rate_limit::policy::{Class, Tier},
+    rate_limit::{
+        policy::{Class, Tier},
+        tiers,
+    },
     state::AppState,
 };
 use axum::{extract::State, http::Method, Json as JsonResponse};
@@ -40,6 +45,8 @@ pub struct RateLimitTierResponse {
     pub rate_limit_tier: Tier,
 }
 
+/// Sets the tier for good (clearing any expiry an approved request gave
+/// it). Not on the caller's own account (403 `own_account`).
 pub async fn set_rate_limit_tier(
     State(state): State<AppState>,
     RequireRole(admin, _): RequireRole<Admin>,
@@ -49,30 +56,24 @@ pub async fn set_rate_limit_tier(
 ) -> Result<JsonResponse<RateLimitTierResponse>, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let previous = sqlx::query_scalar!(
-        r#"UPDATE users u SET rate_limit_tier = $2, updated_at = $3
-           FROM (SELECT rate_limit_tier FROM users WHERE user_id = $1 FOR UPDATE) old
-           WHERE u.user_id = $1
-           RETURNING old.rate_limit_tier"#,
-        id,
-        req.tier.as_str(),
-        now,
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(ApiError::NotFound)?;
-    audit::record(
-        &mut tx,
-        now,
-        &AuditEvent::new(events::ADMIN_RATE_LIMIT_TIER_CHANGED, Outcome::Success)
+    if id == admin.user_id {
+        let refused = AuditEvent::new(events::ADMIN_RATE_LIMIT_TIER_REFUSED, Outcome::Denied)
             .user(id)
             .actor(admin.user_id)
             .session(admin.session_id)
             .client(&client)
-            .detail("from", previous)
-            .detail("to", req.tier.as_str()),
-    )
-    .await?;
+            .detail("to", req.tier.as_str());
+        let error = tiers::refuse_own_account(&mut tx, now, refused).await?;
+        tx.commit().await?;
+        return Err(error);
+    }
+    let event = tiers::change_event()
+        .actor(admin.user_id)
+        .session(admin.session_id)
+        .client(&client);
+    tiers::set(&mut tx, now, id, req.tier, None, event)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     tx.commit().await?;
     Ok(JsonResponse(RateLimitTierResponse {
         id,

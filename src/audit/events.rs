@@ -61,9 +61,34 @@ pub const RECOVERY_CODES_REGENERATED: &str = "mfa.recovery_codes.regenerated";
 /// An aal1 session tried an action that needs the second factor.
 pub const STEP_UP_REFUSED: &str = "mfa.step_up.refused";
 
-/// An administrator changed a user's rate-limit tier. Actor: the admin;
-/// user: the target. Details: `from`, `to`.
+/// An administrator changed a user's rate-limit tier, directly or by
+/// approving the user's request. Actor: the admin; user: the target.
+/// Details: `from`, `to`, `expires_at` (`null`: no expiry); `request_id`
+/// when it approved a request.
 pub const ADMIN_RATE_LIMIT_TIER_CHANGED: &str = "admin.user.rate_limit_tier_changed";
+/// An administrator's attempt to change their own tier, directly or by
+/// deciding their own request, was refused. Actor and user: the admin.
+/// Details: `reason` (`own_account`), `request_id` for a decision.
+pub const ADMIN_RATE_LIMIT_TIER_REFUSED: &str = "admin.user.rate_limit_tier_refused";
+/// A tier granted until a date reached it and went back to `standard`
+/// (the background pass; no actor). Details: `from`, `expired_at`.
+pub const RATE_LIMIT_TIER_EXPIRED: &str = "rate_limit.tier.expired";
+
+/// A user asked for a higher rate-limit tier. Details: `request_id`,
+/// `requested_tier`, `current_tier` (never the reason).
+pub const RATE_LIMIT_REQUEST_CREATED: &str = "rate_limit.request.created";
+/// A user withdrew their pending request. Details: `request_id`.
+pub const RATE_LIMIT_REQUEST_WITHDRAWN: &str = "rate_limit.request.withdrawn";
+/// An administrator approved or denied a request (or was refused: outcome
+/// `denied`, `reason` `already_decided`, `tier_not_higher` or
+/// `own_account`). Actor: the admin; user: the requester. Details:
+/// `request_id`, `decision`, `requested_tier`, `expires_in_days`,
+/// `with_note` (whether a note was written, never the note).
+pub const ADMIN_RATE_LIMIT_REQUEST_DECIDED: &str = "admin.rate_limit_request.decided";
+/// Support or an administrator listed rate-limit requests (their reasons
+/// are personal data). Actor: the caller. Details: `status` (the filter,
+/// `null` for all), `matches`, `masked`.
+pub const ADMIN_RATE_LIMIT_REQUESTS_LISTED: &str = "admin.rate_limit_request.listed";
 
 /// A caller without the required role tried an administrative route
 /// (function-level authorization). Details: `role`, `path`.

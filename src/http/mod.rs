@@ -59,6 +59,8 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::profile::routes::router())
         .merge(crate::admin::accounts::router())
         .merge(crate::admin::client_policy::router())
+        .merge(crate::rate_limit_requests::routes::router())
+        .merge(crate::admin::rate_limit_requests::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

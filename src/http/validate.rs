@@ -20,6 +20,26 @@ pub fn no_control_chars(value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Free text shown to staff (a request's reason, a staff note): no
+/// bidirectional controls (U+202E RLO and the other embeddings, overrides,
+/// isolates and marks), which could make the text read differently from
+/// what it is. Joiners and other invisible characters used by emoji stay.
+pub fn no_bidi_controls(value: &str) -> Result<(), ValidationError> {
+    let bidi = |c: char| {
+        matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+    };
+    if value.chars().any(bidi) {
+        return Err(error(
+            "bidi_characters",
+            "Text direction control characters are not allowed.",
+        ));
+    }
+    Ok(())
+}
+
 pub fn platform(value: &str) -> Result<(), ValidationError> {
     match value {
         "ios" | "android" | "web" => Ok(()),
@@ -73,6 +93,9 @@ mod tests {
     fn rules_accept_and_refuse_what_they_say() {
         assert!(no_control_chars("Ada's iPhone").is_ok());
         assert!(no_control_chars("evil\nline").is_err());
+        assert!(no_control_chars("\u{1b}[31mred").is_err());
+        assert!(no_bidi_controls("Ada's app 👨‍👩‍👧").is_ok());
+        assert!(no_bidi_controls("evil\u{202E}txt.exe").is_err());
         assert!(platform("ios").is_ok());
         assert!(platform("IOS").is_err());
         assert!(six_digits("012345").is_ok());

@@ -62,6 +62,43 @@ pub fn recovery_code_used(to: &str) -> OutgoingMail {
     }
 }
 
+/// The outcome of the user's rate-limit request. Never the reason or the
+/// administrator's note: free text written by someone else, sent in a mail
+/// from this service, would be a phishing tool (a link, a phone number to
+/// call). The app shows the note to the signed-in user.
+pub fn rate_limit_request_decided(
+    to: &str,
+    approved: bool,
+    tier: &str,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> OutgoingMail {
+    let (subject, text) = if approved {
+        let until = match expires_at {
+            Some(at) => format!(" until {} UTC", at.format("%Y-%m-%d %H:%M")),
+            None => String::new(),
+        };
+        (
+            "Your request for higher limits was approved",
+            format!(
+                "Your request for a higher rate limit was approved: your account now has the \"{tier}\" tier{until}.\n\n\
+                 You can see the details in the app."
+            ),
+        )
+    } else {
+        (
+            "Your request for higher limits was not approved",
+            "Your request for a higher rate limit was not approved. Your limits are unchanged.\n\n\
+             You can see the details in the app."
+                .to_owned(),
+        )
+    };
+    OutgoingMail {
+        to: to.to_owned(),
+        subject: subject.into(),
+        text,
+    }
+}
+
 /// A security notice: something changed on the account, and what to do if
 /// it was not the account's owner.
 /// What to do if a notice describes something the reader did not do.

@@ -565,6 +565,11 @@ pub struct ExportResponse {
     pub account: MeResponse,
     pub sessions: Vec<crate::sessions::routes::SessionView>,
     pub devices: Vec<crate::devices::routes::Device>,
+    /// The caller's requests for a higher rate-limit tier, newest first.
+    pub rate_limit_requests: Vec<crate::rate_limit_requests::RateLimitRequest>,
+    /// Per day, how many of the caller's requests were refused with 429
+    /// (kept 31 days, shown to staff deciding a rate-limit request).
+    pub rate_limit_refusals: Vec<crate::rate_limit::refusals::RefusalDay>,
     pub mfa: MfaExport,
     /// The most recent 1000 events about the caller.
     pub audit_events: Vec<AuditExport>,
@@ -587,6 +592,9 @@ pub async fn export_me(
         .into_iter()
         .map(Into::into)
         .collect();
+    let rate_limit_requests = crate::rate_limit_requests::export(&mut tx, &key).await?;
+    state.refusals.flush(&state.db, now.date_naive()).await?;
+    let rate_limit_refusals = crate::rate_limit::refusals::days(&mut tx, uid).await?;
     let mfa = db::mfa_state(&mut tx, uid).await?;
     let audit_events = db::own_audit_events(&mut tx, uid, 1000)
         .await?
@@ -614,6 +622,8 @@ pub async fn export_me(
         account,
         sessions,
         devices,
+        rate_limit_requests,
+        rate_limit_refusals,
         mfa: MfaExport {
             totp_enabled: mfa.enabled_at.is_some(),
             enabled_at: mfa.enabled_at,

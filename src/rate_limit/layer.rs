@@ -12,13 +12,19 @@
 //! Headers follow the IETF httpapi rate-limit draft's structured fields:
 //! `RateLimit-Policy: "credentials";q=20;w=60` and
 //! `RateLimit: "credentials";r=0;t=42`.
+//!
+//! A 429 counted per user (`reads`, `writes` with a valid access token) is
+//! counted for staff ([`super::refusals`]) and, below the highest tier,
+//! links to where the user can ask for more (`links.request_increase`).
+//! Credential classes and anonymous callers get neither.
 
 use super::{
     gcra::{Decision, Quota},
     policy::{Class, Tier},
-    Limiter,
+    tiers, Limiter,
 };
 use crate::{
+    error::ProblemLinks,
     http::{client_ip, routes::RouteSpec},
     state::AppState,
 };
@@ -102,11 +108,13 @@ pub async fn layer(
     };
     let (mut subject, user) = subject(&state, &req, class);
     let mut quota = state.limiter.quota(class);
+    let mut tier = Tier::Standard;
     if let Some(user_id) = user {
         // A raised tier scales this user's read and write quotas; the tier
         // is part of the key, so a change starts from a clean slate.
         match tier_of(&state, user_id).await {
-            Ok(tier) => {
+            Ok(t) => {
+                tier = t;
                 quota = tier.apply(quota);
                 subject = format!("{subject}:{}", tier.as_str());
             }
@@ -122,9 +130,19 @@ pub async fn layer(
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let mut response = match Limiter::enforce(class, decision) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+    let mut response = match (Limiter::enforce(class, decision), user) {
+        (Ok(()), _) => next.run(req).await,
+        (Err(e), Some(user_id)) => {
+            state.refusals.record(user_id);
+            if tier < Tier::High {
+                e.into_response_with_links(ProblemLinks {
+                    request_increase: Some(REQUEST_INCREASE_PATH),
+                })
+            } else {
+                e.into_response()
+            }
+        }
+        (Err(e), None) => e.into_response(),
     };
     set_headers(response.headers_mut(), class, quota, decision);
     response
@@ -144,15 +162,16 @@ pub fn client_ip(state: &AppState, req: &Request) -> IpAddr {
     )
 }
 
+/// Where a signed-in user asks for a higher tier (`POST` there); the link
+/// a per-user 429 carries. The route is registered at this path
+/// (`rate_limit_requests::routes`).
+pub const REQUEST_INCREASE_PATH: &str = "/v1/me/rate-limit-requests";
+
+/// The tier in force (an expired one is `standard` already).
 async fn tier_of(state: &AppState, user_id: uuid::Uuid) -> Result<Tier, crate::error::ApiError> {
     let mut conn = state.db.acquire().await?;
-    let tier = sqlx::query_scalar!(
-        "SELECT rate_limit_tier FROM users WHERE user_id = $1",
-        user_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(tier.map_or(Tier::Standard, |t| Tier::parse(&t)))
+    let tier = tiers::in_force(&mut conn, user_id, state.clock.now()).await?;
+    Ok(tier.map_or(Tier::Standard, |t| t.tier))
 }
 
 /// The key to count against, and the user when it is a verified one.

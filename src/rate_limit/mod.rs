@@ -11,6 +11,10 @@
 //!   reads and writes), the class of each routed request read from the
 //!   route table (`RouteClasses`), and the IETF `RateLimit-Policy` /
 //!   `RateLimit` headers.
+//! * `tiers.rs`: the tier in force for a user (tiers may expire), the one
+//!   function that changes it, and the background pass that ends expired
+//!   tiers; `refusals.rs`: the per-account 429 counts staff see when they
+//!   decide a rate-limit request.
 //!
 //! When Redis is unreachable, credential classes fail closed (503 with
 //! `Retry-After`), because unlimited guessing is worse than a short outage;
@@ -22,6 +26,8 @@ pub mod layer;
 pub mod memory;
 pub mod policy;
 pub mod redis_store;
+pub mod refusals;
+pub mod tiers;
 
 use crate::error::ApiError;
 use gcra::{Decision, Quota};

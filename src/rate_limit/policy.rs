@@ -89,7 +89,10 @@ impl Class {
 }
 
 /// A user's tier: a multiplier on the per-user read and write quotas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Ordered from the lowest to the highest (`Standard < Raised < High`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     Standard,
