@@ -23,7 +23,8 @@ fn admin_routes(app: &TestApp) -> Vec<(Method, String)> {
 
 /// Admin-only operations (support may call the rest).
 fn admin_only(method: &Method, path: &str) -> bool {
-    let staff_readable = (*method == Method::GET && path.starts_with("/v1/admin/users"))
+    let staff_readable = (*method == Method::GET
+        && (path.starts_with("/v1/admin/users") || path == "/v1/admin/rate-limit-requests"))
         || (*method == Method::POST && path.ends_with("/revoke-sessions"));
     !staff_readable
 }

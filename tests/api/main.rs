@@ -23,6 +23,7 @@ mod mfa;
 mod notices;
 mod openapi;
 mod profile;
+mod rate_limit_requests;
 mod rate_limits;
 mod readiness;
 mod refresh;
