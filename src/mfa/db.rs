@@ -1,5 +1,6 @@
 //! Queries over `mfa_totp`, `recovery_codes` and `mfa_challenges`.
 
+use crate::accounts::{Role, Status};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ pub async fn lock_totp(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<O
 /// role are read inside the caller's transaction.
 pub struct AccountMfa {
     pub mfa_enabled: bool,
-    pub role: String,
+    pub role: Role,
 }
 
 pub async fn lock_account(
@@ -46,7 +47,7 @@ pub async fn lock_account(
     // statement after the lock is held (a confirm that committed while we
     // waited is then seen).
     let role = sqlx::query_scalar!(
-        "SELECT role FROM users WHERE user_id = $1 FOR UPDATE",
+        r#"SELECT role AS "role: Role" FROM users WHERE user_id = $1 FOR UPDATE"#,
         user_id
     )
     .fetch_optional(&mut *conn)
@@ -261,8 +262,8 @@ pub struct ChallengeRow {
     pub device_name: Option<String>,
     pub platform: Option<String>,
     pub model: Option<String>,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: Status,
 }
 
 pub async fn lock_challenge(
@@ -272,7 +273,8 @@ pub async fn lock_challenge(
     sqlx::query_as!(
         ChallengeRow,
         r#"SELECT c.mfa_challenge_id, c.user_id, c.expires_at, c.attempts, c.used_at,
-                  c.device_name, c.platform, c.model, u.role, u.status
+                  c.device_name, c.platform, c.model, u.role AS "role: Role",
+                  u.status AS "status: Status"
            FROM mfa_challenges c JOIN users u ON u.user_id = c.user_id
            WHERE c.token_hash = $1
            FOR UPDATE OF c"#,

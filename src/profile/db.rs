@@ -2,6 +2,7 @@
 //! the sealed columns travel as bytes (they are opened with the user's key
 //! in `mod.rs`, never in SQL).
 
+use crate::accounts::{Role, Status};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -14,8 +15,8 @@ pub struct UserRow {
     pub phone_ciphertext: Option<Vec<u8>>,
     pub date_of_birth_ciphertext: Option<Vec<u8>>,
     pub address_ciphertext: Option<Vec<u8>>,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: Status,
     pub rate_limit_tier: String,
     pub email_verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -26,7 +27,8 @@ pub async fn user_row(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Op
     sqlx::query_as!(
         UserRow,
         r#"SELECT u.user_id, u.email_ciphertext, u.display_name_ciphertext, u.phone_ciphertext,
-                  u.date_of_birth_ciphertext, u.address_ciphertext, u.role, u.status,
+                  u.date_of_birth_ciphertext, u.address_ciphertext,
+                  u.role AS "role: Role", u.status AS "status: Status",
                   u.rate_limit_tier, u.email_verified_at, u.created_at,
                   EXISTS (SELECT 1 FROM mfa_totp m
                           WHERE m.user_id = u.user_id AND m.secret_ciphertext IS NOT NULL) AS "mfa_enabled!"

@@ -13,6 +13,7 @@ pub mod db;
 pub mod routes;
 
 use crate::{
+    accounts::Role,
     crypto::{Aad, CryptoError},
     user_keys::UserKey,
 };
@@ -70,7 +71,7 @@ pub struct MeResponse {
     pub id: Uuid,
     pub email: String,
     pub email_verified: bool,
-    pub role: String,
+    pub role: Role,
     pub mfa_enabled: bool,
     pub created_at: DateTime<Utc>,
     pub profile: Profile,
@@ -122,7 +123,7 @@ pub fn me_response(key: &UserKey, row: &db::UserRow) -> Result<MeResponse, Crypt
         id: row.user_id,
         email: open_text(key, "email", Some(&row.email_ciphertext))?.unwrap_or_default(),
         email_verified: row.email_verified_at.is_some(),
-        role: row.role.clone(),
+        role: row.role,
         mfa_enabled: row.mfa_enabled,
         created_at: row.created_at,
         profile: decrypt_profile(key, row)?,

@@ -4,7 +4,7 @@
 
 use super::{db, me_response, users_aad, Address, MeResponse};
 use crate::{
-    accounts::{codes, email::Email, StatusResponse},
+    accounts::{codes, email::Email, Role, StatusResponse},
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::{
@@ -489,7 +489,7 @@ pub async fn delete_me(
             });
         }
     }
-    if auth.role == "admin" {
+    if auth.role == Role::Admin {
         // Same rule as demotion: the last active administrator stays.
         let admins = crate::admin::accounts::lock_active_admins(&mut tx).await?;
         if admins.len() <= 1 && admins.contains(&uid) {

@@ -11,6 +11,7 @@ pub mod refresh;
 pub mod routes;
 
 use crate::{
+    accounts::{Aal, Role},
     audit::{self, events, AuditEvent, Outcome},
     crypto::{hash, random},
     error::ApiError,
@@ -57,8 +58,8 @@ pub struct DeviceInfo {
 /// Who is signing in and how strongly.
 pub struct SignIn<'a> {
     pub user_id: Uuid,
-    pub role: &'a str,
-    pub aal: &'a str,
+    pub role: Role,
+    pub aal: Aal,
     pub amr: Vec<String>,
     pub device: Option<&'a DeviceInfo>,
 }
@@ -174,7 +175,7 @@ pub async fn start(
             .user(sign_in.user_id)
             .session(session_id)
             .client(client)
-            .detail("aal", sign_in.aal)
+            .detail("aal", sign_in.aal.as_str())
             .detail("amr", sign_in.amr.clone()),
     )
     .await?;
@@ -194,8 +195,8 @@ pub async fn start(
 pub struct AccessGrant<'a> {
     pub user_id: Uuid,
     pub session_id: Uuid,
-    pub role: &'a str,
-    pub aal: &'a str,
+    pub role: Role,
+    pub aal: Aal,
     pub amr: &'a [String],
     pub auth_time: DateTime<Utc>,
     pub idle_expires_at: DateTime<Utc>,
@@ -216,8 +217,8 @@ pub fn issue_pair(
             now,
             grant.user_id,
             grant.session_id,
-            grant.role,
-            grant.aal,
+            grant.role.as_str(),
+            grant.aal.as_str(),
             &amr,
             grant.auth_time,
         )

@@ -18,6 +18,7 @@
 
 use super::{db, issue_pair, AccessGrant, TokenPair};
 use crate::{
+    accounts::Status,
     audit::{self, events, AuditEvent, Outcome},
     crypto::hash,
     error::ApiError,
@@ -95,7 +96,7 @@ pub async fn refresh(
         } else {
             RefreshFailure::Revoked
         })
-    } else if row.status != "active" {
+    } else if row.status != Status::Active {
         Some(RefreshFailure::Revoked)
     } else if now >= row.absolute_expires_at {
         Some(RefreshFailure::ExpiredAbsolute)
@@ -212,8 +213,8 @@ pub async fn refresh(
         &AccessGrant {
             user_id: row.user_id,
             session_id: row.session_id,
-            role: &row.role,
-            aal: &row.aal,
+            role: row.role,
+            aal: row.aal,
             amr: &row.amr,
             auth_time: row.auth_time,
             idle_expires_at: idle,
