@@ -21,7 +21,8 @@
 //! - the graph has no cycle (each one found is reported, file by file).
 //!
 //! And one rule of the route table: every handler function is named after
-//! its `operationId` (`ApiRouter::route` records the handler's name).
+//! its `operationId` (`ApiRouter::route` records the handler's name). And
+//! one of the SQL: "MFA is on" is spelled one way (`mfa::db::mfa_enabled`).
 //!
 //! A separate test binary: it reads files only and needs no database.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -734,4 +735,44 @@ fn every_handler_is_named_after_its_operation() {
         "handlers not named after their operation:\n  {}",
         bad.join("\n  ")
     );
+}
+
+/// "MFA is on" has one definition, `mfa::db::mfa_enabled`. A statement that
+/// needs the answer inline spells its predicate the same way, so searching
+/// for that one string finds every use, and no query decides it from
+/// another column (issue #12).
+#[test]
+fn mfa_is_on_is_spelled_one_way() {
+    const TABLE: &str = "FROM mfa_totp m WHERE m.user_id = ";
+    const ON: &str = "AND m.enabled_at IS NOT NULL";
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut uses = 0;
+    let mut bad = Vec::new();
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            let at = || format!("{}:{}: {}", f.display(), n + 1, line.trim());
+            if line.contains("secret_ciphertext IS") {
+                bad.push(at());
+            } else if line.contains("enabled_at IS") {
+                if line.contains(TABLE) && line.contains(ON) {
+                    uses += 1;
+                } else {
+                    bad.push(at());
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "\"MFA is on\" spelled another way than mfa::db::mfa_enabled ({TABLE}… {ON}):\n  {}",
+        bad.join("\n  ")
+    );
+    // The definition and the three statements that inline it.
+    assert!(uses >= 4, "only {uses} uses found: was src/ read?");
 }

@@ -17,7 +17,7 @@ use crate::{
         extract::{ClientInfo, Json, Path, Query},
         routes::ApiRouter,
     },
-    profile::{db::UserRow, decrypt_profile, mask, mask_email, open_text, Address},
+    profile::{db::UserRow, decrypt_profile, mask, mask_email, open_email, Address},
     state::AppState,
     user_keys::UserKey,
 };
@@ -93,7 +93,7 @@ impl AdminUserView {
         active_sessions: i64,
         masked: bool,
     ) -> Result<Self, CryptoError> {
-        let email = open_text(key, "email", Some(&row.email_ciphertext))?.unwrap_or_default();
+        let email = open_email(key, &row.email_ciphertext)?;
         let p = decrypt_profile(key, row)?;
         let profile = if masked {
             AdminProfile {

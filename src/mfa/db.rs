@@ -61,9 +61,18 @@ pub async fn lock_account(
     }))
 }
 
+/// Whether MFA is on for `user_id`: the one definition of "MFA is on".
+///
+/// MFA is on when the user's `mfa_totp` row has `enabled_at` set (the
+/// constraint `mfa_totp_enabled_has_secret` makes that the same as having
+/// an active secret; a pending enrolment does not count). Statements that
+/// need the answer inside a bigger query (`sessions::db::live_session`,
+/// `profile::db::user_row`, `profile::db::mfa_state`) spell the predicate
+/// exactly as here, `FROM mfa_totp m WHERE m.user_id = … AND m.enabled_at
+/// IS NOT NULL`, and `tests/architecture.rs` refuses any other spelling.
 pub async fn mfa_enabled(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND enabled_at IS NOT NULL) AS "enabled!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = $1 AND m.enabled_at IS NOT NULL) AS "enabled!""#,
         user_id,
     )
     .fetch_one(conn)

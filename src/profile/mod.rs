@@ -96,6 +96,13 @@ pub fn open_text(
         .transpose()
 }
 
+/// Opens a user's sealed email. Its binding is `accounts::email_aad`, the
+/// one every reader and writer of `users.email` uses.
+pub fn open_email(key: &UserKey, sealed: &[u8]) -> Result<String, CryptoError> {
+    key.open_string(&crate::accounts::email_aad(key.user_id()), sealed)
+        .map(|t| t.as_str().to_owned())
+}
+
 /// Decrypts a user's row into their profile. A value that fails to open
 /// (tampered, or moved from another row) is an error, never a blank.
 pub fn decrypt_profile(key: &UserKey, row: &db::UserRow) -> Result<Profile, CryptoError> {
@@ -121,7 +128,7 @@ pub fn decrypt_profile(key: &UserKey, row: &db::UserRow) -> Result<Profile, Cryp
 pub fn me_response(key: &UserKey, row: &db::UserRow) -> Result<MeResponse, CryptoError> {
     Ok(MeResponse {
         id: row.user_id,
-        email: open_text(key, "email", Some(&row.email_ciphertext))?.unwrap_or_default(),
+        email: open_email(key, &row.email_ciphertext)?,
         email_verified: row.email_verified_at.is_some(),
         role: row.role,
         mfa_enabled: row.mfa_enabled,

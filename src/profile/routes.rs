@@ -368,7 +368,7 @@ pub async fn confirm_email_change(
     };
     let key = UserKey::load(&mut tx, &state.keys.data, uid).await?;
     let new_email = key.open_string(&users_aad("pending_email", uid), &pending.ciphertext)?;
-    let sealed = key.seal(&users_aad("email", uid), new_email.as_bytes())?;
+    let sealed = key.seal(&crate::accounts::email_aad(uid), new_email.as_bytes())?;
     let masked = super::mask_email(&new_email);
     // Told at the old address, which is still the one on file here.
     crate::mail::notices::notify(

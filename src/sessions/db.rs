@@ -233,7 +233,9 @@ pub struct LiveSession {
 }
 
 /// The session of an access token, if it is still good (not revoked, not
-/// expired, account active).
+/// expired, account active). "MFA is on" is `mfa::db::mfa_enabled`'s
+/// predicate, spelled the same, inside this one statement (it runs on
+/// every authenticated request).
 pub async fn live_session(
     conn: &mut PgConnection,
     user_id: Uuid,
