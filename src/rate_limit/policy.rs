@@ -1,71 +1,14 @@
-//! The policy table: every limited class of endpoint, its default quota,
-//! and which routes belong to it. One place to read (and change) what the
-//! service allows.
+//! The policy table: which routes belong to each class of endpoint, which
+//! classes fail closed, and the per-user tiers. One place to read (and
+//! change) what the service allows; the classes themselves, with their
+//! variables and default quotas, are configuration (`config::Class`,
+//! re-exported here), since configuration reads them.
 
 use super::gcra::Quota;
-
-/// A class of endpoint with its own quota.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Class {
-    /// Sign-in, sign-up, codes and recovery, per client IP.
-    Credentials,
-    /// The same endpoints per account (the email's blind index), so one
-    /// address cannot be hammered from many IPs.
-    CredentialsAccount,
-    /// Wrong passwords per (account, IP): the soft lock. The owner signing
-    /// in from another network is not affected.
-    LoginFailures,
-    Refresh,
-    Reads,
-    Writes,
-}
+/// A class of endpoint with its own quota (a configuration value).
+pub use crate::config::Class;
 
 impl Class {
-    pub const ALL: [Class; 6] = [
-        Self::Credentials,
-        Self::CredentialsAccount,
-        Self::LoginFailures,
-        Self::Refresh,
-        Self::Reads,
-        Self::Writes,
-    ];
-
-    /// The policy name in `RateLimit-Policy` / `RateLimit` headers.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Credentials => "credentials",
-            Self::CredentialsAccount => "credentials_account",
-            Self::LoginFailures => "login_failures",
-            Self::Refresh => "refresh",
-            Self::Reads => "reads",
-            Self::Writes => "writes",
-        }
-    }
-
-    /// The variable that overrides the default, as `LIMIT/WINDOW_SECS`.
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Self::Credentials => "RATE_LIMIT_CREDENTIALS",
-            Self::CredentialsAccount => "RATE_LIMIT_CREDENTIALS_ACCOUNT",
-            Self::LoginFailures => "RATE_LIMIT_LOGIN_FAILURES",
-            Self::Refresh => "RATE_LIMIT_REFRESH",
-            Self::Reads => "RATE_LIMIT_READS",
-            Self::Writes => "RATE_LIMIT_WRITES",
-        }
-    }
-
-    /// Strict where a guess is worth something, generous for reads.
-    pub fn default_quota(self) -> Quota {
-        match self {
-            Self::Credentials => Quota::per_seconds(20, 60),
-            Self::CredentialsAccount => Quota::per_seconds(10, 300),
-            Self::LoginFailures => Quota::per_seconds(5, 900),
-            Self::Refresh => Quota::per_seconds(30, 60),
-            Self::Reads => Quota::per_seconds(300, 60),
-            Self::Writes => Quota::per_seconds(60, 60),
-        }
-    }
-
     /// Whether the class must fail closed when the shared store is down:
     /// an attacker who can knock Redis over must not get unlimited guesses.
     pub fn fail_closed(self) -> bool {
@@ -118,18 +61,6 @@ impl Tier {
     }
 }
 
-/// Parses `LIMIT/WINDOW_SECS`, e.g. `20/60`.
-pub fn parse_quota(s: &str) -> Option<Quota> {
-    let (limit, window) = s.split_once('/')?;
-    let limit: u32 = limit.trim().parse().ok().filter(|n| *n > 0)?;
-    let window: i64 = window
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| (1..=86_400).contains(n))?;
-    Some(Quota::per_seconds(limit, window))
-}
-
 /// The class of a routed request, by route template and method.
 pub fn classify(method: &axum::http::Method, route: &str) -> Option<Class> {
     use axum::http::Method;
@@ -166,14 +97,6 @@ pub fn classify(method: &axum::http::Method, route: &str) -> Option<Class> {
 mod tests {
     use super::*;
     use axum::http::Method;
-
-    #[test]
-    fn quotas_parse_and_nonsense_is_refused() {
-        assert_eq!(parse_quota("20/60"), Some(Quota::per_seconds(20, 60)));
-        assert_eq!(parse_quota("0/60"), None);
-        assert_eq!(parse_quota("5/0"), None);
-        assert_eq!(parse_quota("five"), None);
-    }
 
     #[test]
     fn routes_map_to_their_class_and_operations_are_unlimited() {
