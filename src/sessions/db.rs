@@ -288,32 +288,3 @@ pub async fn list_live_sessions(
     .fetch_all(conn)
     .await
 }
-
-/// Whether the user has signed in before, and from a device like this one
-/// (same platform, name and model; the user agent when the app names no device).
-pub async fn device_history(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    platform: Option<&str>,
-    device_name: Option<&str>,
-    model: Option<&str>,
-    user_agent: Option<&str>,
-) -> sqlx::Result<(bool, bool)> {
-    let row = sqlx::query!(
-        r#"SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1) AS "any!",
-                  EXISTS (SELECT 1 FROM sessions
-                          WHERE user_id = $1
-                            AND platform IS NOT DISTINCT FROM $2
-                            AND device_name IS NOT DISTINCT FROM $3
-                            AND model IS NOT DISTINCT FROM $4
-                            AND ($3::text IS NOT NULL OR user_agent IS NOT DISTINCT FROM $5)) AS "known!""#,
-        user_id,
-        platform,
-        device_name,
-        model,
-        user_agent,
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok((row.any, row.known))
-}

@@ -85,16 +85,22 @@ pub async fn start(
             .as_ref()
             .map(|c| platform_str(c.platform).to_owned())
     });
-    let (signed_in_before, known_device) = db::device_history(
+    // The new-device rule (alerts::device) decides; its notice is mailed here.
+    let new_device = crate::alerts::device::new_device(
         &mut *conn,
-        sign_in.user_id,
-        platform.as_deref(),
-        device.name.as_deref(),
-        device.model.as_deref(),
-        client.user_agent.as_deref(),
+        state,
+        &crate::alerts::device::SignInDevice {
+            user_id: sign_in.user_id,
+            session_id,
+            ip: client.ip,
+            platform: platform.as_deref(),
+            name: device.name.as_deref(),
+            model: device.model.as_deref(),
+            user_agent: client.user_agent.as_deref(),
+        },
     )
     .await?;
-    if signed_in_before && !known_device {
+    if new_device {
         let label = [
             device.name.as_deref(),
             device.model.as_deref(),
@@ -117,19 +123,6 @@ pub async fn start(
             state,
             sign_in.user_id,
             crate::mail::notices::Notice::NewDeviceSignIn { device: &label },
-        )
-        .await?;
-        // The alert names the session and the platform, never text the
-        // user typed (device name, model) or their user agent: alerts go
-        // to a webhook and outlive the account.
-        crate::alerts::raise(
-            &mut *conn,
-            state,
-            crate::alerts::Alert::new(crate::alerts::Rule::NewDevice)
-                .user(sign_in.user_id)
-                .ip(client.ip)
-                .detail("session_id", session_id.to_string())
-                .detail("platform", platform.clone()),
         )
         .await?;
     }
