@@ -12,6 +12,8 @@ pub mod alerts;
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
 pub mod auth;
+/// Periodic background tasks and the one shutdown idiom they share.
+pub mod background;
 /// The service's clock, which tests move instead of sleeping.
 pub mod clock;
 /// Typed configuration from the environment, validated at start-up.

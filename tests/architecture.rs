@@ -15,8 +15,8 @@
 //! `mobile_backend::…` paths read as `crate::…`.
 //!
 //! The rules:
-//! - a leaf module (crypto, audit, tokens, clock, error) imports no
-//!   feature module and not `http`;
+//! - a leaf module (crypto, audit, tokens, clock, error, background)
+//!   imports no feature module and not `http`;
 //! - neither does the floor (config), which every module reads: the value
 //!   types it parses (a quota, a rate-limit class, the proxy header) are
 //!   defined in it and re-exported by the features that act on them;
@@ -36,7 +36,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-const LEAVES: &[&str] = &["crypto", "audit", "tokens", "clock", "error"];
+const LEAVES: &[&str] = &["crypto", "audit", "tokens", "clock", "error", "background"];
 const FEATURES: &[&str] = &[
     "auth",
     "accounts",
