@@ -8,7 +8,6 @@
 
 use crate::{
     crypto::{BlindIndexKey, CodeHasher, KeyRing},
-    rate_limit::gcra::Quota,
     tokens::SigningKeys,
 };
 use ipnet::IpNet;
@@ -118,9 +117,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The issuer shown in authenticator apps.
     pub mfa_issuer: String,
-    /// Quotas per rate-limit class (defaults in `rate_limit::policy`).
-    pub rate_limits:
-        std::collections::HashMap<crate::rate_limit::policy::Class, crate::rate_limit::gcra::Quota>,
+    /// Quotas per rate-limit class (defaults in [`Class::default_quota`]).
+    pub rate_limits: std::collections::HashMap<Class, Quota>,
     /// Requests served at once; beyond it, 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
     /// Prefix of every Redis key, so several deployments can share a Redis.
@@ -137,13 +135,13 @@ pub struct Config {
     /// A trusted proxy's country header (e.g. `cf-ipcountry`), lower-case.
     pub geo_country_header: Option<String>,
     /// Distinct public profiles one user may view per window before an alert.
-    pub alert_profile_views: crate::rate_limit::gcra::Quota,
+    pub alert_profile_views: Quota,
     /// IPv6 clients are counted per prefix of this length in per-IP rate
     /// limits and the login soft lock (`RATE_LIMIT_IPV6_PREFIX`, 32..=128).
     pub rate_limit_ipv6_prefix: u8,
     /// The one forwarding header believed from a trusted proxy
     /// (`TRUSTED_PROXY_HEADER`).
-    pub trusted_proxy_header: crate::http::client_ip::ProxyHeader,
+    pub trusted_proxy_header: ProxyHeader,
     /// Slow-client and connection limits of the API listener.
     pub listener: ListenerLimits,
     /// Devices one user may register (`MAX_DEVICES_PER_USER`).
@@ -391,12 +389,12 @@ impl Config {
             mfa_issuer: r
                 .get("MFA_ISSUER")
                 .unwrap_or_else(|| "Mobile Backend".into()),
-            rate_limits: crate::rate_limit::policy::Class::ALL
+            rate_limits: Class::ALL
                 .into_iter()
                 .map(|class| {
                     let quota = r
                         .parse_with(class.env_var(), |s| {
-                            crate::rate_limit::policy::parse_quota(s).ok_or_else(|| {
+                            parse_quota(s).ok_or_else(|| {
                                 "expected LIMIT/WINDOW_SECS, e.g. 20/60 (window up to 86400)"
                                     .to_owned()
                             })
@@ -422,7 +420,7 @@ impl Config {
                 let d = SpikeThresholds::default();
                 let mut q = |name: &str, default| {
                     r.parse_with(name, |s| {
-                        crate::rate_limit::policy::parse_quota(s)
+                        parse_quota(s)
                             .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 10/900".to_owned())
                     })
                     .unwrap_or(default)
@@ -436,14 +434,14 @@ impl Config {
             geo_country_header: r.get("GEO_COUNTRY_HEADER").map(|h| h.to_ascii_lowercase()),
             alert_profile_views: r
                 .parse_with("ALERT_PROFILE_VIEWS", |s| {
-                    crate::rate_limit::policy::parse_quota(s)
+                    parse_quota(s)
                         .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 50/300".to_owned())
                 })
-                .unwrap_or(crate::rate_limit::gcra::Quota::per_seconds(50, 300)),
+                .unwrap_or(Quota::per_seconds(50, 300)),
             rate_limit_ipv6_prefix: r.ranged("RATE_LIMIT_IPV6_PREFIX", 64, 32..=128),
             trusted_proxy_header: r
                 .parse_with("TRUSTED_PROXY_HEADER", |s| {
-                    crate::http::client_ip::ProxyHeader::parse(s)
+                    ProxyHeader::parse(s)
                         .ok_or_else(|| "expected `x-forwarded-for` or `forwarded`".to_owned())
                 })
                 .unwrap_or_default(),
@@ -699,6 +697,128 @@ impl Default for Argon2Params {
     }
 }
 
+/// `limit` events per `window_ms`: a rate-limit quota (bursts up to
+/// `limit`, see `rate_limit::gcra`) or an alert threshold. A plain value
+/// here, so that configuration names no feature; `rate_limit` re-exports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u32,
+    pub window_ms: i64,
+}
+
+impl Quota {
+    pub fn per_seconds(limit: u32, window_secs: i64) -> Self {
+        Self {
+            limit: limit.max(1),
+            window_ms: window_secs.max(1) * 1000,
+        }
+    }
+}
+
+/// Parses `LIMIT/WINDOW_SECS`, e.g. `20/60`.
+pub fn parse_quota(s: &str) -> Option<Quota> {
+    let (limit, window) = s.split_once('/')?;
+    let limit: u32 = limit.trim().parse().ok().filter(|n| *n > 0)?;
+    let window: i64 = window
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=86_400).contains(n))?;
+    Some(Quota::per_seconds(limit, window))
+}
+
+/// A class of endpoint with its own rate-limit quota, its variable and its
+/// default. Which routes belong to a class, and which classes fail closed,
+/// is the limiter's policy (`rate_limit::policy`, which re-exports this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Every route that checks a password or a code: sign-in, sign-up,
+    /// codes and recovery, and the signed-in routes that take the current
+    /// password or a code. Per client IP.
+    Credentials,
+    /// The same endpoints per account (the email's blind index), so one
+    /// address cannot be hammered from many IPs.
+    CredentialsAccount,
+    /// Wrong passwords per (account, IP): the soft lock. The owner signing
+    /// in from another network is not affected.
+    LoginFailures,
+    /// Refreshing tokens, per client IP.
+    Refresh,
+    /// Every other `GET`, per user (a valid access token) or client IP.
+    Reads,
+    /// Every other operation, per user or client IP.
+    Writes,
+}
+
+impl Class {
+    pub const ALL: [Class; 6] = [
+        Self::Credentials,
+        Self::CredentialsAccount,
+        Self::LoginFailures,
+        Self::Refresh,
+        Self::Reads,
+        Self::Writes,
+    ];
+
+    /// The policy name in `RateLimit-Policy` / `RateLimit` headers, and in
+    /// the spec's `x-rate-limit-class`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Credentials => "credentials",
+            Self::CredentialsAccount => "credentials_account",
+            Self::LoginFailures => "login_failures",
+            Self::Refresh => "refresh",
+            Self::Reads => "reads",
+            Self::Writes => "writes",
+        }
+    }
+
+    /// The variable that overrides the default, as `LIMIT/WINDOW_SECS`.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Self::Credentials => "RATE_LIMIT_CREDENTIALS",
+            Self::CredentialsAccount => "RATE_LIMIT_CREDENTIALS_ACCOUNT",
+            Self::LoginFailures => "RATE_LIMIT_LOGIN_FAILURES",
+            Self::Refresh => "RATE_LIMIT_REFRESH",
+            Self::Reads => "RATE_LIMIT_READS",
+            Self::Writes => "RATE_LIMIT_WRITES",
+        }
+    }
+
+    /// Strict where a guess is worth something, generous for reads.
+    pub fn default_quota(self) -> Quota {
+        match self {
+            Self::Credentials => Quota::per_seconds(20, 60),
+            Self::CredentialsAccount => Quota::per_seconds(10, 300),
+            Self::LoginFailures => Quota::per_seconds(5, 900),
+            Self::Refresh => Quota::per_seconds(30, 60),
+            Self::Reads => Quota::per_seconds(300, 60),
+            Self::Writes => Quota::per_seconds(60, 60),
+        }
+    }
+}
+
+/// Which forwarding header a trusted proxy sets (`TRUSTED_PROXY_HEADER`);
+/// `http::client_ip` reads it and re-exports this.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1` (the default).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+impl ProxyHeader {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Some(Self::XForwardedFor),
+            "forwarded" => Some(Self::Forwarded),
+            _ => None,
+        }
+    }
+}
+
 /// Thresholds of the failed-login spike rules (`LIMIT/WINDOW_SECS`); see
 /// `alerts::rules`.
 #[derive(Clone, Copy, Debug)]
@@ -723,6 +843,14 @@ impl Default for SpikeThresholds {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn quotas_parse_and_nonsense_is_refused() {
+        assert_eq!(parse_quota("20/60"), Some(Quota::per_seconds(20, 60)));
+        assert_eq!(parse_quota("0/60"), None);
+        assert_eq!(parse_quota("5/0"), None);
+        assert_eq!(parse_quota("five"), None);
+    }
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
@@ -873,10 +1001,7 @@ mod tests {
         assert_eq!(c.rate_limit_ipv6_prefix, 64);
         assert_eq!(c.listener, ListenerLimits::default());
         assert_eq!(c.max_devices_per_user, 20);
-        assert_eq!(
-            c.trusted_proxy_header,
-            crate::http::client_ip::ProxyHeader::XForwardedFor
-        );
+        assert_eq!(c.trusted_proxy_header, ProxyHeader::XForwardedFor);
         let c = parse(&[
             ("RATE_LIMIT_IPV6_PREFIX", "48"),
             ("TRUSTED_PROXY_HEADER", "Forwarded"),
@@ -886,10 +1011,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.rate_limit_ipv6_prefix, 48);
-        assert_eq!(
-            c.trusted_proxy_header,
-            crate::http::client_ip::ProxyHeader::Forwarded
-        );
+        assert_eq!(c.trusted_proxy_header, ProxyHeader::Forwarded);
         assert_eq!(c.listener.header_read_timeout, Duration::from_secs(300));
         assert_eq!(c.listener.idle_timeout, Duration::from_secs(1));
         assert_eq!(c.listener.max_connections, 1);

@@ -3,7 +3,7 @@
 //! Each module below is one concern; docs/architecture.md explains the
 //! layout and the rules that hold everywhere.
 
-/// Accounts: registration, verification, sign-in, password recovery.
+/// The accounts core: the `users` row, roles, email, passwords, codes.
 pub mod accounts;
 /// Administration: users, roles, sessions, client policy, tiers, audit trail.
 pub mod admin;
@@ -11,7 +11,10 @@ pub mod admin;
 pub mod alerts;
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
+/// Sign-up, verification, sign-in and recovery flows, enumeration-safe.
 pub mod auth;
+/// Periodic background tasks and the one shutdown idiom they share.
+pub mod background;
 /// The service's clock, which tests move instead of sleeping.
 pub mod clock;
 /// Typed configuration from the environment, validated at start-up.
@@ -42,6 +45,7 @@ pub mod profile;
 pub mod rate_limit;
 /// Users asking for a higher rate-limit tier (staff decide in `admin`).
 pub mod rate_limit_requests;
+/// The id of the request being served, for errors, logs and audit rows.
 pub mod request_scope;
 /// Sessions, refresh-token rotation and reuse detection.
 pub mod sessions;

@@ -6,7 +6,7 @@
 
 use clap::{Parser, Subcommand};
 use mobile_backend::{
-    admin::accounts::Role,
+    accounts::Role,
     config::{AppEnv, Config},
     crypto::KeyRing,
     dev_db::{self, LocalPostgres},

@@ -11,6 +11,7 @@
 use crate::{
     accounts::password::PasswordHasher,
     audit::{self, events, AuditEvent, Outcome},
+    background,
     clock::Clock,
     config::Config,
     http::{self, client_version::ClientPolicy, routes::ApiRouter, routes::RouteSpec},
@@ -234,7 +235,8 @@ impl Application {
 
     /// Serves until `shutdown` completes, then stops accepting, lets
     /// in-flight requests finish (bounded by `SHUTDOWN_GRACE_SECS`) and
-    /// stops the mail sender.
+    /// stops the background tasks (`crate::background`: one `watch`
+    /// channel, set to `true` once, is every task's stop signal).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -267,8 +269,8 @@ impl Application {
             stop_rx.clone(),
         ));
         let deferred = self.state.deferred.clone();
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
+        let stopped = |mut stop: background::Stop| async move {
+            background::stopped(&mut stop).await;
         };
         let metrics = axum::serve(self.metrics_listener, telemetry::metrics_router())
             .with_graceful_shutdown(stopped(stop_rx.clone()));

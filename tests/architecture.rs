@@ -15,13 +15,17 @@
 //! `mobile_backend::…` paths read as `crate::…`.
 //!
 //! The rules:
-//! - a leaf module (crypto, audit, tokens, clock, error) imports no
-//!   feature module and not `http`;
+//! - a leaf module (crypto, audit, tokens, clock, error, background)
+//!   imports no feature module and not `http`;
+//! - neither does the floor (config), which every module reads: the value
+//!   types it parses (a quota, a rate-limit class, the proxy header) are
+//!   defined in it and re-exported by the features that act on them;
 //! - a feature module imports neither `startup` nor `main`;
 //! - the graph has no cycle (each one found is reported, file by file).
 //!
 //! And one rule of the route table: every handler function is named after
-//! its `operationId` (`ApiRouter::route` records the handler's name).
+//! its `operationId` (`ApiRouter::route` records the handler's name). And
+//! one of the SQL: "MFA is on" is spelled one way (`mfa::db::mfa_enabled`).
 //!
 //! A separate test binary: it reads files only and needs no database.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -32,7 +36,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-const LEAVES: &[&str] = &["crypto", "audit", "tokens", "clock", "error"];
+const LEAVES: &[&str] = &["crypto", "audit", "tokens", "clock", "error", "background"];
 const FEATURES: &[&str] = &[
     "auth",
     "accounts",
@@ -46,11 +50,15 @@ const FEATURES: &[&str] = &[
     "rate_limit",
     "rate_limit_requests",
 ];
+/// The floor: configuration, read by every layer. The same rule as a leaf.
+/// (`state` is not on it: `AppState` holds the features' services, the
+/// limiter, the outbox, the hasher, so it names them by design.)
+const FLOOR: &[&str] = &["config"];
 /// What a feature must never import.
 const ENTRY_POINTS: &[&str] = &["startup", "main"];
 
-/// Known exceptions to the leaf rule, as (importing module, imported
-/// module). Empty: keep it so. An entry needs a comment and a TODO naming
+/// Known exceptions to the leaf and floor rule, as (importing module,
+/// imported module). Empty: keep it so. An entry needs a comment and a TODO naming
 /// the issue that removes it. (Cycles have no allow-list at all.)
 const LEAF_ALLOW: &[(&str, &str)] = &[];
 
@@ -657,13 +665,14 @@ fn the_cycle_finder_names_the_files_of_a_cycle() {
     assert_eq!(found, vec![vec![m("a"), m("b"), m("c"), m("a")]]);
 }
 
-#[test]
-fn leaf_modules_import_no_feature_and_not_http() {
+/// The edges from a module of `group` to a feature or `http`, less the
+/// allowed ones.
+fn feature_or_http_imports(group: &[&str]) -> Vec<String> {
     let g = graph();
     assert!(g.len() > 50, "src/ was not read ({} modules)", g.len());
     let mut bad = Vec::new();
     for (from, deps) in &g {
-        if !LEAVES.contains(&top(from)) {
+        if !group.contains(&top(from)) {
             continue;
         }
         for to in deps {
@@ -675,9 +684,29 @@ fn leaf_modules_import_no_feature_and_not_http() {
             }
         }
     }
+    bad
+}
+
+#[test]
+fn leaf_modules_import_no_feature_and_not_http() {
+    let bad = feature_or_http_imports(LEAVES);
     assert!(
         bad.is_empty(),
         "leaf modules importing a feature or http:\n  {}",
+        bad.join("\n  ")
+    );
+}
+
+#[test]
+fn the_floor_imports_no_feature_and_not_http() {
+    assert!(FLOOR
+        .iter()
+        .all(|m| !FEATURES.contains(m) && !LEAVES.contains(m)));
+    let bad = feature_or_http_imports(FLOOR);
+    assert!(
+        bad.is_empty(),
+        "configuration importing a feature or http (move the value type into \
+         config and re-export it from the feature):\n  {}",
         bad.join("\n  ")
     );
 }
@@ -735,4 +764,44 @@ fn every_handler_is_named_after_its_operation() {
         "handlers not named after their operation:\n  {}",
         bad.join("\n  ")
     );
+}
+
+/// "MFA is on" has one definition, `mfa::db::mfa_enabled`. A statement that
+/// needs the answer inline spells its predicate the same way, so searching
+/// for that one string finds every use, and no query decides it from
+/// another column (issue #12).
+#[test]
+fn mfa_is_on_is_spelled_one_way() {
+    const TABLE: &str = "FROM mfa_totp m WHERE m.user_id = ";
+    const ON: &str = "AND m.enabled_at IS NOT NULL";
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut uses = 0;
+    let mut bad = Vec::new();
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            let at = || format!("{}:{}: {}", f.display(), n + 1, line.trim());
+            if line.contains("secret_ciphertext IS") {
+                bad.push(at());
+            } else if line.contains("enabled_at IS") {
+                if line.contains(TABLE) && line.contains(ON) {
+                    uses += 1;
+                } else {
+                    bad.push(at());
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "\"MFA is on\" spelled another way than mfa::db::mfa_enabled ({TABLE}… {ON}):\n  {}",
+        bad.join("\n  ")
+    );
+    // The definition and the three statements that inline it.
+    assert!(uses >= 4, "only {uses} uses found: was src/ read?");
 }

@@ -1,6 +1,7 @@
 //! Queries over `users`. Each takes an executor; the handler owns the
 //! transaction.
 
+use super::roles::{Role, Status};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -10,8 +11,8 @@ use uuid::Uuid;
 pub struct UserAuth {
     pub user_id: Uuid,
     pub password_hash: String,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: Status,
     pub email_verified_at: Option<DateTime<Utc>>,
 }
 
@@ -48,7 +49,8 @@ pub async fn find_by_email(
 ) -> sqlx::Result<Option<UserAuth>> {
     sqlx::query_as!(
         UserAuth,
-        r#"SELECT user_id, password_hash, role, status, email_verified_at
+        r#"SELECT user_id, password_hash, role AS "role: Role", status AS "status: Status",
+                  email_verified_at
            FROM users WHERE email_blind_index = $1"#,
         blind_index,
     )
@@ -59,7 +61,8 @@ pub async fn find_by_email(
 pub async fn find_by_id(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Option<UserAuth>> {
     sqlx::query_as!(
         UserAuth,
-        r#"SELECT user_id, password_hash, role, status, email_verified_at
+        r#"SELECT user_id, password_hash, role AS "role: Role", status AS "status: Status",
+                  email_verified_at
            FROM users WHERE user_id = $1"#,
         user_id,
     )
@@ -163,7 +166,8 @@ pub async fn lock_by_email(
 ) -> sqlx::Result<Option<UserAuth>> {
     sqlx::query_as!(
         UserAuth,
-        r#"SELECT user_id, password_hash, role, status, email_verified_at
+        r#"SELECT user_id, password_hash, role AS "role: Role", status AS "status: Status",
+                  email_verified_at
            FROM users WHERE email_blind_index = $1 FOR UPDATE"#,
         blind_index,
     )

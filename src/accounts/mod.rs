@@ -11,9 +11,11 @@ pub mod db;
 pub mod email;
 pub mod password;
 pub mod policy;
+pub mod roles;
 
 use crate::{crypto::Aad, error::ApiError, state::AppState};
 use password::HashError;
+pub use roles::{Aal, Role, Status};
 use secrecy::SecretString;
 use serde::Serialize;
 use uuid::Uuid;

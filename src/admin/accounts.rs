@@ -8,7 +8,7 @@
 //! birth, address and email masked ([`AdminUserView`]).
 
 use crate::{
-    accounts::email::Email,
+    accounts::{email::Email, Role, Status},
     audit::{self, events, AuditEvent, Outcome},
     crypto::CryptoError,
     error::ApiError,
@@ -17,7 +17,7 @@ use crate::{
         extract::{ClientInfo, Json, Path, Query},
         routes::ApiRouter,
     },
-    profile::{db::UserRow, decrypt_profile, mask, mask_email, open_text, Address},
+    profile::{db::UserRow, decrypt_profile, mask, mask_email, open_email, Address},
     rate_limit::policy::Class,
     state::AppState,
     user_keys::UserKey,
@@ -80,8 +80,8 @@ pub struct AdminUserView {
     pub id: Uuid,
     pub email: String,
     pub email_verified: bool,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: Status,
     pub mfa_enabled: bool,
     pub rate_limit_tier: String,
     pub created_at: DateTime<Utc>,
@@ -98,7 +98,7 @@ impl AdminUserView {
         active_sessions: i64,
         masked: bool,
     ) -> Result<Self, CryptoError> {
-        let email = open_text(key, "email", Some(&row.email_ciphertext))?.unwrap_or_default();
+        let email = open_email(key, &row.email_ciphertext)?;
         let p = decrypt_profile(key, row)?;
         let profile = if masked {
             AdminProfile {
@@ -126,8 +126,8 @@ impl AdminUserView {
             id: row.user_id,
             email: if masked { mask_email(&email) } else { email },
             email_verified: row.email_verified_at.is_some(),
-            role: row.role.clone(),
-            status: row.status.clone(),
+            role: row.role,
+            status: row.status,
             mfa_enabled: row.mfa_enabled,
             rate_limit_tier: row.rate_limit_tier.clone(),
             created_at: row.created_at,
@@ -154,7 +154,7 @@ async fn view(
         &key,
         &row,
         sessions,
-        staff.role != "admin",
+        staff.role != Role::Admin,
     )?))
 }
 
@@ -266,45 +266,6 @@ pub async fn admin_get_user(
     Ok(JsonResponse(user))
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Support,
-    Admin,
-}
-
-impl Role {
-    /// Whether the role needs a second factor (every staff role does).
-    pub fn requires_mfa(self) -> bool {
-        matches!(self, Self::Support | Self::Admin)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Support => "support",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Active,
-    Locked,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Locked => "locked",
-        }
-    }
-}
-
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
@@ -327,7 +288,8 @@ pub async fn admin_update_user(
     let mut tx = state.db.begin().await?;
     let admins = lock_active_admins(&mut tx).await?;
     let current = sqlx::query!(
-        "SELECT role, status FROM users WHERE user_id = $1 FOR UPDATE",
+        r#"SELECT role AS "role: Role", status AS "status: Status"
+           FROM users WHERE user_id = $1 FOR UPDATE"#,
         id
     )
     .fetch_optional(&mut *tx)
@@ -342,8 +304,7 @@ pub async fn admin_update_user(
         .user(id)
         .session(admin.session_id)
         .client(&client);
-    if req.role.is_some_and(Role::requires_mfa) && !crate::mfa::db::mfa_enabled(&mut tx, id).await?
-    {
+    if req.role.is_some_and(Role::is_staff) && !crate::mfa::db::mfa_enabled(&mut tx, id).await? {
         audit::record(&mut tx, now, &refused.detail("reason", "mfa_not_enrolled")).await?;
         tx.commit().await?;
         return Err(ApiError::Conflict {
@@ -352,9 +313,9 @@ pub async fn admin_update_user(
                 "Staff roles require two-factor authentication: the account must turn it on first.",
         });
     }
-    let role: &str = req.role.map_or(&current.role, |r| r.as_str());
-    let status: &str = req.status.map_or(&current.status, |s| s.as_str());
-    let loses_admin = admins.contains(&id) && (role != "admin" || status != "active");
+    let role = req.role.unwrap_or(current.role);
+    let status = req.status.unwrap_or(current.status);
+    let loses_admin = admins.contains(&id) && (role != Role::Admin || status != Status::Active);
     if loses_admin && admins.len() <= 1 {
         audit::record(&mut tx, now, &refused.detail("reason", "last_admin")).await?;
         tx.commit().await?;
@@ -363,13 +324,13 @@ pub async fn admin_update_user(
     sqlx::query!(
         "UPDATE users SET role = $2, status = $3, updated_at = $4 WHERE user_id = $1",
         id,
-        role,
-        status,
+        role.as_str(),
+        status.as_str(),
         now,
     )
     .execute(&mut *tx)
     .await?;
-    let sessions_ended = if status == "locked" && current.status != "locked" {
+    let sessions_ended = if status == Status::Locked && current.status != Status::Locked {
         crate::sessions::db::revoke_all_sessions(&mut tx, id, None, now, "account_locked").await?
     } else {
         0
@@ -382,10 +343,10 @@ pub async fn admin_update_user(
             .user(id)
             .session(admin.session_id)
             .client(&client)
-            .detail("role_from", current.role.clone())
-            .detail("role_to", role)
-            .detail("status_from", current.status.clone())
-            .detail("status_to", status)
+            .detail("role_from", current.role.as_str())
+            .detail("role_to", role.as_str())
+            .detail("status_from", current.status.as_str())
+            .detail("status_to", status.as_str())
             .detail("sessions_ended", sessions_ended),
     )
     .await?;
@@ -429,13 +390,15 @@ pub async fn admin_revoke_user_sessions(
 ) -> Result<JsonResponse<RevokedSessions>, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let target_role =
-        sqlx::query_scalar!("SELECT role FROM users WHERE user_id = $1 FOR UPDATE", id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+    let target_role = sqlx::query_scalar!(
+        r#"SELECT role AS "role: Role" FROM users WHERE user_id = $1 FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::NotFound)?;
     // Support acts on users, not on the administrators it answers to.
-    if target_role == "admin" && staff.role != "admin" {
+    if target_role == Role::Admin && staff.role != Role::Admin {
         audit::record(
             &mut tx,
             now,

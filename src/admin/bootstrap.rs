@@ -8,9 +8,8 @@
 //! hands its secret and recovery codes to the operator once; `promote` to
 //! support or admin refuses an account without MFA.
 
-use super::accounts::Role;
 use crate::{
-    accounts::{db, email::Email, password::PasswordHasher, policy},
+    accounts::{db, email::Email, password::PasswordHasher, policy, Role},
     audit::{self, events, AuditEvent, Outcome},
     clock::Clock,
     config::Config,
@@ -86,7 +85,7 @@ pub async fn create(
         .map_err(|e| anyhow::anyhow!("storing the data key: {e}"))?;
     db::mark_verified(&mut tx, user_id, now).await?;
     set_role(&mut tx, user_id, role, now).await?;
-    let totp = if role.requires_mfa() {
+    let totp = if role.is_staff() {
         Some(
             enrol_totp(
                 &mut tx,
@@ -167,7 +166,7 @@ pub async fn promote(pool: &PgPool, keys: &Keys, email: &str, role: Role) -> any
         .await?
         .context("no account with this email")?;
     anyhow::ensure!(
-        !role.requires_mfa() || account.mfa_enabled,
+        !role.is_staff() || account.mfa_enabled,
         "this account has no second factor, and the {} role requires one: sign in as it and \
          turn on two-factor authentication (POST /v1/mfa/totp/setup), then promote it again",
         role.as_str()

@@ -11,6 +11,7 @@
 
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
+    background::{Next, Periodic, Stop},
     error::ApiError,
     http::{
         auth::{Admin, RequireRole},
@@ -78,17 +79,18 @@ pub async fn refresh(state: &AppState) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Background task: re-reads the policy until shutdown.
-pub async fn run_refresh(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if let Err(e) = refresh(&state).await {
-            tracing::warn!(error = %e, "client policy refresh failed; keeping the last one");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(state.config.client_policy_refresh) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
+/// Background task: re-reads the policy every `CLIENT_POLICY_REFRESH_SECS`
+/// until shutdown. A failed read keeps the last policy in force.
+pub async fn run_refresh(state: AppState, stop: Stop) {
+    Periodic::new("client policy refresh", state.config.client_policy_refresh)
+        .run(stop, move || {
+            let state = state.clone();
+            async move {
+                refresh(&state).await?;
+                Ok::<_, sqlx::Error>(Next::Wait)
+            }
+        })
+        .await
 }
 
 /// One platform's minimum as shown to administrators.

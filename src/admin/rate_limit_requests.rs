@@ -12,7 +12,7 @@
 //! outcome through the outbox, without the reason or the note.
 
 use crate::{
-    accounts::{email_aad, email_of},
+    accounts::{email_aad, email_of, Role},
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::{
@@ -152,7 +152,7 @@ fn evidence_since(now: DateTime<Utc>) -> NaiveDate {
 }
 
 fn masked_for(staff: &AuthUser) -> bool {
-    staff.role != "admin"
+    staff.role != Role::Admin
 }
 
 pub async fn admin_list_rate_limit_requests(

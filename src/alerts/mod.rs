@@ -1,4 +1,8 @@
-//! Security alerts: what the anomaly rules (`rules.rs`) raise.
+//! Security alerts: what the anomaly rules raise. Every rule lives here:
+//! the failed-login spikes and the new country (`rules.rs`), the new
+//! device and device drift (`device.rs`), the data-access volume
+//! (`access.rs`) and refresh-token reuse (`rules.rs`, called by the
+//! rotation that detects it). Each is called where its event happens.
 //!
 //! Each alert is a `security_alerts` row (written in the caller's
 //! transaction when there is one), a WARN log line and a metric labelled
@@ -7,6 +11,7 @@
 //! acknowledge alerts through `/v1/admin/alerts`.
 
 pub mod access;
+pub mod device;
 pub mod routes;
 pub mod rules;
 pub mod views;

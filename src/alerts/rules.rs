@@ -1,8 +1,11 @@
-//! The anomaly rules. Each is cheap, configurable where it has a
-//! threshold, and fires at most once per window and subject (once the
-//! count reaches the threshold and no such alert was raised in the
-//! window), so an ongoing attack is one alert, not thousands, and two
-//! failures arriving together cannot skip past the threshold.
+//! The anomaly rules on sign-in and refresh events: failed-login spikes,
+//! a new country, refresh-token reuse (the device rules are in
+//! `device.rs`, the data-access volume rule in `access.rs`). Each is cheap;
+//! a threshold rule is configurable and fires at most once per window and
+//! subject (once the count reaches the threshold and no such alert was
+//! raised in the window), so an ongoing attack is one alert, not
+//! thousands, and two failures arriving together cannot skip past the
+//! threshold.
 
 use super::{raise, Alert, Rule};
 use crate::{rate_limit::gcra::Quota, state::AppState};
@@ -136,6 +139,28 @@ async fn recently_raised(
     )
     .fetch_one(conn)
     .await
+}
+
+/// A retired refresh token presented again (after the grace window, or
+/// after its successor was used): the session was just revoked for it, and
+/// every such reuse is an alert.
+pub async fn refresh_token_reuse(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user_id: Uuid,
+    session_id: Uuid,
+    ip: IpAddr,
+) -> sqlx::Result<()> {
+    raise(
+        conn,
+        state,
+        Alert::new(Rule::RefreshTokenReuse)
+            .user(user_id)
+            .ip(ip)
+            .detail("session_id", session_id.to_string()),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A sign-in from a country the user has not signed in from before

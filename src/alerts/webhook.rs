@@ -8,10 +8,12 @@
 //! [`MAX_RESPONSE_BYTES`] of the receiver's answer is read (see
 //! [`crate::outbound`]).
 
-use crate::state::AppState;
+use crate::{
+    background::{Next, Periodic, Stop},
+    state::AppState,
+};
 use chrono::Duration;
 use serde_json::json;
-use tokio::sync::watch;
 
 pub const MAX_ATTEMPTS: i32 = 8;
 const LEASE: Duration = Duration::seconds(60);
@@ -93,23 +95,23 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> anyhow::
     Ok(count)
 }
 
-/// Delivers alerts every few seconds until `stop` turns true.
-pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+/// Delivers alerts every few seconds until `stop`, at the same cadence as
+/// the mail outbox (`MAIL_POLL_SECS`).
+pub async fn run(state: AppState, stop: Stop) {
     let Ok(client) = client() else {
-        tracing::error!("could not build the alert webhook client");
+        tracing::error!(
+            task = "alert webhook",
+            "could not build the alert webhook client"
+        );
         return;
     };
-    loop {
-        if let Err(e) = deliver_due(&state, &client).await {
-            tracing::warn!(error = %e, "alert webhook pass failed");
-        }
-        tokio::select! {
-            // The same cadence as the mail outbox (MAIL_POLL_SECS).
-            _ = tokio::time::sleep(state.config.mail_poll_interval) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
+    Periodic::new("alert webhook", state.config.mail_poll_interval)
+        .run(stop, move || {
+            let (state, client) = (state.clone(), client.clone());
+            async move {
+                deliver_due(&state, &client).await?;
+                Ok::<_, anyhow::Error>(Next::Wait)
+            }
+        })
+        .await
 }

@@ -164,43 +164,51 @@ pub async fn record(
 }
 
 /// The background pass: seals new rows every few seconds, samples the
-/// resource gauges and applies retention hourly, until `stop` turns true.
-pub async fn maintenance(
-    state: crate::state::AppState,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut last_retention: Option<std::time::Instant> = None;
-    loop {
-        // Keep sealing while full batches come back, so a burst is caught up at once.
-        loop {
-            match chain::seal_pending(&state.db, 5.0).await {
-                Ok(n) if n as i64 == chain::BATCH => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit sealing pass failed");
-                    break;
+/// resource gauges and applies retention hourly, until `stop`.
+pub async fn maintenance(state: crate::state::AppState, stop: crate::background::Stop) {
+    use std::time::{Duration, Instant};
+    let mut last_retention: Option<Instant> = None;
+    crate::background::Periodic::new("audit maintenance", Duration::from_secs(10))
+        .run(stop, move || {
+            let retention_due =
+                last_retention.is_none_or(|t| t.elapsed() > Duration::from_secs(3600));
+            if retention_due {
+                last_retention = Some(Instant::now());
+            }
+            let state = state.clone();
+            async move {
+                // One step failing does not skip the others; the pass
+                // reports every failure at its end.
+                let mut failed = Vec::new();
+                // Keep sealing while full batches come back, so a burst is caught up at once.
+                loop {
+                    match chain::seal_pending(&state.db, 5.0).await {
+                        Ok(n) if n as i64 == chain::BATCH => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            failed.push(format!("sealing: {e:#}"));
+                            break;
+                        }
+                    }
+                }
+                // Gauges of shared resources, sampled on the same cadence.
+                metrics::gauge!("db_pool_connections").set(f64::from(state.db.size()));
+                metrics::gauge!("db_pool_idle_connections").set(state.db.num_idle() as f64);
+                metrics::gauge!("password_hash_queue_depth").set(state.hasher.queue_depth() as f64);
+                metrics::gauge!("password_hash_in_flight").set(state.hasher.in_flight() as f64);
+                if retention_due {
+                    if let Err(e) = retention::purge(&state.db).await {
+                        failed.push(format!("retention: {e:#}"));
+                    }
+                }
+                if failed.is_empty() {
+                    Ok(crate::background::Next::Wait)
+                } else {
+                    Err(anyhow::anyhow!("{}", failed.join("; ")))
                 }
             }
-        }
-        // Gauges of shared resources, sampled on the same cadence.
-        metrics::gauge!("db_pool_connections").set(f64::from(state.db.size()));
-        metrics::gauge!("db_pool_idle_connections").set(state.db.num_idle() as f64);
-        metrics::gauge!("password_hash_queue_depth").set(state.hasher.queue_depth() as f64);
-        metrics::gauge!("password_hash_in_flight").set(state.hasher.in_flight() as f64);
-        if last_retention.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
-            if let Err(e) = retention::purge(&state.db).await {
-                tracing::warn!(error = %e, "audit retention pass failed");
-            }
-            last_retention = Some(std::time::Instant::now());
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
+        })
+        .await
 }
 
 #[cfg(test)]

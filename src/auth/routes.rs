@@ -6,7 +6,7 @@ use crate::{
         codes::{self, Purpose},
         db,
         email::Email,
-        email_aad, invalid_code, invalid_credentials, StatusResponse,
+        email_aad, invalid_code, invalid_credentials, Aal, Status, StatusResponse,
     },
     audit::{self, events, AuditEvent, Outcome},
     crypto::Aad,
@@ -309,7 +309,7 @@ pub async fn verify_email(
     }
     db::mark_verified(&mut tx, user.user_id, now).await?;
     audit::record(&mut tx, now, &event).await?;
-    if user.status != "active" {
+    if user.status != Status::Active {
         // Verified, but a locked account gets no session.
         tx.commit().await?;
         return Err(ApiError::Forbidden {
@@ -344,8 +344,8 @@ async fn password_proven(
         client,
         SignIn {
             user_id: user.user_id,
-            role: &user.role,
-            aal: "aal1",
+            role: user.role,
+            aal: Aal::Aal1,
             amr: vec!["pwd".into()],
             device,
         },
@@ -474,7 +474,7 @@ pub async fn login(
         }
     };
     // Only a caller who knows the password learns the account's state.
-    let denial = if user.status != "active" {
+    let denial = if user.status != Status::Active {
         Some(("account_locked", "This account is locked. Contact support."))
     } else if user.email_verified_at.is_none() {
         Some((

@@ -10,6 +10,7 @@
 
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
+    background::{Next, Periodic, Stop},
     error::ApiError,
     state::AppState,
 };
@@ -55,14 +56,14 @@ pub async fn purge_expired(state: &AppState) -> Result<u64, ApiError> {
 }
 
 /// The background pass: runs at start and every few minutes until `stop`.
-pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if let Err(e) = purge_expired(&state).await {
-            tracing::warn!(error = ?e, "unverified account pass failed");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(INTERVAL) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
+pub async fn run(state: AppState, stop: Stop) {
+    Periodic::new("unverified account deletion", INTERVAL)
+        .run(stop, move || {
+            let state = state.clone();
+            async move {
+                purge_expired(&state).await?;
+                Ok::<_, ApiError>(Next::Wait)
+            }
+        })
+        .await
 }

@@ -8,6 +8,7 @@
 //! token expires. No handler reads a token itself.
 
 use crate::{
+    accounts::{Aal, Role},
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::extract::ClientInfo,
@@ -22,10 +23,10 @@ pub struct AuthUser {
     pub user_id: Uuid,
     pub session_id: Uuid,
     /// The current role, read from the database (not trusted from the token).
-    pub role: String,
+    pub role: Role,
     /// `aal1` (password) or `aal2` (second factor), read from the session,
     /// so an upgrade (MFA confirmed in this session) applies at once.
-    pub aal: String,
+    pub aal: Aal,
     /// Whether the account has a second factor.
     pub mfa_enabled: bool,
     /// When the person last proved a credential in this session.
@@ -102,7 +103,7 @@ impl Aal2 {
         auth: &AuthUser,
         client: &ClientInfo,
     ) -> Result<(), ApiError> {
-        if !auth.mfa_enabled || auth.aal == "aal2" {
+        if !auth.mfa_enabled || auth.aal == Aal::Aal2 {
             return Ok(());
         }
         let mut conn = state.db.acquire().await?;
@@ -135,19 +136,19 @@ impl FromRequestParts<AppState> for Aal2 {
 
 /// A set of roles allowed to call a handler.
 pub trait RoleSet: Send + Sync + 'static {
-    const ROLES: &'static [&'static str];
+    const ROLES: &'static [Role];
 }
 
 /// Administrators only.
 pub struct Admin;
 impl RoleSet for Admin {
-    const ROLES: &'static [&'static str] = &["admin"];
+    const ROLES: &'static [Role] = &[Role::Admin];
 }
 
 /// Support staff and administrators.
 pub struct Staff;
 impl RoleSet for Staff {
-    const ROLES: &'static [&'static str] = &["support", "admin"];
+    const ROLES: &'static [Role] = Role::STAFF;
 }
 
 /// Audits a refused administrative call with the caller and their client.
@@ -183,9 +184,9 @@ impl<R: RoleSet> FromRequestParts<AppState> for RequireRole<R> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let auth = AuthUser::from_request_parts(parts, state).await?;
-        if !R::ROLES.contains(&auth.role.as_str()) {
+        if !R::ROLES.contains(&auth.role) {
             let event = AuditEvent::new(events::ROLE_DENIED, Outcome::Denied)
-                .detail("role", auth.role.clone())
+                .detail("role", auth.role.as_str())
                 .detail("path", parts.uri.path().to_owned());
             deny(parts, state, &auth, event).await?;
             return Err(ApiError::Forbidden {
@@ -193,7 +194,7 @@ impl<R: RoleSet> FromRequestParts<AppState> for RequireRole<R> {
                 detail: "Your role does not allow this action.",
             });
         }
-        if auth.aal != "aal2" {
+        if auth.aal != Aal::Aal2 {
             let event = AuditEvent::new(events::STEP_UP_REFUSED, Outcome::Denied)
                 .detail("reason", "admin_requires_aal2");
             deny(parts, state, &auth, event).await?;

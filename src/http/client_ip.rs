@@ -20,25 +20,8 @@ use axum::http::HeaderMap;
 use ipnet::{IpNet, Ipv6Net};
 use std::net::IpAddr;
 
-/// Which forwarding header a trusted proxy sets (`TRUSTED_PROXY_HEADER`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ProxyHeader {
-    /// `X-Forwarded-For: client, proxy1` (the default).
-    #[default]
-    XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
-    Forwarded,
-}
-
-impl ProxyHeader {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Some(Self::XForwardedFor),
-            "forwarded" => Some(Self::Forwarded),
-            _ => None,
-        }
-    }
-}
+/// Which forwarding header a trusted proxy sets: a configuration value.
+pub use crate::config::ProxyHeader;
 
 pub fn resolve(
     peer: IpAddr,

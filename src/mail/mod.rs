@@ -67,8 +67,9 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    pub(crate) async fn woken(&self) {
-        self.notify.notified().await;
+    /// What `wake` notifies: the sender's wake-up.
+    pub(crate) fn notifier(&self) -> Arc<Notify> {
+        self.notify.clone()
     }
 
     /// Called by the sender after each pass over the outbox.

@@ -8,9 +8,13 @@
 //! taken, so a message that crashes the sender cannot loop forever.
 
 use super::{payload_aad, transport::Transport, OutgoingMail};
-use crate::{crypto::aead, state::AppState};
+use crate::{
+    background::{Next, Periodic, Stop},
+    crypto::aead,
+    state::AppState,
+};
 use chrono::{DateTime, Duration, Utc};
-use tokio::sync::watch;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Messages per lease.
@@ -123,25 +127,26 @@ async fn mark_failed(
     Ok(())
 }
 
-/// Drains the outbox until `stop` turns true.
-pub async fn run(state: AppState, transport: Transport, mut stop: watch::Receiver<bool>) {
-    loop {
-        let result = deliver_due(&state, &transport).await;
-        state.outbox.pass_done();
-        match result {
-            Ok(n) if n as i64 == BATCH => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "mail outbox pass failed"),
-        }
-        tokio::select! {
-            _ = state.outbox.woken() => {}
-            _ = tokio::time::sleep(state.config.mail_poll_interval) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
+/// Drains the outbox until `stop`: every `MAIL_POLL_SECS`, at once after a
+/// commit wakes it (`Outbox::wake`), and again at once after a full batch.
+pub async fn run(state: AppState, transport: Transport, stop: Stop) {
+    let transport = Arc::new(transport);
+    Periodic::new("mail sender", state.config.mail_poll_interval)
+        .woken_by(state.outbox.notifier())
+        .run(stop, move || {
+            let (state, transport) = (state.clone(), transport.clone());
+            async move {
+                let result = deliver_due(&state, &transport).await;
+                // Counted failed or not: tests wait for the first pass.
+                state.outbox.pass_done();
+                Ok::<_, anyhow::Error>(if result? as i64 == BATCH {
+                    Next::Now
+                } else {
+                    Next::Wait
+                })
+            }
+        })
+        .await
 }
 
 #[cfg(test)]

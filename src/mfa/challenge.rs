@@ -6,6 +6,7 @@
 
 use super::{db, verify_factor, Factor, Secret};
 use crate::{
+    accounts::{Aal, Status},
     audit::{self, events, AuditEvent, Outcome},
     crypto::{hash, random},
     error::ApiError,
@@ -117,7 +118,7 @@ pub async fn complete_mfa(
     if c.used_at.is_some()
         || c.expires_at <= now
         || c.attempts >= MAX_ATTEMPTS
-        || c.status != "active"
+        || c.status != Status::Active
     {
         return Err(invalid_mfa_token());
     }
@@ -169,8 +170,8 @@ pub async fn complete_mfa(
         &client,
         SignIn {
             user_id: c.user_id,
-            role: &c.role,
-            aal: "aal2",
+            role: c.role,
+            aal: Aal::Aal2,
             amr: vec!["pwd".into(), factor.amr().into()],
             device: Some(&device),
         },

@@ -1,5 +1,6 @@
 //! Queries over `mfa_totp`, `recovery_codes` and `mfa_challenges`.
 
+use crate::accounts::{Role, Status};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ pub async fn lock_totp(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<O
 /// role are read inside the caller's transaction.
 pub struct AccountMfa {
     pub mfa_enabled: bool,
-    pub role: String,
+    pub role: Role,
 }
 
 pub async fn lock_account(
@@ -46,7 +47,7 @@ pub async fn lock_account(
     // statement after the lock is held (a confirm that committed while we
     // waited is then seen).
     let role = sqlx::query_scalar!(
-        "SELECT role FROM users WHERE user_id = $1 FOR UPDATE",
+        r#"SELECT role AS "role: Role" FROM users WHERE user_id = $1 FOR UPDATE"#,
         user_id
     )
     .fetch_optional(&mut *conn)
@@ -60,9 +61,18 @@ pub async fn lock_account(
     }))
 }
 
+/// Whether MFA is on for `user_id`: the one definition of "MFA is on".
+///
+/// MFA is on when the user's `mfa_totp` row has `enabled_at` set (the
+/// constraint `mfa_totp_enabled_has_secret` makes that the same as having
+/// an active secret; a pending enrolment does not count). Statements that
+/// need the answer inside a bigger query (`sessions::db::live_session`,
+/// `profile::db::user_row`, `profile::db::mfa_state`) spell the predicate
+/// exactly as here, `FROM mfa_totp m WHERE m.user_id = … AND m.enabled_at
+/// IS NOT NULL`, and `tests/architecture.rs` refuses any other spelling.
 pub async fn mfa_enabled(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND enabled_at IS NOT NULL) AS "enabled!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = $1 AND m.enabled_at IS NOT NULL) AS "enabled!""#,
         user_id,
     )
     .fetch_one(conn)
@@ -261,8 +271,8 @@ pub struct ChallengeRow {
     pub device_name: Option<String>,
     pub platform: Option<String>,
     pub model: Option<String>,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: Status,
 }
 
 pub async fn lock_challenge(
@@ -272,7 +282,8 @@ pub async fn lock_challenge(
     sqlx::query_as!(
         ChallengeRow,
         r#"SELECT c.mfa_challenge_id, c.user_id, c.expires_at, c.attempts, c.used_at,
-                  c.device_name, c.platform, c.model, u.role, u.status
+                  c.device_name, c.platform, c.model, u.role AS "role: Role",
+                  u.status AS "status: Status"
            FROM mfa_challenges c JOIN users u ON u.user_id = c.user_id
            WHERE c.token_hash = $1
            FOR UPDATE OF c"#,

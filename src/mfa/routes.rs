@@ -161,7 +161,7 @@ pub async fn setup_totp(
     } else {
         extract::parse(&body)?
     };
-    if !auth.mfa_enabled && is_staff(&auth.role) {
+    if !auth.mfa_enabled && auth.role.is_staff() {
         // Decided again under the lock below; refused here first so the
         // answer does not depend on the password.
         return Err(staff_enrolment_refused());
@@ -194,7 +194,7 @@ pub async fn setup_totp(
     )
     .await?;
     let now = state.clock.now();
-    if !account.mfa_enabled && is_staff(&account.role) {
+    if !account.mfa_enabled && account.role.is_staff() {
         // A staff account without a factor (from before staff roles
         // required one) must not enrol itself: its password alone would
         // then be enough to reach the staff routes.
@@ -388,10 +388,6 @@ fn staff_enrolment_refused() -> ApiError {
     }
 }
 
-fn is_staff(role: &str) -> bool {
-    matches!(role, "support" | "admin")
-}
-
 fn staff_requires_mfa() -> ApiError {
     ApiError::Conflict {
         code: "staff_requires_mfa",
@@ -410,8 +406,7 @@ pub async fn disable_totp(
     client: ClientInfo,
     Json(req): Json<DisableRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let staff = is_staff;
-    if staff(&auth.role) {
+    if auth.role.is_staff() {
         return Err(staff_requires_mfa());
     }
     refuse_if_throttled(&state, &auth).await?;
@@ -424,7 +419,7 @@ pub async fn disable_totp(
     )
     .await?;
     let now = state.clock.now();
-    if staff(&account.role) {
+    if account.role.is_staff() {
         return Err(staff_requires_mfa());
     }
     if let Err(f) = verify_factor(

@@ -2,11 +2,13 @@
 //! the sealed columns travel as bytes (they are opened with the user's key
 //! in `mod.rs`, never in SQL).
 
+use crate::accounts::{Role, Status};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Everything the projections need from one user's row.
+/// Everything the projections need from one user's row. `mfa_enabled` is
+/// `mfa::db::mfa_enabled`'s predicate, spelled the same.
 pub struct UserRow {
     pub user_id: Uuid,
     pub email_ciphertext: Vec<u8>,
@@ -14,8 +16,8 @@ pub struct UserRow {
     pub phone_ciphertext: Option<Vec<u8>>,
     pub date_of_birth_ciphertext: Option<Vec<u8>>,
     pub address_ciphertext: Option<Vec<u8>>,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: Status,
     pub rate_limit_tier: String,
     pub email_verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -26,10 +28,11 @@ pub async fn user_row(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Op
     sqlx::query_as!(
         UserRow,
         r#"SELECT u.user_id, u.email_ciphertext, u.display_name_ciphertext, u.phone_ciphertext,
-                  u.date_of_birth_ciphertext, u.address_ciphertext, u.role, u.status,
+                  u.date_of_birth_ciphertext, u.address_ciphertext,
+                  u.role AS "role: Role", u.status AS "status: Status",
                   u.rate_limit_tier, u.email_verified_at, u.created_at,
-                  EXISTS (SELECT 1 FROM mfa_totp m
-                          WHERE m.user_id = u.user_id AND m.secret_ciphertext IS NOT NULL) AS "mfa_enabled!"
+                  EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.user_id AND m.enabled_at IS NOT NULL)
+                      AS "mfa_enabled!"
            FROM users u WHERE u.user_id = $1"#,
         user_id,
     )
@@ -174,7 +177,9 @@ pub async fn erase_client_details(conn: &mut PgConnection, user_id: Uuid) -> sql
     Ok(erased)
 }
 
-/// The MFA state without secrets, for the export.
+/// The MFA state without secrets, for the export: `enabled_at` is set
+/// exactly when `mfa::db::mfa_enabled` holds (its predicate, spelled the
+/// same).
 pub struct MfaState {
     pub enabled_at: Option<DateTime<Utc>>,
     pub recovery_codes_remaining: i64,
@@ -183,7 +188,7 @@ pub struct MfaState {
 pub async fn mfa_state(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<MfaState> {
     sqlx::query_as!(
         MfaState,
-        r#"SELECT (SELECT enabled_at FROM mfa_totp WHERE user_id = $1 AND secret_ciphertext IS NOT NULL) AS enabled_at,
+        r#"SELECT (SELECT m.enabled_at FROM mfa_totp m WHERE m.user_id = $1 AND m.enabled_at IS NOT NULL) AS enabled_at,
                   (SELECT count(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL) AS "recovery_codes_remaining!""#,
         user_id,
     )

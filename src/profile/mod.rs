@@ -13,6 +13,7 @@ pub mod db;
 pub mod routes;
 
 use crate::{
+    accounts::Role,
     crypto::{Aad, CryptoError},
     user_keys::UserKey,
 };
@@ -70,7 +71,7 @@ pub struct MeResponse {
     pub id: Uuid,
     pub email: String,
     pub email_verified: bool,
-    pub role: String,
+    pub role: Role,
     pub mfa_enabled: bool,
     pub created_at: DateTime<Utc>,
     pub profile: Profile,
@@ -93,6 +94,13 @@ pub fn open_text(
                 .map(|t| t.as_str().to_owned())
         })
         .transpose()
+}
+
+/// Opens a user's sealed email. Its binding is `accounts::email_aad`, the
+/// one every reader and writer of `users.email` uses.
+pub fn open_email(key: &UserKey, sealed: &[u8]) -> Result<String, CryptoError> {
+    key.open_string(&crate::accounts::email_aad(key.user_id()), sealed)
+        .map(|t| t.as_str().to_owned())
 }
 
 /// Decrypts a user's row into their profile. A value that fails to open
@@ -120,9 +128,9 @@ pub fn decrypt_profile(key: &UserKey, row: &db::UserRow) -> Result<Profile, Cryp
 pub fn me_response(key: &UserKey, row: &db::UserRow) -> Result<MeResponse, CryptoError> {
     Ok(MeResponse {
         id: row.user_id,
-        email: open_text(key, "email", Some(&row.email_ciphertext))?.unwrap_or_default(),
+        email: open_email(key, &row.email_ciphertext)?,
         email_verified: row.email_verified_at.is_some(),
-        role: row.role.clone(),
+        role: row.role,
         mfa_enabled: row.mfa_enabled,
         created_at: row.created_at,
         profile: decrypt_profile(key, row)?,

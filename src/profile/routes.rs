@@ -4,7 +4,7 @@
 
 use super::{db, me_response, users_aad, Address, MeResponse};
 use crate::{
-    accounts::{codes, email::Email, StatusResponse},
+    accounts::{codes, email::Email, Role, StatusResponse},
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::{
@@ -389,7 +389,7 @@ pub async fn confirm_email_change(
     };
     let key = UserKey::load(&mut tx, &state.keys.data, uid).await?;
     let new_email = key.open_string(&users_aad("pending_email", uid), &pending.ciphertext)?;
-    let sealed = key.seal(&users_aad("email", uid), new_email.as_bytes())?;
+    let sealed = key.seal(&crate::accounts::email_aad(uid), new_email.as_bytes())?;
     let masked = super::mask_email(&new_email);
     // Told at the old address, which is still the one on file here.
     crate::mail::notices::notify(
@@ -510,7 +510,7 @@ pub async fn delete_me(
             });
         }
     }
-    if auth.role == "admin" {
+    if auth.role == Role::Admin {
         // Same rule as demotion: the last active administrator stays.
         let admins = crate::admin::accounts::lock_active_admins(&mut tx).await?;
         if admins.len() <= 1 && admins.contains(&uid) {

@@ -13,24 +13,13 @@
 //! now. It allows bursts up to the quota and refills smoothly, with none of
 //! a fixed window's double-burst at the boundary.
 
-/// `limit` requests per `window_ms`, bursts up to `limit`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Quota {
-    pub limit: u32,
-    pub window_ms: i64,
-}
+/// `limit` requests per `window_ms`, bursts up to `limit`: a configuration
+/// value (`config::Quota`).
+pub use crate::config::Quota;
 
-impl Quota {
-    pub fn per_seconds(limit: u32, window_secs: i64) -> Self {
-        Self {
-            limit: limit.max(1),
-            window_ms: window_secs.max(1) * 1000,
-        }
-    }
-
-    fn interval_ms(&self) -> i64 {
-        (self.window_ms / i64::from(self.limit)).max(1)
-    }
+/// The emission interval: one request's share of the window.
+fn interval_ms(quota: Quota) -> i64 {
+    (quota.window_ms / i64::from(quota.limit)).max(1)
 }
 
 /// Everything a store keeps for one key.
@@ -68,7 +57,7 @@ fn ceil_secs(ms: i64) -> u64 {
 /// Applies one request at `now_ms`; returns the new state and the decision.
 pub fn check(state: KeyState, now_ms: i64, quota: Quota) -> (KeyState, Decision) {
     let mut s = state;
-    let t = quota.interval_ms();
+    let t = interval_ms(quota);
     if s.blocked_until_ms > now_ms {
         let wait = s.blocked_until_ms - now_ms;
         return (s, refused(wait, wait));
@@ -107,7 +96,7 @@ pub fn peek(state: KeyState, now_ms: i64, quota: Quota) -> Option<u64> {
         return Some(ceil_secs(state.blocked_until_ms - now_ms));
     }
     let tat = state.tat_ms.max(now_ms);
-    let over = tat + quota.interval_ms() - now_ms - quota.window_ms;
+    let over = tat + interval_ms(quota) - now_ms - quota.window_ms;
     (over > 0).then(|| ceil_secs(over).max(1))
 }
 

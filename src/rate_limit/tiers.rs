@@ -11,6 +11,7 @@
 use super::policy::Tier;
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
+    background::{Next, Periodic, Stop},
     error::ApiError,
     state::AppState,
 };
@@ -225,20 +226,20 @@ pub async fn flush_refusals(state: &AppState) -> Result<(), ApiError> {
 
 /// The background pass: at start and every 30 seconds until `stop`, ends
 /// expired tiers and writes the 429 counts; a last flush on the way out.
-pub async fn run(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if let Err(e) = expire_due(&state).await {
-            tracing::warn!(error = ?e, "rate-limit tier expiry pass failed");
-        }
-        if let Err(e) = flush_refusals(&state).await {
-            tracing::warn!(error = ?e, "writing rate-limit refusal counts failed");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(INTERVAL) => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-    }
+pub async fn run(state: AppState, stop: Stop) {
+    let pass_state = state.clone();
+    Periodic::new("rate-limit tiers and 429 counts", INTERVAL)
+        .run(stop, move || {
+            let state = pass_state.clone();
+            async move {
+                let expired = expire_due(&state).await;
+                flush_refusals(&state).await?;
+                expired?;
+                Ok::<_, ApiError>(Next::Wait)
+            }
+        })
+        .await;
     if let Err(e) = flush_refusals(&state).await {
-        tracing::warn!(error = ?e, "writing rate-limit refusal counts at shutdown failed");
+        tracing::warn!(task = "rate-limit tiers and 429 counts", error = ?e, "writing the 429 counts at shutdown failed");
     }
 }

@@ -2,6 +2,7 @@
 //! or changes a session on behalf of a user filters by that user in SQL,
 //! so "not yours" and "missing" are the same empty result.
 
+use crate::accounts::{Aal, Role, Status};
 use chrono::{DateTime, Utc};
 use sqlx::{types::ipnetwork::IpNetwork, PgConnection};
 use uuid::Uuid;
@@ -13,7 +14,7 @@ pub struct NewSession<'a> {
     pub idle_expires_at: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
     pub auth_time: DateTime<Utc>,
-    pub aal: &'a str,
+    pub aal: Aal,
     pub amr: &'a [String],
     pub device_name: Option<&'a str>,
     pub platform: Option<&'a str>,
@@ -37,7 +38,7 @@ pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx
         s.idle_expires_at,
         s.absolute_expires_at,
         s.auth_time,
-        s.aal,
+        s.aal.as_str(),
         s.amr,
         s.device_name,
         s.platform,
@@ -87,10 +88,10 @@ pub struct RefreshRow {
     pub idle_expires_at: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
     pub auth_time: DateTime<Utc>,
-    pub aal: String,
+    pub aal: Aal,
     pub amr: Vec<String>,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: Status,
     pub platform: Option<String>,
     pub install_id_index: Option<Vec<u8>>,
 }
@@ -105,7 +106,8 @@ pub async fn lock_refresh_token(
         RefreshRow,
         r#"SELECT rt.refresh_token_id, rt.session_id, rt.used_at, s.user_id, s.revoked_at,
                   s.revoked_reason, s.idle_expires_at, s.absolute_expires_at, s.auth_time,
-                  s.aal, s.amr, u.role, u.status, s.platform, s.install_id_index
+                  s.aal AS "aal: Aal", s.amr, u.role AS "role: Role", u.status AS "status: Status",
+                  s.platform, s.install_id_index
            FROM refresh_tokens rt
            JOIN sessions s ON s.session_id = rt.session_id
            JOIN users u ON u.user_id = s.user_id
@@ -222,8 +224,8 @@ pub async fn revoke_all_sessions(
 
 /// What a request needs to know about a live session.
 pub struct LiveSession {
-    pub role: String,
-    pub aal: String,
+    pub role: Role,
+    pub aal: Aal,
     pub mfa_enabled: bool,
     /// When the person last proved a credential in this session (sign-in,
     /// or confirming a new authenticator); refreshes do not move it.
@@ -231,7 +233,9 @@ pub struct LiveSession {
 }
 
 /// The session of an access token, if it is still good (not revoked, not
-/// expired, account active).
+/// expired, account active). "MFA is on" is `mfa::db::mfa_enabled`'s
+/// predicate, spelled the same, inside this one statement (it runs on
+/// every authenticated request).
 pub async fn live_session(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -240,7 +244,7 @@ pub async fn live_session(
 ) -> sqlx::Result<Option<LiveSession>> {
     sqlx::query_as!(
         LiveSession,
-        r#"SELECT u.role, s.aal,
+        r#"SELECT u.role AS "role: Role", s.aal AS "aal: Aal",
                   EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.user_id AND m.enabled_at IS NOT NULL)
                       AS "mfa_enabled!",
                   s.auth_time
@@ -283,33 +287,4 @@ pub async fn list_live_sessions(
     )
     .fetch_all(conn)
     .await
-}
-
-/// Whether the user has signed in before, and from a device like this one
-/// (same platform, name and model; the user agent when the app names no device).
-pub async fn device_history(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    platform: Option<&str>,
-    device_name: Option<&str>,
-    model: Option<&str>,
-    user_agent: Option<&str>,
-) -> sqlx::Result<(bool, bool)> {
-    let row = sqlx::query!(
-        r#"SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1) AS "any!",
-                  EXISTS (SELECT 1 FROM sessions
-                          WHERE user_id = $1
-                            AND platform IS NOT DISTINCT FROM $2
-                            AND device_name IS NOT DISTINCT FROM $3
-                            AND model IS NOT DISTINCT FROM $4
-                            AND ($3::text IS NOT NULL OR user_agent IS NOT DISTINCT FROM $5)) AS "known!""#,
-        user_id,
-        platform,
-        device_name,
-        model,
-        user_agent,
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok((row.any, row.known))
 }

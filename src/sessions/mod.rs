@@ -11,6 +11,7 @@ pub mod refresh;
 pub mod routes;
 
 use crate::{
+    accounts::{Aal, Role},
     audit::{self, events, AuditEvent, Outcome},
     crypto::{hash, random},
     error::ApiError,
@@ -57,8 +58,8 @@ pub struct DeviceInfo {
 /// Who is signing in and how strongly.
 pub struct SignIn<'a> {
     pub user_id: Uuid,
-    pub role: &'a str,
-    pub aal: &'a str,
+    pub role: Role,
+    pub aal: Aal,
     pub amr: Vec<String>,
     pub device: Option<&'a DeviceInfo>,
 }
@@ -84,16 +85,22 @@ pub async fn start(
             .as_ref()
             .map(|c| platform_str(c.platform).to_owned())
     });
-    let (signed_in_before, known_device) = db::device_history(
+    // The new-device rule (alerts::device) decides; its notice is mailed here.
+    let new_device = crate::alerts::device::new_device(
         &mut *conn,
-        sign_in.user_id,
-        platform.as_deref(),
-        device.name.as_deref(),
-        device.model.as_deref(),
-        client.user_agent.as_deref(),
+        state,
+        &crate::alerts::device::SignInDevice {
+            user_id: sign_in.user_id,
+            session_id,
+            ip: client.ip,
+            platform: platform.as_deref(),
+            name: device.name.as_deref(),
+            model: device.model.as_deref(),
+            user_agent: client.user_agent.as_deref(),
+        },
     )
     .await?;
-    if signed_in_before && !known_device {
+    if new_device {
         let label = [
             device.name.as_deref(),
             device.model.as_deref(),
@@ -116,19 +123,6 @@ pub async fn start(
             state,
             sign_in.user_id,
             crate::mail::notices::Notice::NewDeviceSignIn { device: &label },
-        )
-        .await?;
-        // The alert names the session and the platform, never text the
-        // user typed (device name, model) or their user agent: alerts go
-        // to a webhook and outlive the account.
-        crate::alerts::raise(
-            &mut *conn,
-            state,
-            crate::alerts::Alert::new(crate::alerts::Rule::NewDevice)
-                .user(sign_in.user_id)
-                .ip(client.ip)
-                .detail("session_id", session_id.to_string())
-                .detail("platform", platform.clone()),
         )
         .await?;
     }
@@ -174,7 +168,7 @@ pub async fn start(
             .user(sign_in.user_id)
             .session(session_id)
             .client(client)
-            .detail("aal", sign_in.aal)
+            .detail("aal", sign_in.aal.as_str())
             .detail("amr", sign_in.amr.clone()),
     )
     .await?;
@@ -194,8 +188,8 @@ pub async fn start(
 pub struct AccessGrant<'a> {
     pub user_id: Uuid,
     pub session_id: Uuid,
-    pub role: &'a str,
-    pub aal: &'a str,
+    pub role: Role,
+    pub aal: Aal,
     pub amr: &'a [String],
     pub auth_time: DateTime<Utc>,
     pub idle_expires_at: DateTime<Utc>,
@@ -216,8 +210,8 @@ pub fn issue_pair(
             now,
             grant.user_id,
             grant.session_id,
-            grant.role,
-            grant.aal,
+            grant.role.as_str(),
+            grant.aal.as_str(),
             &amr,
             grant.auth_time,
         )

@@ -18,6 +18,7 @@
 
 use super::{db, issue_pair, AccessGrant, TokenPair};
 use crate::{
+    accounts::Status,
     audit::{self, events, AuditEvent, Outcome},
     crypto::hash,
     error::ApiError,
@@ -95,7 +96,7 @@ pub async fn refresh(
         } else {
             RefreshFailure::Revoked
         })
-    } else if row.status != "active" {
+    } else if row.status != Status::Active {
         Some(RefreshFailure::Revoked)
     } else if now >= row.absolute_expires_at {
         Some(RefreshFailure::ExpiredAbsolute)
@@ -137,13 +138,12 @@ pub async fn refresh(
                         .detail("seconds_since_use", (now - used_at).num_seconds()),
                 )
                 .await?;
-                crate::alerts::raise(
+                crate::alerts::rules::refresh_token_reuse(
                     &mut tx,
                     state,
-                    crate::alerts::Alert::new(crate::alerts::Rule::RefreshTokenReuse)
-                        .user(row.user_id)
-                        .ip(client.ip)
-                        .detail("session_id", row.session_id.to_string()),
+                    row.user_id,
+                    row.session_id,
+                    client.ip,
                 )
                 .await?;
                 tx.commit().await?;
@@ -153,39 +153,27 @@ pub async fn refresh(
             }
         }
     }
-    // Device fingerprint drift: the app refreshing says it is another
-    // platform, or another install, than the one that signed in (a stolen
-    // token replayed from elsewhere, or a tampered client). A signal for
-    // monitoring, not a refusal: the alert carries what differed.
-    let mut drift: Vec<(&str, String)> = Vec::new();
-    if let (Some(signed_in), Some(now_client)) = (row.platform.as_deref(), client.client.as_ref()) {
-        let presented = super::platform_str(now_client.platform);
-        if signed_in != presented {
-            drift.push(("signed_in_as", signed_in.to_owned()));
-            drift.push(("refreshing_as", presented.to_owned()));
-        }
-    }
-    // A session bound to an install id must keep presenting it.
-    if let Some(signed_in) = row.install_id_index.as_deref() {
-        match client
-            .install_id
-            .map(|id| super::install_id_index(state, id))
-        {
-            Some(p) if crate::crypto::hash::constant_time_eq(&p, signed_in) => {}
-            Some(_) => drift.push(("install_id", "different".to_owned())),
-            None => drift.push(("install_id", "missing".to_owned())),
-        }
-    }
-    if !drift.is_empty() {
-        let mut alert = crate::alerts::Alert::new(crate::alerts::Rule::DeviceDrift)
-            .user(row.user_id)
-            .ip(client.ip)
-            .detail("session_id", row.session_id.to_string());
-        for (key, value) in drift {
-            alert = alert.detail(key, value);
-        }
-        crate::alerts::raise(&mut tx, state, alert).await?;
-    }
+    // Device fingerprint drift (the rule is alerts::device): another
+    // platform or app install than the one that signed in.
+    crate::alerts::device::device_drift(
+        &mut tx,
+        state,
+        &crate::alerts::device::RefreshDevice {
+            user_id: row.user_id,
+            session_id: row.session_id,
+            ip: client.ip,
+            signed_in_platform: row.platform.as_deref(),
+            refreshing_platform: client
+                .client
+                .as_ref()
+                .map(|c| super::platform_str(c.platform)),
+            signed_in_install: row.install_id_index.as_deref(),
+            presented_install: client
+                .install_id
+                .map(|id| super::install_id_index(state, id)),
+        },
+    )
+    .await?;
     let idle = (now + state.config.auth.refresh_idle_ttl).min(row.absolute_expires_at);
     db::touch_session(
         &mut tx,
@@ -212,8 +200,8 @@ pub async fn refresh(
         &AccessGrant {
             user_id: row.user_id,
             session_id: row.session_id,
-            role: &row.role,
-            aal: &row.aal,
+            role: row.role,
+            aal: row.aal,
             amr: &row.amr,
             auth_time: row.auth_time,
             idle_expires_at: idle,

@@ -628,3 +628,42 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
             .unwrap();
     }
 }
+
+/// Role, status and assurance level become values in one place as they
+/// leave the database: text it does not know is an error, never a role
+/// (and never `admin`).
+#[tokio::test]
+async fn unknown_role_status_or_aal_text_from_the_database_is_refused() {
+    use mobile_backend::accounts::{Aal, Role, Status};
+    let app = TestApp::spawn().await;
+    let decode = |sql: &'static str, text: &'static str| {
+        let db = app.db.clone();
+        async move {
+            (
+                sqlx::query_scalar::<_, Role>(sql)
+                    .bind(text)
+                    .fetch_one(&db)
+                    .await
+                    .ok(),
+                sqlx::query_scalar::<_, Status>(sql)
+                    .bind(text)
+                    .fetch_one(&db)
+                    .await
+                    .ok(),
+                sqlx::query_scalar::<_, Aal>(sql)
+                    .bind(text)
+                    .fetch_one(&db)
+                    .await
+                    .ok(),
+            )
+        }
+    };
+    let sql = "SELECT $1::text";
+    assert_eq!(decode(sql, "admin").await.0, Some(Role::Admin));
+    assert_eq!(decode(sql, "support").await.0, Some(Role::Support));
+    assert_eq!(decode(sql, "locked").await.1, Some(Status::Locked));
+    assert_eq!(decode(sql, "aal2").await.2, Some(Aal::Aal2));
+    for text in ["root", "Admin", "admin ", "", "aal3", "ACTIVE"] {
+        assert_eq!(decode(sql, text).await, (None, None, None), "{text:?}");
+    }
+}
