@@ -11,8 +11,9 @@
 //!
 //! The tasks: the mail sender (`mail::sender`), audit maintenance
 //! (`audit::maintenance`), the alert webhook (`alerts::webhook`), the
-//! client-policy refresh (`admin::client_policy`) and the deletion of
-//! unverified accounts (`auth::unverified`), all started by `startup`.
+//! client-policy refresh (`admin::client_policy`), the deletion of
+//! unverified accounts (`auth::unverified`) and the rate-limit tier expiry
+//! with the 429 counts (`rate_limit::tiers`), all started by `startup`.
 
 use std::{future::Future, sync::Arc, time::Duration};
 use tokio::sync::{watch, Notify};
