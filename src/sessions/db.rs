@@ -22,15 +22,17 @@ pub struct NewSession<'a> {
     pub ip: IpNetwork,
     pub user_agent: Option<&'a str>,
     pub country: Option<&'a str>,
-    pub install_id_index: Option<&'a [u8]>,
+    /// The install id's blind index and the id of its key.
+    pub install_id_index: Option<crate::crypto::BlindIndex>,
 }
 
 pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx::Result<()> {
     sqlx::query!(
         r#"INSERT INTO sessions (session_id, user_id, created_at, last_seen_at, idle_expires_at,
                                  absolute_expires_at, auth_time, aal, amr, device_name, platform,
-                                 model, app_version, last_ip, user_agent, country, install_id_index)
-           VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"#,
+                                 model, app_version, last_ip, user_agent, country, install_id_index,
+                                 install_id_index_key_id)
+           VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"#,
         s.session_id,
         s.user_id,
         s.now,
@@ -46,7 +48,8 @@ pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx
         s.ip,
         s.user_agent,
         s.country,
-        s.install_id_index,
+        s.install_id_index.as_ref().map(|i| &i.value[..]),
+        s.install_id_index.as_ref().map(|i| i.key_id),
     )
     .execute(conn)
     .await?;
@@ -93,6 +96,7 @@ pub struct RefreshRow {
     pub status: String,
     pub platform: Option<String>,
     pub install_id_index: Option<Vec<u8>>,
+    pub install_id_index_key_id: Option<i16>,
 }
 
 /// Finds and locks the token and its session: concurrent refreshes of one
@@ -105,7 +109,8 @@ pub async fn lock_refresh_token(
         RefreshRow,
         r#"SELECT rt.refresh_token_id, rt.session_id, rt.used_at, s.user_id, s.revoked_at,
                   s.revoked_reason, s.idle_expires_at, s.absolute_expires_at, s.auth_time,
-                  s.aal, s.amr, u.role, u.status, s.platform, s.install_id_index
+                  s.aal, s.amr, u.role, u.status, s.platform, s.install_id_index,
+                  s.install_id_index_key_id
            FROM refresh_tokens rt
            JOIN sessions s ON s.session_id = rt.session_id
            JOIN users u ON u.user_id = s.user_id

@@ -75,7 +75,7 @@ fn successor_of(state: &AppState, session_id: uuid::Uuid, parent: &str) -> Strin
         .keys
         .codes
         .hash("refresh_successor", &session_id.to_string(), parent);
-    URL_SAFE_NO_PAD.encode(mac)
+    URL_SAFE_NO_PAD.encode(mac.mac)
 }
 
 pub async fn refresh(
@@ -167,12 +167,12 @@ pub async fn refresh(
     }
     // A session bound to an install id must keep presenting it.
     if let Some(signed_in) = row.install_id_index.as_deref() {
-        match client
-            .install_id
-            .map(|id| super::install_id_index(state, id))
-        {
-            Some(p) if crate::crypto::hash::constant_time_eq(&p, signed_in) => {}
-            Some(_) => drift.push(("install_id", "different".to_owned())),
+        let key_id = row.install_id_index_key_id;
+        match client.install_id {
+            Some(id) if super::install_id_differs(state, id, key_id, signed_in) => {
+                drift.push(("install_id", "different".to_owned()));
+            }
+            Some(_) => {}
             None => drift.push(("install_id", "missing".to_owned())),
         }
     }
