@@ -260,6 +260,10 @@ impl Application {
             self.state.clone(),
             stop_rx.clone(),
         ));
+        let successors = tokio::spawn(crate::sessions::successor::run_sweeper(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let deferred = self.state.deferred.clone();
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -305,6 +309,7 @@ impl Application {
         let _ = sender.await;
         let _ = maintenance.await;
         let _ = unverified.await;
+        let _ = successors.await;
         let _ = webhook.await;
         let _ = policy.await;
         let _ = metrics.await;

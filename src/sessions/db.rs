@@ -84,6 +84,8 @@ pub struct RefreshRow {
     pub refresh_token_id: Uuid,
     pub session_id: Uuid,
     pub used_at: Option<DateTime<Utc>>,
+    /// This token's successor, sealed, while a retry may still need it.
+    pub successor_ciphertext: Option<Vec<u8>>,
     pub user_id: Uuid,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_reason: Option<String>,
@@ -107,7 +109,8 @@ pub async fn lock_refresh_token(
 ) -> sqlx::Result<Option<RefreshRow>> {
     sqlx::query_as!(
         RefreshRow,
-        r#"SELECT rt.refresh_token_id, rt.session_id, rt.used_at, s.user_id, s.revoked_at,
+        r#"SELECT rt.refresh_token_id, rt.session_id, rt.used_at,
+                  rt.successor_ciphertext, s.user_id, s.revoked_at,
                   s.revoked_reason, s.idle_expires_at, s.absolute_expires_at, s.auth_time,
                   s.aal, s.amr, u.role, u.status, s.platform, s.install_id_index,
                   s.install_id_index_key_id
@@ -136,18 +139,34 @@ pub async fn successor_used(
     Ok(row)
 }
 
-pub async fn mark_token_used(
+/// Retires a token on its first use, keeping its successor sealed for
+/// the retry grace, and forgets the sealed copy of this token that its
+/// parent kept (this token is now used: no retry of the parent may have
+/// it any more).
+pub async fn retire_token(
     conn: &mut PgConnection,
     id: Uuid,
     now: DateTime<Utc>,
+    sealed_successor: &[u8],
 ) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE refresh_tokens SET used_at = $2 WHERE refresh_token_id = $1",
+    let parent = sqlx::query_scalar!(
+        r#"UPDATE refresh_tokens SET used_at = $2, successor_ciphertext = $3
+           WHERE refresh_token_id = $1
+           RETURNING parent_id"#,
         id,
-        now
+        now,
+        sealed_successor,
     )
-    .execute(conn)
+    .fetch_one(&mut *conn)
     .await?;
+    if let Some(parent) = parent {
+        sqlx::query!(
+            "UPDATE refresh_tokens SET successor_ciphertext = NULL WHERE refresh_token_id = $1",
+            parent,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -1,18 +1,20 @@
 //! Sessions: one per sign-in on a device, each with a chain of single-use
 //! refresh tokens, and the `TokenPair` every sign-in answers with.
 //!
-//! The refresh token that starts a session is 256 random bits; each
-//! successor is *derived* from its parent with an HMAC under a server key
-//! (see [`refresh`]), so a retry of a just-used token can be answered with
-//! the same successor without ever storing a token in clear.
+//! Every refresh token, the first of a session and each successor, is 256
+//! random bits, stored only as its SHA-256. A successor is kept sealed in
+//! its parent's row for the retry grace window only, so that a retry of a
+//! just-used token gets the same successor (see [`refresh`] and
+//! [`successor`]).
 
 pub mod db;
 pub mod refresh;
 pub mod routes;
+pub mod successor;
 
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
-    crypto::{hash, random},
+    crypto::hash,
     error::ApiError,
     http::extract::ClientInfo,
     state::AppState,
@@ -158,7 +160,7 @@ pub async fn start(
         },
     )
     .await?;
-    let refresh_token = random::token(32);
+    let refresh_token = successor::new_token();
     db::insert_refresh_token(
         &mut *conn,
         session_id,
