@@ -264,10 +264,10 @@ fn rotate_ring(which: RingName) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let next_step = match which {
-        RingName::Data => "then run `keys rewrap`",
-        RingName::BlindIndex => "then run `keys reindex`",
+        RingName::Data => "run `keys rewrap`",
+        RingName::BlindIndex => "run `keys reindex`",
         RingName::Codes => {
-            "codes already issued keep verifying under their own key; `keys status` says when the old key can go"
+            "nothing to run: codes already issued keep verifying under their own key, and `keys status` says when the old key can go"
         }
     };
     match given {
