@@ -72,6 +72,18 @@ fn stdout_of(out: &std::process::Output) -> String {
 #[tokio::test]
 async fn an_address_indexed_under_an_older_key_is_still_taken_and_still_signs_in() {
     let app = TestApp::spawn().await;
+    // Before the rotation: Cy asks to move to an address that is still free.
+    let cy = app.signed_up_user("cy@example.com").await;
+    let r = app
+        .post_auth(
+            "/v1/me/email",
+            cy.access(),
+            Some(&json!({"new_email": "ada@example.com", "current_password": cy.password})),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let cy_code = app.code_for("ada@example.com").await;
+    // Then Ada registers that address, under key 1.
     let ada = app.signed_up_user("ada@example.com").await;
     assert_eq!(
         app.register("una@example.com", STRONG_PASSWORD)
@@ -90,7 +102,7 @@ async fn an_address_indexed_under_an_older_key_is_still_taken_and_still_signs_in
         .register("ada@example.com", "a-second-registrant-passphrase-9")
         .await;
     assert_eq!(r.status(), 202);
-    assert_eq!(users_count(&app).await, 2);
+    assert_eq!(users_count(&app).await, 3);
     assert_eq!(events(&app, "auth.account.registration_duplicate").await, 1);
     assert!(app2
         .drain_outbox()
@@ -102,8 +114,29 @@ async fn an_address_indexed_under_an_older_key_is_still_taken_and_still_signs_in
         .register("UNA@example.com", "a-newer-registrant-passphrase-4")
         .await;
     assert_eq!(r.status(), 202);
-    assert_eq!(users_count(&app).await, 2);
+    assert_eq!(users_count(&app).await, 3);
     assert_eq!(events(&app, "auth.account.registration_replaced").await, 1);
+    // Cy's confirmation finds the address taken under key 1.
+    let r = app2
+        .post_auth(
+            "/v1/me/email/confirm",
+            cy.access(),
+            Some(&json!({"code": cy_code})),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(problem(r).await["code"], "email_unavailable");
+    // So does `admin create`.
+    let out = app
+        .run_cli_with(
+            &["admin", "create", "--email", "ada@example.com"],
+            &[("BLIND_INDEX_KEYS", ring.as_str())],
+            Some("a-long-and-unusual-admin-passphrase\n"),
+        )
+        .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(users_count(&app).await, 3);
 
     // Sign-in finds the account under the old key.
     assert_eq!(app2.login(&ada.email, &ada.password).await.status(), 200);
@@ -120,7 +153,7 @@ async fn an_address_indexed_under_an_older_key_is_still_taken_and_still_signs_in
         "SELECT email_blind_index_key_id FROM users ORDER BY user_id",
     )
     .await;
-    assert_eq!(ids, vec![1, 1, 2]);
+    assert_eq!(ids, vec![1, 1, 1, 2]);
     let r = app2
         .post_auth(
             "/v1/me/email",
@@ -214,8 +247,27 @@ async fn reindex_moves_every_index_to_the_new_key_and_then_the_old_key_finds_not
         assert!(status.contains(line), "{line} not in:\n{status}");
     }
 
+    // Without the old key, nothing under it is found: status says so.
+    let new_only = current_only(&new_ring);
+    let without_old = [("BLIND_INDEX_KEYS", new_only.as_str())];
+    let status = stdout_of(
+        &app.run_cli_with(&["keys", "status"], &without_old, None)
+            .await,
+    );
+    assert!(
+        status.contains(
+            "users.email: index key 1: 3 rows (key not in BLIND_INDEX_KEYS: these are NOT FOUND by lookups; run `keys reindex`)"
+        ),
+        "{status}"
+    );
+    // Reindexing needs only the current key (values are decrypted, not
+    // old indexes read).
     let out = app
-        .run_cli_with(&["keys", "reindex", "--batch-size", "2"], &with_new, None)
+        .run_cli_with(
+            &["keys", "reindex", "--batch-size", "2"],
+            &without_old,
+            None,
+        )
         .await;
     let progress = stdout_of(&out);
     assert!(
@@ -263,9 +315,45 @@ async fn reindex_moves_every_index_to_the_new_key_and_then_the_old_key_finds_not
         "{status}"
     );
 
+    // While key 1 is in the ring, the session bound under it is still
+    // checked: the same install is quiet, another one is flagged.
+    let drift = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM security_alerts WHERE rule = 'device_drift'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    let rotated_app = restarted(&app, "BLIND_INDEX_KEYS", &new_ring).await;
+    let refresh_as = |app: &TestApp, token: Value, install: String| {
+        let client = app.client.clone();
+        let url = app.url("/v1/auth/refresh");
+        async move {
+            let r = client
+                .post(url)
+                .header("x-app-install-id", install)
+                .json(&json!({"refresh_token": token}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["refresh_token"].clone()
+        }
+    };
+    let token = refresh_as(
+        &rotated_app,
+        bound["refresh_token"].clone(),
+        install.clone(),
+    )
+    .await;
+    assert_eq!(drift().await, 0);
+    let token = refresh_as(&rotated_app, token, uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(drift().await, 1);
+
     // The old key leaves the ring: a process holding only the new key
     // finds every account, device and pending change.
-    let fresh = restarted(&app, "BLIND_INDEX_KEYS", &current_only(&new_ring)).await;
+    let fresh = restarted(&app, "BLIND_INDEX_KEYS", &new_only).await;
     for user in &users {
         assert_eq!(
             fresh.login(&user.email, &user.password).await.status(),
@@ -304,22 +392,10 @@ async fn reindex_moves_every_index_to_the_new_key_and_then_the_old_key_finds_not
         200
     );
     // The session bound under the old key: its install id can no longer be
-    // compared, so refreshing neither fails nor raises a drift alert.
-    let r = fresh
-        .client
-        .post(fresh.url("/v1/auth/refresh"))
-        .header("x-app-install-id", &install)
-        .json(&json!({"refresh_token": bound["refresh_token"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let drift: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM security_alerts WHERE rule = 'device_drift'")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(drift, 0);
+    // compared, so refreshing, even from another install, neither fails
+    // nor raises a drift alert.
+    refresh_as(&fresh, token, uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(drift().await, 1);
 
     // A process still holding only the old key finds nobody.
     let stale = restarted(&app, "BLIND_INDEX_KEYS", &old_ring).await;
