@@ -43,6 +43,8 @@ pub mod outbound;
 pub mod profile;
 /// Rate limits per class, IP, user and account, with progressive penalties.
 pub mod rate_limit;
+/// Rotating the blind-index and code keys: `keys reindex`, usage per key.
+pub mod reindex;
 /// The id of the request being served, for errors, logs and audit rows.
 pub mod request_scope;
 /// Sessions, refresh-token rotation and reuse detection.

@@ -262,6 +262,10 @@ impl Application {
             self.state.clone(),
             stop_rx.clone(),
         ));
+        let successors = tokio::spawn(crate::sessions::successor::run_sweeper(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let deferred = self.state.deferred.clone();
         let stopped = |mut stop: background::Stop| async move {
             background::stopped(&mut stop).await;
@@ -307,6 +311,7 @@ impl Application {
         let _ = sender.await;
         let _ = maintenance.await;
         let _ = unverified.await;
+        let _ = successors.await;
         let _ = webhook.await;
         let _ = policy.await;
         let _ = metrics.await;
