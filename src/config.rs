@@ -7,7 +7,7 @@
 //! an embedded database, mail written to the log) into refusals.
 
 use crate::{
-    crypto::{BlindIndexKey, CodeHasher, KeyRing},
+    crypto::{BlindIndexKeys, CodeHasher, KeyRing},
     tokens::SigningKeys,
 };
 use ipnet::IpNet;
@@ -45,8 +45,12 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Default)]
 pub struct KeyConfig {
     pub data_keys: Option<KeyRing>,
-    pub blind_index_key: Option<BlindIndexKey>,
-    pub code_hmac_key: Option<CodeHasher>,
+    /// `BLIND_INDEX_KEYS` (a ring, current first), or the one-key
+    /// `BLIND_INDEX_KEY` as a ring of key 1.
+    pub blind_index_keys: Option<BlindIndexKeys>,
+    /// `CODE_HMAC_KEYS` (a ring, current first), or the one-key
+    /// `CODE_HMAC_KEY` as a ring of key 1.
+    pub code_hmac_keys: Option<CodeHasher>,
     /// Ed25519 signing keys for access tokens, current first.
     pub signing_keys: Option<SigningKeys>,
 }
@@ -283,12 +287,18 @@ impl Config {
             data_keys: r.parse_with("DATA_KEYS", |s| {
                 KeyRing::parse(s).map_err(|e| e.to_string())
             }),
-            blind_index_key: r.parse_with("BLIND_INDEX_KEY", |s| {
-                BlindIndexKey::from_base64(s).map_err(|e| e.to_string())
-            }),
-            code_hmac_key: r.parse_with("CODE_HMAC_KEY", |s| {
-                CodeHasher::from_base64(s).map_err(|e| e.to_string())
-            }),
+            blind_index_keys: r.ring_or_single(
+                "BLIND_INDEX_KEYS",
+                "BLIND_INDEX_KEY",
+                BlindIndexKeys::parse,
+                BlindIndexKeys::single_from_base64,
+            ),
+            code_hmac_keys: r.ring_or_single(
+                "CODE_HMAC_KEYS",
+                "CODE_HMAC_KEY",
+                CodeHasher::parse,
+                CodeHasher::single_from_base64,
+            ),
             signing_keys: r.parse_with("SIGNING_KEYS", |s| {
                 SigningKeys::parse(s).map_err(|e| e.to_string())
             }),
@@ -523,12 +533,12 @@ fn production_checks(c: &Config, has_public_url: bool, problems: &mut Vec<String
         "DATA_KEYS is required in production (generate with `mobile-backend keys generate`)",
     );
     need(
-        c.keys.blind_index_key.is_some(),
-        "BLIND_INDEX_KEY is required in production",
+        c.keys.blind_index_keys.is_some(),
+        "BLIND_INDEX_KEYS (or the one-key BLIND_INDEX_KEY) is required in production",
     );
     need(
-        c.keys.code_hmac_key.is_some(),
-        "CODE_HMAC_KEY is required in production",
+        c.keys.code_hmac_keys.is_some(),
+        "CODE_HMAC_KEYS (or the one-key CODE_HMAC_KEY) is required in production",
     );
     need(
         c.keys.signing_keys.is_some(),
@@ -625,6 +635,30 @@ impl Reader<'_> {
                 ));
                 default
             }
+        }
+    }
+
+    /// A key ring given as `ring_name` (`id:base64,…`, current first) or,
+    /// for deployments from before rings, as `single_name` (one bare key,
+    /// which becomes key 1). Both at once is ambiguous, so it is refused
+    /// in every environment.
+    fn ring_or_single<T>(
+        &mut self,
+        ring_name: &str,
+        single_name: &str,
+        parse_ring: fn(&str) -> Result<T, crate::crypto::CryptoError>,
+        parse_single: fn(&str) -> Result<T, crate::crypto::CryptoError>,
+    ) -> Option<T> {
+        if self.get(ring_name).is_some() && self.get(single_name).is_some() {
+            self.problem(format!(
+                "{ring_name} and {single_name} are both set: keep only {ring_name} \
+                 ({single_name} is its one-key form, key id 1)"
+            ));
+            return None;
+        }
+        match self.get(ring_name) {
+            Some(_) => self.parse_with(ring_name, |s| parse_ring(s).map_err(|e| e.to_string())),
+            None => self.parse_with(single_name, |s| parse_single(s).map_err(|e| e.to_string())),
         }
     }
 
@@ -878,13 +912,78 @@ mod tests {
             "DATABASE_URL",
             "PUBLIC_BASE_URL",
             "DATA_KEYS",
-            "BLIND_INDEX_KEY",
-            "CODE_HMAC_KEY",
+            "BLIND_INDEX_KEYS",
+            "CODE_HMAC_KEYS",
             "SIGNING_KEYS",
             "MAIL_TRANSPORT",
             "MAIL_FROM",
         ] {
             assert!(all.contains(name), "{name} not named in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn index_and_code_keys_are_rings_and_the_one_key_form_is_key_1() {
+        let k = |byte: u8| crate::crypto::Key::from_bytes([byte; 32]).to_base64();
+        let ring = format!("2:{},1:{}", k(2), k(1));
+        let c = parse(&[("BLIND_INDEX_KEYS", &ring), ("CODE_HMAC_KEYS", &ring)]).unwrap();
+        assert_eq!(c.keys.blind_index_keys.unwrap().ring().ids(), vec![2, 1]);
+        assert_eq!(c.keys.code_hmac_keys.unwrap().ring().ids(), vec![2, 1]);
+        let c = parse(&[("BLIND_INDEX_KEY", &k(1)), ("CODE_HMAC_KEY", &k(1))]).unwrap();
+        assert_eq!(c.keys.blind_index_keys.unwrap().ring().ids(), vec![1]);
+        assert_eq!(c.keys.code_hmac_keys.unwrap().ring().ids(), vec![1]);
+        // Both forms at once: refused, in any environment, naming both.
+        for env in ["development", "production"] {
+            let err = parse(&[
+                ("APP_ENV", env),
+                ("BLIND_INDEX_KEYS", &ring),
+                ("BLIND_INDEX_KEY", &k(1)),
+                ("CODE_HMAC_KEYS", &ring),
+                ("CODE_HMAC_KEY", &k(1)),
+            ])
+            .unwrap_err();
+            let all = err.problems.join("\n");
+            for both in [
+                "BLIND_INDEX_KEYS and BLIND_INDEX_KEY are both set",
+                "CODE_HMAC_KEYS and CODE_HMAC_KEY are both set",
+            ] {
+                assert!(all.contains(both), "{env}: {all}");
+            }
+            assert!(
+                !all.contains(&k(1)[..12]) && !all.contains(&k(2)[..12]),
+                "{all}"
+            );
+        }
+        // A bad ring names the variable and the entry, never the key.
+        let err =
+            parse(&[("BLIND_INDEX_KEYS", &format!("1:{},40000:{}", k(1), k(3)))]).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{:?}", err.problems);
+        assert!(err.problems[0].starts_with("BLIND_INDEX_KEYS is invalid"));
+        assert!(!err.problems[0].contains(&k(3)[..12]));
+        // Production takes either form; neither is refused (see above).
+        let base = [
+            ("APP_ENV", "production"),
+            ("PUBLIC_BASE_URL", "https://api.example.com"),
+        ];
+        for vars in [
+            vec![
+                ("BLIND_INDEX_KEYS", ring.as_str()),
+                ("CODE_HMAC_KEYS", ring.as_str()),
+            ],
+            vec![
+                ("BLIND_INDEX_KEY", k(1).as_str()),
+                ("CODE_HMAC_KEY", k(1).as_str()),
+            ],
+        ] {
+            let mut all = base.to_vec();
+            all.extend(vars);
+            let problems = parse(&all).err().map(|e| e.problems).unwrap_or_default();
+            assert!(
+                !problems
+                    .iter()
+                    .any(|p| p.contains("BLIND_INDEX") || p.contains("CODE_HMAC")),
+                "{problems:?}"
+            );
         }
     }
 

@@ -45,6 +45,8 @@ pub mod profile;
 pub mod rate_limit;
 /// Users asking for a higher rate-limit tier (staff decide in `admin`).
 pub mod rate_limit_requests;
+/// Rotating the blind-index and code keys: `keys reindex`, usage per key.
+pub mod reindex;
 /// The id of the request being served, for errors, logs and audit rows.
 pub mod request_scope;
 /// Sessions, refresh-token rotation and reuse detection.

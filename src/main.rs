@@ -10,7 +10,7 @@ use mobile_backend::{
     config::{AppEnv, Config},
     crypto::KeyRing,
     dev_db::{self, LocalPostgres},
-    keys::Keys,
+    keys::{Keys, RingName},
     startup::{self, Application},
     telemetry,
     tokens::SigningKeys,
@@ -102,18 +102,23 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Print a fresh set of DATA_KEYS, BLIND_INDEX_KEY and CODE_HMAC_KEY
+    /// Print a fresh set of DATA_KEYS, BLIND_INDEX_KEYS and CODE_HMAC_KEYS
     /// lines for a production environment (to stdout, nothing is stored).
     Generate,
     /// Print a new Ed25519 access-token signing key (PKCS#8 PEM). To rotate,
     /// put it first in SIGNING_KEYS and keep the old key after it until the
     /// longest access-token lifetime has passed.
     GenerateSigning,
-    /// Add a new master data key as current. With DATA_KEYS set, prints the
-    /// new DATA_KEYS value to store in your secret manager (nothing is
-    /// written); in development, updates $DATA_DIR/dev-keys.json. Then run
-    /// `keys rewrap`.
-    Rotate,
+    /// Add a new key as current to a ring (`--ring`, default the master
+    /// data keys). With the ring's variable set, prints its two next values
+    /// to store in your secret manager in turn (nothing is written): the new
+    /// key known but unused, then current. In development, updates
+    /// $DATA_DIR/dev-keys.json at once. Then: `keys rewrap` (data), `keys
+    /// reindex` (blind-index); nothing for the code keys.
+    Rotate {
+        #[arg(long, value_enum, default_value = "data")]
+        ring: RingArg,
+    },
     /// Re-wrap every user data key under the current master key, in
     /// batches (resumable, safe while the service serves). Afterwards the
     /// old master keys can be removed from DATA_KEYS.
@@ -121,8 +126,39 @@ enum KeysCommand {
         #[arg(long, default_value_t = 500)]
         batch: i64,
     },
-    /// How many user data keys each master key still wraps.
+    /// Recompute every blind index not under the current key of
+    /// BLIND_INDEX_KEYS from the value it indexes, in batches (resumable,
+    /// safe while the service serves). Afterwards `keys status` says when
+    /// an old index key can leave the ring.
+    Reindex {
+        #[arg(long = "batch-size", default_value_t = 500)]
+        batch_size: i64,
+    },
+    /// How many user data keys each master key still wraps, how many
+    /// blind indexes each index key computed, and how many usable codes
+    /// each code key made.
     Status,
+}
+
+/// The ring `keys rotate` adds a key to.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RingArg {
+    /// DATA_KEYS, the master data keys.
+    Data,
+    /// BLIND_INDEX_KEYS.
+    BlindIndex,
+    /// CODE_HMAC_KEYS.
+    Codes,
+}
+
+impl From<RingArg> for RingName {
+    fn from(r: RingArg) -> Self {
+        match r {
+            RingArg::Data => RingName::Data,
+            RingArg::BlindIndex => RingName::BlindIndex,
+            RingArg::Codes => RingName::Codes,
+        }
+    }
 }
 
 #[tokio::main]
@@ -139,7 +175,9 @@ async fn main() -> ExitCode {
         };
     }
     if let Some(Command::Keys(
-        keys_command @ (KeysCommand::Generate | KeysCommand::GenerateSigning | KeysCommand::Rotate),
+        keys_command @ (KeysCommand::Generate
+        | KeysCommand::GenerateSigning
+        | KeysCommand::Rotate { .. }),
     )) = &cli.command
     {
         // Needs no configuration: it is how a new deployment gets its keys.
@@ -198,41 +236,76 @@ fn keys(command: &KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Generate => {
             let keys = Keys::generate()?;
             println!("DATA_KEYS={}", keys.data.to_spec());
-            println!("BLIND_INDEX_KEY={}", keys.blind_index.to_base64());
-            println!("CODE_HMAC_KEY={}", keys.codes.to_base64());
+            println!("BLIND_INDEX_KEYS={}", keys.blind_index.ring().to_spec());
+            println!("CODE_HMAC_KEYS={}", keys.codes.ring().to_spec());
         }
         KeysCommand::GenerateSigning => print!("{}", SigningKeys::generate_pem()?),
-        KeysCommand::Rotate => rotate_master_key()?,
-        KeysCommand::Rewrap { .. } | KeysCommand::Status => {}
+        KeysCommand::Rotate { ring } => rotate_ring((*ring).into())?,
+        KeysCommand::Rewrap { .. } | KeysCommand::Reindex { .. } | KeysCommand::Status => {}
     }
     Ok(())
 }
 
-/// `keys rotate`: a new master key, first in the ring.
-fn rotate_master_key() -> anyhow::Result<()> {
+/// `keys rotate`: a new key, first in the ring.
+fn rotate_ring(which: RingName) -> anyhow::Result<()> {
     if std::env::var("APP_ENV").as_deref() != Ok("production") {
         let _ = dotenvy::dotenv();
     }
-    match std::env::var("DATA_KEYS") {
-        Ok(spec) => {
-            let ring = KeyRing::parse(&spec)?;
-            let rotated = mobile_backend::keys::rotated(&ring)?;
-            eprintln!(
-                "new master key {} added as current; store this DATA_KEYS, restart the service, then run `keys rewrap`:",
-                rotated.primary_id()
-            );
-            println!("DATA_KEYS={}", rotated.to_spec());
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let given = match (var(which.variable()), which.single_variable().and_then(var)) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "{} and {} are both set: keep only {}",
+            which.variable(),
+            which.single_variable().unwrap_or_default(),
+            which.variable()
+        ),
+        (Some(spec), None) => Some(which.parse(&spec, false)?),
+        (None, Some(key)) => Some(which.parse(&key, true)?),
+        (None, None) => None,
+    };
+    let next_step = match which {
+        RingName::Data => "run `keys rewrap`",
+        RingName::BlindIndex => "run `keys reindex`",
+        RingName::Codes => {
+            "nothing to run: codes already issued keep verifying under their own key, and `keys status` says when the old key can go"
         }
-        Err(_) => {
+    };
+    match given {
+        Some(ring) => {
+            let rotated = which.rotate(&ring)?;
+            let (new_id, new_key) = rotated.primary();
+            // Known to every process before any process uses it: a process
+            // without the new key could not read what another wrote
+            // under it (and for index keys, could not see an address
+            // another process indexed under it).
+            let staged = KeyRing::parse(&format!(
+                "{},{new_id}:{}",
+                ring.to_spec(),
+                new_key.to_base64()
+            ))?;
+            eprintln!(
+                "new key {new_id}; store the two {} values below in order (replacing any {}), each followed by a restart of every process:",
+                which.variable(),
+                which.single_variable().unwrap_or(which.variable()),
+            );
+            println!("# 1. every process learns key {new_id}, still unused:");
+            println!("{}={}", which.variable(), staged.to_spec());
+            println!("# 2. then key {new_id} becomes current; afterwards {next_step}:");
+            println!("{}={}", which.variable(), rotated.to_spec());
+        }
+        None => {
             let data_dir = std::env::var("DATA_DIR").unwrap_or_else(|_| ".data".into());
-            let id = mobile_backend::keys::rotate_dev_keys(std::path::Path::new(&data_dir))?;
-            println!("development master key {id} added as current in {data_dir}/dev-keys.json; run `keys rewrap`");
+            let id = mobile_backend::keys::rotate_dev_keys(std::path::Path::new(&data_dir), which)?;
+            println!(
+                "development key {id} added as current to {} in {data_dir}/dev-keys.json; {next_step}",
+                which.variable()
+            );
         }
     }
     Ok(())
 }
 
-/// `keys rewrap` and `keys status`: they read the database.
+/// `keys rewrap`, `keys reindex` and `keys status`: they read the database.
 async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     use mobile_backend::user_keys;
     let pool = startup::connect(&config).await?;
@@ -261,6 +334,33 @@ async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Res
             }
             println!("done: every user key is wrapped by master key {current}; older master keys can leave DATA_KEYS once no backup you keep needs them");
         }
+        KeysCommand::Reindex { batch_size } => {
+            use mobile_backend::reindex::{self, Column};
+            let batch = batch_size.clamp(1, 10_000);
+            let current = keys.blind_index.current_id();
+            for column in Column::ALL {
+                let mut total = 0;
+                loop {
+                    let step = reindex::reindex_batch(&pool, &keys, column, batch).await?;
+                    total += step.reindexed;
+                    println!(
+                        "{}: reindexed {total} under index key {current}; {} remaining",
+                        column.name(),
+                        step.remaining
+                    );
+                    if step.remaining == 0 {
+                        break;
+                    }
+                    if step.reindexed == 0 {
+                        // Every remaining row is locked by another run or a request.
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            println!(
+                "done: every stored value is indexed under index key {current}; sessions bound to an app install id keep their key until they end (see `keys status`)"
+            );
+        }
         KeysCommand::Status => {
             let mut conn = pool.acquire().await?;
             let counts = user_keys::status(&mut conn).await?;
@@ -275,8 +375,14 @@ async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Res
                 };
                 println!("master key {id}: {n} user keys ({note})");
             }
+            let now = mobile_backend::clock::Clock::system().now();
+            let index = mobile_backend::reindex::index_usage(&mut conn, now).await?;
+            let codes = mobile_backend::reindex::code_usage(&mut conn, now).await?;
+            for line in mobile_backend::reindex::report(&keys, &index, &codes) {
+                println!("{line}");
+            }
         }
-        KeysCommand::Generate | KeysCommand::GenerateSigning | KeysCommand::Rotate => {}
+        KeysCommand::Generate | KeysCommand::GenerateSigning | KeysCommand::Rotate { .. } => {}
     }
     Ok(())
 }

@@ -268,6 +268,10 @@ impl Application {
             self.state.clone(),
             stop_rx.clone(),
         ));
+        let successors = tokio::spawn(crate::sessions::successor::run_sweeper(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let deferred = self.state.deferred.clone();
         let stopped = |mut stop: background::Stop| async move {
             background::stopped(&mut stop).await;
@@ -314,6 +318,7 @@ impl Application {
         let _ = maintenance.await;
         let _ = unverified.await;
         let _ = tiers.await;
+        let _ = successors.await;
         let _ = webhook.await;
         let _ = policy.await;
         let _ = metrics.await;

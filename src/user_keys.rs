@@ -108,6 +108,16 @@ impl UserKey {
         Ok(Self::unwrap(master, user_id, &wrapped)?)
     }
 
+    /// Unwraps a wrapped key read along with other rows (a batch job that
+    /// joined `user_keys`, such as `keys reindex`).
+    pub fn from_wrapped(
+        master: &KeyRing,
+        user_id: Uuid,
+        wrapped: &[u8],
+    ) -> Result<Self, CryptoError> {
+        Self::unwrap(master, user_id, wrapped)
+    }
+
     pub fn user_id(&self) -> Uuid {
         self.user_id
     }

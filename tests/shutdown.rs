@@ -38,8 +38,8 @@ async fn a_request_in_flight_when_sigterm_arrives_completes() {
         ("METRICS_ADDR", "127.0.0.1:0".into()),
         ("DATA_DIR", tmp.path().display().to_string()),
         ("DATA_KEYS", keys.data.to_spec()),
-        ("BLIND_INDEX_KEY", keys.blind_index.to_base64()),
-        ("CODE_HMAC_KEY", keys.codes.to_base64()),
+        ("BLIND_INDEX_KEYS", keys.blind_index.ring().to_spec()),
+        ("CODE_HMAC_KEYS", keys.codes.ring().to_spec()),
         ("SIGNING_KEYS", keys.signing.to_pem()),
     ]);
     let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();

@@ -1,14 +1,16 @@
 //! One-time email codes (verification, password reset).
 //!
-//! Six digits from the OS CSPRNG, stored only as an HMAC under
-//! `CODE_HMAC_KEY` bound to purpose and user (a dump of the table cannot be
-//! brute-forced offline, and a reset code cannot verify an email). A code
-//! lives 15 minutes, dies after 5 wrong attempts, and is consumed with
-//! `UPDATE … WHERE used_at IS NULL`, so two racing requests cannot both
-//! use it. Issuing a new code retires the previous one.
+//! Six digits from the OS CSPRNG, stored only as an HMAC under the current
+//! key of `CODE_HMAC_KEYS` bound to purpose and user (a dump of the table
+//! cannot be brute-forced offline, and a reset code cannot verify an
+//! email), with that key's id beside it: a code is checked under the key
+//! that made it, so rotating the key does not invalidate codes already
+//! mailed. A code lives 15 minutes, dies after 5 wrong attempts, and is
+//! consumed with `UPDATE … WHERE used_at IS NULL`, so two racing requests
+//! cannot both use it. Issuing a new code retires the previous one.
 
 use crate::{
-    crypto::{hash::constant_time_eq, random},
+    crypto::{random, CodeMac},
     keys::Keys,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -54,9 +56,14 @@ impl CodeError {
     }
 }
 
-fn mac(keys: &Keys, purpose: Purpose, user_id: Uuid, code: &str) -> Vec<u8> {
+fn mac(keys: &Keys, purpose: Purpose, user_id: Uuid, code: &str) -> CodeMac {
     keys.codes
         .hash(purpose.as_str(), &user_id.to_string(), code)
+}
+
+fn matches(keys: &Keys, stored: &CodeMac, purpose: Purpose, user_id: Uuid, code: &str) -> bool {
+    keys.codes
+        .verify(stored, purpose.as_str(), &user_id.to_string(), code)
 }
 
 /// Issues a fresh code for `user_id`, retiring any live one; returns the
@@ -78,13 +85,16 @@ pub async fn issue(
     )
     .execute(&mut *conn)
     .await?;
+    let stored = mac(keys, purpose, user_id, &code);
     sqlx::query!(
-        r#"INSERT INTO email_codes (email_code_id, user_id, purpose, code_hash, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6)"#,
+        r#"INSERT INTO email_codes (email_code_id, user_id, purpose, code_hash, code_hash_key_id,
+                                    created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)"#,
         Uuid::now_v7(),
         user_id,
         purpose.as_str(),
-        mac(keys, purpose, user_id, &code),
+        stored.mac,
+        stored.key_id,
         now,
         now + ttl,
     )
@@ -136,7 +146,7 @@ pub async fn consume_if(
     also_ok: bool,
 ) -> sqlx::Result<Result<(), CodeError>> {
     let live = sqlx::query!(
-        r#"SELECT email_code_id, code_hash, attempts FROM email_codes
+        r#"SELECT email_code_id, code_hash, code_hash_key_id, attempts FROM email_codes
            WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3
            FOR UPDATE"#,
         user_id,
@@ -151,7 +161,13 @@ pub async fn consume_if(
     if live.attempts >= MAX_ATTEMPTS {
         return Ok(Err(CodeError::NoLiveCode));
     }
-    let code_ok = constant_time_eq(&live.code_hash, &mac(keys, purpose, user_id, code));
+    // Checked under the key that made it (a key that has left the ring
+    // matches nothing).
+    let stored = CodeMac {
+        key_id: live.code_hash_key_id,
+        mac: live.code_hash,
+    };
+    let code_ok = matches(keys, &stored, purpose, user_id, code);
     if !(code_ok && also_ok) {
         sqlx::query!(
             "UPDATE email_codes SET attempts = attempts + 1 WHERE email_code_id = $1",

@@ -2,6 +2,7 @@
 //! transaction.
 
 use super::roles::{Role, Status};
+use crate::crypto::BlindIndex;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -19,40 +20,83 @@ pub struct UserAuth {
 pub struct NewUser<'a> {
     pub user_id: Uuid,
     pub email_ciphertext: &'a [u8],
-    pub email_blind_index: &'a [u8],
+    /// The address's index under the current key, as stored.
+    pub email_blind_index: &'a BlindIndex,
+    /// The address's index under every key ([`Email::lookup`]).
+    ///
+    /// [`Email::lookup`]: super::email::Email::lookup
+    pub email_lookup: &'a [Vec<u8>],
     pub password_hash: &'a str,
     pub now: DateTime<Utc>,
 }
 
-/// Inserts a user; `Ok(false)` when the email is already registered (the
-/// unique blind index decided, so a concurrent registration cannot slip in).
+/// Namespace of the address locks ("emal"), apart from other advisory locks.
+const ADDRESS_LOCK: i32 = 0x656d_616c;
+
+/// Serialises, until the transaction ends, everything that claims the
+/// address whose indexes are `lookup` (registration, `admin create`,
+/// confirming an email change). Uniqueness of an address is the unique
+/// index on `email_blind_index`, which only compares indexes under one
+/// key; while the ring holds several keys, or while two processes hold
+/// different rings during a rolling restart, two claims of one address
+/// could carry different indexes. Each claim therefore locks the index
+/// under every key it holds (in a fixed order, so claims cannot deadlock)
+/// and then checks for a holder under every key: two processes whose rings
+/// share a key wait on that key's lock. The lock touches no row.
+pub async fn lock_address(conn: &mut PgConnection, lookup: &[Vec<u8>]) -> sqlx::Result<()> {
+    let mut keys: Vec<i32> = lookup
+        .iter()
+        .filter_map(|index| index.first_chunk::<4>().map(|b| i32::from_be_bytes(*b)))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        // `pg_advisory_xact_lock` returns void, which the query macros
+        // cannot describe; the statement is constant.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(ADDRESS_LOCK)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts a user; `Ok(false)` when the email is already registered under
+/// any key of the ring (the caller holds [`lock_address`]; the unique
+/// index still decides between two claims under the same key).
 pub async fn insert_user(conn: &mut PgConnection, u: &NewUser<'_>) -> sqlx::Result<bool> {
     let result = sqlx::query!(
-        r#"INSERT INTO users (user_id, email_ciphertext, email_blind_index, password_hash,
-                              password_changed_at, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $5, $5)
+        r#"INSERT INTO users (user_id, email_ciphertext, email_blind_index, email_blind_index_key_id,
+                              password_hash, password_changed_at, created_at, updated_at)
+           SELECT $1, $2, $3, $4, $5, $6, $6, $6
+           WHERE NOT EXISTS (SELECT 1 FROM users WHERE email_blind_index = ANY($7))
            ON CONFLICT ON CONSTRAINT users_email_blind_index_key DO NOTHING"#,
         u.user_id,
         u.email_ciphertext,
-        u.email_blind_index,
+        &u.email_blind_index.value[..],
+        u.email_blind_index.key_id,
         u.password_hash,
         u.now,
+        u.email_lookup,
     )
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
 }
 
+/// The account of an address, found by its index under any key of the
+/// ring (`lookup`, from [`Email::lookup`](super::email::Email::lookup)).
 pub async fn find_by_email(
     conn: &mut PgConnection,
-    blind_index: &[u8],
+    lookup: &[Vec<u8>],
 ) -> sqlx::Result<Option<UserAuth>> {
     sqlx::query_as!(
         UserAuth,
         r#"SELECT user_id, password_hash, role AS "role: Role", status AS "status: Status",
                   email_verified_at
-           FROM users WHERE email_blind_index = $1"#,
-        blind_index,
+           FROM users WHERE email_blind_index = ANY($1)"#,
+        lookup,
     )
     .fetch_optional(conn)
     .await
@@ -138,10 +182,12 @@ pub async fn email_ciphertext(
 }
 
 /// What a current-password check needs, in one read: the hash to verify
-/// and the email's blind index (the account's rate-limit identity).
+/// and the email's blind index with its key id (the account's rate-limit
+/// identity, when under the current key).
 pub struct CurrentCredentials {
     pub password_hash: String,
     pub email_blind_index: Vec<u8>,
+    pub email_blind_index_key_id: i16,
 }
 
 pub async fn current_credentials(
@@ -150,7 +196,7 @@ pub async fn current_credentials(
 ) -> sqlx::Result<Option<CurrentCredentials>> {
     sqlx::query_as!(
         CurrentCredentials,
-        "SELECT password_hash, email_blind_index FROM users WHERE user_id = $1",
+        "SELECT password_hash, email_blind_index, email_blind_index_key_id FROM users WHERE user_id = $1",
         user_id
     )
     .fetch_optional(conn)
@@ -162,14 +208,14 @@ pub async fn current_credentials(
 /// is still the account's).
 pub async fn lock_by_email(
     conn: &mut PgConnection,
-    blind_index: &[u8],
+    lookup: &[Vec<u8>],
 ) -> sqlx::Result<Option<UserAuth>> {
     sqlx::query_as!(
         UserAuth,
         r#"SELECT user_id, password_hash, role AS "role: Role", status AS "status: Status",
                   email_verified_at
-           FROM users WHERE email_blind_index = $1 FOR UPDATE"#,
-        blind_index,
+           FROM users WHERE email_blind_index = ANY($1) FOR UPDATE"#,
+        lookup,
     )
     .fetch_optional(conn)
     .await
@@ -183,16 +229,16 @@ pub async fn lock_by_email(
 /// verification: a verified account is never changed here.
 pub async fn replace_unverified(
     conn: &mut PgConnection,
-    blind_index: &[u8],
+    lookup: &[Vec<u8>],
     password_hash: &str,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar!(
         r#"UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3,
                   display_name_ciphertext = NULL
-           WHERE email_blind_index = $1 AND email_verified_at IS NULL
+           WHERE email_blind_index = ANY($1) AND email_verified_at IS NULL
            RETURNING user_id"#,
-        blind_index,
+        lookup,
         password_hash,
         now,
     )

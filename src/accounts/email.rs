@@ -17,13 +17,13 @@
 //! bidi isolates, any default-ignorable code point) is refused rather than
 //! silently cleaned: it is a look-alike by construction.
 
-use crate::{error::ApiError, keys::Keys};
+use crate::{crypto::BlindIndex, error::ApiError, keys::Keys};
 use unicode_normalization::UnicodeNormalization;
 use validator::ValidateEmail;
 
-/// Blind-index context of `users.email`, so this index is unrelated to any
-/// other HMAC of the same address.
-const BLIND_INDEX_CONTEXT: &str = "users.email";
+/// Blind-index context of `users.email` (and of a pending new address),
+/// so this index is unrelated to any other HMAC of the same address.
+pub const BLIND_INDEX_CONTEXT: &str = "users.email";
 
 /// A syntactically valid, normalised address.
 #[derive(Clone, PartialEq, Eq)]
@@ -75,12 +75,26 @@ impl Email {
         self.0.split('@').next().unwrap_or("")
     }
 
-    /// The lookup key: HMAC-SHA-256 under the blind-index key.
-    pub fn blind_index(&self, keys: &Keys) -> Vec<u8> {
-        keys.blind_index
-            .compute(BLIND_INDEX_CONTEXT, &self.0)
-            .to_vec()
+    /// The index to store: HMAC-SHA-256 under the current blind-index key,
+    /// with that key's id.
+    pub fn blind_index(&self, keys: &Keys) -> BlindIndex {
+        stored_blind_index(keys, &self.0)
     }
+
+    /// What a lookup matches (`email_blind_index = ANY(…)`): the index
+    /// under every key of the ring, so an account indexed under an older
+    /// key is still found, and still taken, until `keys reindex` has moved
+    /// it to the current key.
+    pub fn lookup(&self, keys: &Keys) -> Vec<Vec<u8>> {
+        keys.blind_index.lookup(BLIND_INDEX_CONTEXT, &self.0)
+    }
+}
+
+/// The index of an address as stored (already normalised: it was an
+/// [`Email`] when it was sealed), under the current key; for `keys
+/// reindex`, which reads addresses back from their ciphertext.
+pub fn stored_blind_index(keys: &Keys, normalised: &str) -> BlindIndex {
+    keys.blind_index.compute(BLIND_INDEX_CONTEXT, normalised)
 }
 
 /// Default-ignorable code points (Unicode's `Default_Ignorable_Code_Point`,
@@ -205,5 +219,7 @@ mod tests {
         let e = Email::parse("ada@example.com", "email").unwrap();
         assert_eq!(e.blind_index(&keys), e.blind_index(&keys));
         assert_ne!(e.blind_index(&keys), e.blind_index(&other));
+        assert_eq!(e.lookup(&keys), vec![e.blind_index(&keys).value.to_vec()]);
+        assert_eq!(stored_blind_index(&keys, e.as_str()), e.blind_index(&keys));
     }
 }

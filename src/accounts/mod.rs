@@ -159,8 +159,15 @@ pub async fn verify_current_password(
     let user = db::current_credentials(&mut conn, auth.user_id)
         .await?
         .ok_or_else(crate::http::auth::invalid_token)?;
+    // The same identity as sign-in's, which indexes under the current key:
+    // an account not yet reindexed after a key rotation is read back.
+    let account = if user.email_blind_index_key_id == state.keys.blind_index.current_id() {
+        account_key(&user.email_blind_index)
+    } else {
+        let email = email_of(&mut conn, state, auth.user_id).await?;
+        account_key(&email.blind_index(&state.keys).value)
+    };
     drop(conn);
-    let account = account_key(&user.email_blind_index);
     limit_account_key(state, &account).await?;
     let pair = soft_lock_key(&account, &client.rate_key);
     let now_ms = state.clock.now().timestamp_millis();
@@ -214,14 +221,16 @@ pub async fn verify_current_password(
 /// one address cannot be hammered from many IPs. Every address string gets
 /// the same treatment, so a 429 reveals nothing about whether it exists.
 pub async fn limit_account(state: &AppState, email: &email::Email) -> Result<String, ApiError> {
-    let account = account_key(&email.blind_index(&state.keys));
+    let account = account_key(&email.blind_index(&state.keys).value);
     limit_account_key(state, &account).await?;
     Ok(account)
 }
 
 /// The rate-limit key of an account: a prefix of its email's blind index
-/// (never the address itself), the same whether the caller named the
-/// address (sign-in) or holds a session (re-authentication).
+/// under the current key (never the address itself), the same whether the
+/// caller named the address (sign-in) or holds a session
+/// (re-authentication). A rotation of the index key starts every account's
+/// count afresh.
 pub fn account_key(blind_index: &[u8]) -> String {
     blind_index
         .iter()

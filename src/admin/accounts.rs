@@ -203,15 +203,15 @@ pub async fn admin_list_users(
     let blind = q
         .email
         .as_deref()
-        .map(|e| Email::parse(e, "email").map(|e| e.blind_index(&state.keys)))
+        .map(|e| Email::parse(e, "email").map(|e| e.lookup(&state.keys)))
         .transpose()?;
     let mut tx = state.db.begin().await?;
     let ids = sqlx::query_scalar!(
         r#"SELECT user_id FROM users
-           WHERE ($1::bytea IS NULL OR email_blind_index = $1)
+           WHERE ($1::bytea[] IS NULL OR email_blind_index = ANY($1))
              AND ($2::uuid IS NULL OR user_id < $2)
            ORDER BY user_id DESC LIMIT $3"#,
-        blind,
+        blind.as_deref(),
         q.cursor,
         limit,
     )

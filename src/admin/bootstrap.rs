@@ -63,13 +63,16 @@ pub async fn create(
         &crate::accounts::email_aad(user_id),
         email.as_str().as_bytes(),
     )?;
+    let lookup = email.lookup(keys);
     let mut tx = pool.begin().await?;
+    db::lock_address(&mut tx, &lookup).await?;
     let created = db::insert_user(
         &mut tx,
         &db::NewUser {
             user_id,
             email_ciphertext: &sealed,
             email_blind_index: &email.blind_index(keys),
+            email_lookup: &lookup,
             password_hash: &hash,
             now,
         },
@@ -152,7 +155,7 @@ pub async fn promote(pool: &PgPool, keys: &Keys, email: &str, role: Role) -> any
         Email::parse(email, "email").map_err(|_| anyhow::anyhow!("not a valid email address"))?;
     let now = Clock::system().now();
     let mut tx = pool.begin().await?;
-    let user = db::find_by_email(&mut tx, &email.blind_index(keys))
+    let user = db::find_by_email(&mut tx, &email.lookup(keys))
         .await?
         .context("no account with this email")?;
     // The same rule as the API: the last active administrator cannot be

@@ -8,7 +8,7 @@
 //! user agent: alerts go to a webhook and outlive the account.
 
 use super::{raise, Alert, Rule};
-use crate::{crypto::hash::constant_time_eq, state::AppState};
+use crate::state::AppState;
 use sqlx::PgConnection;
 use std::net::IpAddr;
 use uuid::Uuid;
@@ -86,10 +86,19 @@ pub struct RefreshDevice<'a> {
     pub signed_in_platform: Option<&'a str>,
     /// The platform the refreshing app names (`X-Client-Version`), if any.
     pub refreshing_platform: Option<&'a str>,
-    /// The keyed index of the install id the session signed in with, if any.
-    pub signed_in_install: Option<&'a [u8]>,
-    /// The keyed index of the install id presented now, if any.
-    pub presented_install: Option<[u8; 32]>,
+    /// For a session bound to an install id at sign-in: how the install id
+    /// presented now compares (`None` for a session not bound to one).
+    pub install: Option<Install>,
+}
+
+/// The install id a refreshing app presents, against the one its session
+/// is bound to. The comparison (keyed, constant time, under the index key
+/// the session was bound with) is the caller's: `sessions::install_id_differs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    Same,
+    Different,
+    Missing,
 }
 
 /// The device-drift rule: the app refreshing says it is another platform,
@@ -126,12 +135,10 @@ fn drift(d: &RefreshDevice<'_>) -> Vec<(&'static str, String)> {
             drift.push(("refreshing_as", presented.to_owned()));
         }
     }
-    if let Some(signed_in) = d.signed_in_install {
-        match &d.presented_install {
-            Some(p) if constant_time_eq(p, signed_in) => {}
-            Some(_) => drift.push(("install_id", "different".to_owned())),
-            None => drift.push(("install_id", "missing".to_owned())),
-        }
+    match d.install {
+        None | Some(Install::Same) => {}
+        Some(Install::Different) => drift.push(("install_id", "different".to_owned())),
+        Some(Install::Missing) => drift.push(("install_id", "missing".to_owned())),
     }
     drift
 }
@@ -143,8 +150,7 @@ mod tests {
     fn refresh<'a>(
         signed_in_platform: Option<&'a str>,
         refreshing_platform: Option<&'a str>,
-        signed_in_install: Option<&'a [u8]>,
-        presented_install: Option<[u8; 32]>,
+        install: Option<Install>,
     ) -> RefreshDevice<'a> {
         RefreshDevice {
             user_id: Uuid::nil(),
@@ -152,40 +158,32 @@ mod tests {
             ip: IpAddr::from([127, 0, 0, 1]),
             signed_in_platform,
             refreshing_platform,
-            signed_in_install,
-            presented_install,
+            install,
         }
     }
 
     #[test]
     fn drift_names_what_differs_and_nothing_else() {
-        let install = [7u8; 32];
-        assert!(drift(&refresh(
-            Some("ios"),
-            Some("ios"),
-            Some(&install),
-            Some(install)
-        ))
-        .is_empty());
+        assert!(drift(&refresh(Some("ios"), Some("ios"), Some(Install::Same))).is_empty());
         // An app that names no platform, or a session without one, is no drift.
-        assert!(drift(&refresh(Some("ios"), None, None, None)).is_empty());
-        assert!(drift(&refresh(None, Some("android"), None, None)).is_empty());
+        assert!(drift(&refresh(Some("ios"), None, None)).is_empty());
+        assert!(drift(&refresh(None, Some("android"), None)).is_empty());
         assert_eq!(
-            drift(&refresh(Some("ios"), Some("android"), None, None)),
+            drift(&refresh(Some("ios"), Some("android"), None)),
             vec![
                 ("signed_in_as", "ios".to_owned()),
                 ("refreshing_as", "android".to_owned())
             ]
         );
         assert_eq!(
-            drift(&refresh(None, None, Some(&install), Some([8u8; 32]))),
+            drift(&refresh(None, None, Some(Install::Different))),
             vec![("install_id", "different".to_owned())]
         );
         assert_eq!(
-            drift(&refresh(None, None, Some(&install), None)),
+            drift(&refresh(None, None, Some(Install::Missing))),
             vec![("install_id", "missing".to_owned())]
         );
         // A session signed in without an install id is not bound to one.
-        assert!(drift(&refresh(None, None, None, Some(install))).is_empty());
+        assert!(drift(&refresh(None, None, None)).is_empty());
     }
 }

@@ -97,7 +97,7 @@ pub async fn code_by_email(
         .deferred
         .respond_then(purpose.as_str(), answer, async move {
             let mut tx = st.db.begin().await?;
-            if let Some(user) = db::find_by_email(&mut tx, &email.blind_index(&st.keys)).await? {
+            if let Some(user) = db::find_by_email(&mut tx, &email.lookup(&st.keys)).await? {
                 if applies(&user) {
                     send_code(&mut tx, &st, &client, user.user_id, &email, purpose).await?;
                 }

@@ -90,17 +90,20 @@ pub async fn register(
     let now = state.clock.now();
     let user_id = Uuid::now_v7();
     let blind = email.blind_index(&state.keys);
+    let lookup = email.lookup(&state.keys);
     // The account's own data key: everything personal about it is sealed
     // under this key, which is stored only wrapped by the master key.
     let user_key = UserKey::generate(user_id);
     let sealed = user_key.seal(&email_aad(user_id), email.as_str().as_bytes())?;
     let mut tx = state.db.begin().await?;
+    db::lock_address(&mut tx, &lookup).await?;
     let created = db::insert_user(
         &mut tx,
         &db::NewUser {
             user_id,
             email_ciphertext: &sealed,
             email_blind_index: &blind,
+            email_lookup: &lookup,
             password_hash: &hash,
             now,
         },
@@ -136,7 +139,7 @@ pub async fn register(
             Purpose::EmailVerification,
         )
         .await?;
-    } else if let Some(existing) = db::replace_unverified(&mut tx, &blind, &hash, now).await? {
+    } else if let Some(existing) = db::replace_unverified(&mut tx, &lookup, &hash, now).await? {
         // Nobody has proven this mailbox yet, so the newest registrant's
         // password is the one a code from it will confirm: an earlier
         // registrant (perhaps an attacker pre-registering the address)
@@ -174,7 +177,7 @@ pub async fn register(
         .await?;
     } else {
         // A verified account: its owner is told, nothing changes.
-        let existing = db::find_by_email(&mut tx, &blind).await?;
+        let existing = db::find_by_email(&mut tx, &lookup).await?;
         mail::enqueue(
             &mut tx,
             &state.keys,
@@ -233,10 +236,10 @@ pub async fn verify_email(
 ) -> Result<JsonResponse<LoginResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
     crate::accounts::limit_account(&state, &email).await?;
-    let blind = email.blind_index(&state.keys);
+    let lookup = email.lookup(&state.keys);
     let password = SecretString::from(crate::accounts::policy::normalize(&req.password));
     let mut conn = state.db.acquire().await?;
-    let found = db::find_by_email(&mut conn, &blind).await?;
+    let found = db::find_by_email(&mut conn, &lookup).await?;
     drop(conn);
     // Unknown addresses verify a dummy hash: the same work either way.
     let password_ok = match state
@@ -254,7 +257,7 @@ pub async fn verify_email(
     // Read again under the row lock: if a new registration replaced the
     // password while argon2 ran, the password just checked is no longer
     // the account's, and must not verify it.
-    let locked = db::lock_by_email(&mut tx, &blind).await?;
+    let locked = db::lock_by_email(&mut tx, &lookup).await?;
     let still_current = match (&found, &locked) {
         (Some(f), Some(l)) => {
             password_ok && f.user_id == l.user_id && f.password_hash == l.password_hash
@@ -440,7 +443,7 @@ pub async fn login(
         });
     }
     let mut conn = state.db.acquire().await?;
-    let user = db::find_by_email(&mut conn, &email.blind_index(&state.keys)).await?;
+    let user = db::find_by_email(&mut conn, &email.lookup(&state.keys)).await?;
     drop(conn);
     // Unknown addresses verify a dummy hash: the same work, the same answer.
     let verified = state

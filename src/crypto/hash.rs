@@ -8,7 +8,9 @@
 //! milliseconds. Those go through [`CodeHasher`], an HMAC under a server key
 //! that is not in the database, so a dump alone is useless. The purpose and
 //! subject are bound into the MAC so a code issued for one user or one flow
-//! cannot be replayed against another.
+//! cannot be replayed against another. The server keys form a ring
+//! (`CODE_HMAC_KEYS`), and each MAC is stored with its key's id so that a
+//! rotation leaves every code already handed out working.
 
 use std::fmt;
 
@@ -16,9 +18,10 @@ use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::keyring::{Key, KEY_LEN};
+use super::mac_ring::{MacKeyId, MacKeyRing};
 use super::CryptoError;
 
 const CODE_DOMAIN: &[u8] = b"mobile-backend/code/v1";
@@ -43,46 +46,94 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// Keyed hashing for short, low-entropy codes (email codes, recovery codes).
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct CodeHasher(Key);
+/// A code's MAC and the id of the key that made it; store both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeMac {
+    pub key_id: MacKeyId,
+    pub mac: Vec<u8>,
+}
+
+/// Keyed hashing for short, low-entropy codes (email codes, recovery
+/// codes), under a ring of keys (`CODE_HMAC_KEYS`): new MACs use the
+/// current key, and a stored MAC is checked with the key it names, so
+/// rotating the key invalidates no code already handed out.
+#[derive(Clone)]
+pub struct CodeHasher(MacKeyRing);
 
 impl CodeHasher {
+    pub fn new(ring: MacKeyRing) -> Self {
+        Self(ring)
+    }
+
+    /// One fresh key (id 1).
     pub fn generate() -> Self {
-        Self(Key::generate())
+        Self(MacKeyRing::generate())
     }
 
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        Self(Key::from_bytes(bytes))
+    /// `CODE_HMAC_KEYS`: `id:base64[,id:base64…]`, current first.
+    pub fn parse(spec: &str) -> Result<Self, CryptoError> {
+        MacKeyRing::parse(spec).map(Self)
     }
 
-    /// Standard padded base64 of exactly 32 bytes, as for [`Key::from_base64`].
-    pub fn from_base64(encoded: &str) -> Result<Self, CryptoError> {
-        Key::from_base64(encoded).map(Self)
+    /// `CODE_HMAC_KEY`, the single-key form: a ring of one key, id 1.
+    pub fn single_from_base64(encoded: &str) -> Result<Self, CryptoError> {
+        MacKeyRing::single_from_base64(encoded).map(Self)
     }
 
-    /// The key as base64, for printing a newly generated one. Do not log it.
-    pub fn to_base64(&self) -> String {
-        self.0.to_base64()
+    pub fn ring(&self) -> &MacKeyRing {
+        &self.0
     }
 
-    /// HMAC-SHA-256 over `purpose`, `subject` and `code`, each length-prefixed
-    /// so that no two different triples produce the same MAC input. The code
-    /// is hashed as given: normalise it (trim, strip dashes, case) first.
-    /// Compare results with [`constant_time_eq`].
-    pub fn hash(&self, purpose: &str, subject: &str, code: &str) -> Vec<u8> {
-        let mut mac = hmac_sha256(&self.0);
-        update_prefixed(&mut mac, CODE_DOMAIN);
-        update_prefixed(&mut mac, purpose.as_bytes());
-        update_prefixed(&mut mac, subject.as_bytes());
-        update_prefixed(&mut mac, code.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+    pub fn current_id(&self) -> MacKeyId {
+        self.0.current_id()
     }
+
+    /// HMAC-SHA-256 under the current key over `purpose`, `subject` and
+    /// `code`, each length-prefixed so that no two different triples produce
+    /// the same MAC input. The code is hashed as given: normalise it (trim,
+    /// strip dashes, case) first.
+    pub fn hash(&self, purpose: &str, subject: &str, code: &str) -> CodeMac {
+        let (key_id, key) = self.0.current();
+        CodeMac {
+            key_id,
+            mac: mac_under(key, purpose, subject, code),
+        }
+    }
+
+    /// The MAC under every key of the ring, current first: what a lookup by
+    /// MAC matches (each paired with its key id, so a MAC only ever matches
+    /// a row stored under the same key).
+    pub fn candidates(&self, purpose: &str, subject: &str, code: &str) -> Vec<CodeMac> {
+        self.0
+            .entries()
+            .map(|(key_id, key)| CodeMac {
+                key_id,
+                mac: mac_under(key, purpose, subject, code),
+            })
+            .collect()
+    }
+
+    /// Whether `code` matches `stored`, a MAC made under key `key_id`,
+    /// compared in constant time. False when that key has left the ring.
+    pub fn verify(&self, stored: &CodeMac, purpose: &str, subject: &str, code: &str) -> bool {
+        self.0.get(stored.key_id).is_some_and(|key| {
+            constant_time_eq(&stored.mac, &mac_under(key, purpose, subject, code))
+        })
+    }
+}
+
+fn mac_under(key: &Key, purpose: &str, subject: &str, code: &str) -> Vec<u8> {
+    let mut mac = hmac_sha256(key);
+    update_prefixed(&mut mac, CODE_DOMAIN);
+    update_prefixed(&mut mac, purpose.as_bytes());
+    update_prefixed(&mut mac, subject.as_bytes());
+    update_prefixed(&mut mac, code.as_bytes());
+    mac.finalize().into_bytes().to_vec()
 }
 
 impl fmt::Debug for CodeHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CodeHasher(<redacted>)")
+        write!(f, "CodeHasher({:?})", self.0)
     }
 }
 
@@ -157,38 +208,71 @@ mod tests {
         );
     }
 
+    fn one(byte: u8) -> CodeHasher {
+        CodeHasher::single_from_base64(&Key::from_bytes([byte; KEY_LEN]).to_base64()).unwrap()
+    }
+
     #[test]
     fn code_hash_is_deterministic_and_keyed() {
         let hasher = CodeHasher::generate();
         let a = hasher.hash("email_verification", "user-1", "004271");
         assert_eq!(a, hasher.hash("email_verification", "user-1", "004271"));
-        assert_eq!(a.len(), 32);
+        assert_eq!(a.mac.len(), 32);
+        assert_eq!(a.key_id, 1);
         let other = CodeHasher::generate();
         assert_ne!(a, other.hash("email_verification", "user-1", "004271"));
-        assert_ne!(a, sha256(b"004271").to_vec());
+        assert_ne!(a.mac, sha256(b"004271").to_vec());
     }
 
     #[test]
     fn code_hash_binds_purpose_subject_and_code() {
         let hasher = CodeHasher::generate();
-        let base = hasher.hash("email_verification", "user-1", "004271");
-        assert_ne!(base, hasher.hash("password_reset", "user-1", "004271"));
-        assert_ne!(base, hasher.hash("email_verification", "user-2", "004271"));
-        assert_ne!(base, hasher.hash("email_verification", "user-1", "004272"));
+        let mac = |p: &str, s: &str, c: &str| hasher.hash(p, s, c).mac;
+        let base = mac("email_verification", "user-1", "004271");
+        assert_ne!(base, mac("password_reset", "user-1", "004271"));
+        assert_ne!(base, mac("email_verification", "user-2", "004271"));
+        assert_ne!(base, mac("email_verification", "user-1", "004272"));
         // Shifting bytes between fields must not collide.
-        assert_ne!(hasher.hash("ab", "c", "d"), hasher.hash("a", "bc", "d"));
-        assert_ne!(hasher.hash("a", "bc", "d"), hasher.hash("a", "b", "cd"));
-        assert_ne!(hasher.hash("", "ab", ""), hasher.hash("ab", "", ""));
+        assert_ne!(mac("ab", "c", "d"), mac("a", "bc", "d"));
+        assert_ne!(mac("a", "bc", "d"), mac("a", "b", "cd"));
+        assert_ne!(mac("", "ab", ""), mac("ab", "", ""));
     }
 
     #[test]
-    fn code_hasher_base64_round_trips_and_redacts() {
+    fn a_mac_verifies_under_its_own_key_while_that_key_is_in_the_ring() {
+        let old = one(1);
+        let issued = old.hash("recovery_code", "user-1", "ABCD");
+        let b64 = |byte: u8| Key::from_bytes([byte; KEY_LEN]).to_base64();
+        let rotated = CodeHasher::parse(&format!("2:{},1:{}", b64(2), b64(1))).unwrap();
+        assert_eq!(rotated.current_id(), 2);
+        assert!(rotated.verify(&issued, "recovery_code", "user-1", "ABCD"));
+        assert!(!rotated.verify(&issued, "recovery_code", "user-1", "ABCE"));
+        assert!(!rotated.verify(&issued, "recovery_code", "user-2", "ABCD"));
+        // The id is part of the check: the same bytes claimed by another key fail.
+        let relabelled = CodeMac {
+            key_id: 2,
+            mac: issued.mac.clone(),
+        };
+        assert!(!rotated.verify(&relabelled, "recovery_code", "user-1", "ABCD"));
+        let candidates = rotated.candidates("recovery_code", "user-1", "ABCD");
+        assert_eq!(candidates.len(), 2);
+        assert_eq!(candidates[0].key_id, 2);
+        assert_eq!(candidates[1], issued);
+        // Without the old key the old MAC no longer verifies.
+        let new_only = CodeHasher::parse(&format!("2:{}", b64(2))).unwrap();
+        assert!(!new_only.verify(&issued, "recovery_code", "user-1", "ABCD"));
+    }
+
+    #[test]
+    fn code_hasher_spec_round_trips_and_redacts() {
         let hasher = CodeHasher::generate();
-        let again = CodeHasher::from_base64(&hasher.to_base64()).unwrap();
+        let again = CodeHasher::parse(&hasher.ring().to_spec()).unwrap();
         assert_eq!(hasher.hash("p", "s", "c"), again.hash("p", "s", "c"));
-        assert_eq!(format!("{hasher:?}"), "CodeHasher(<redacted>)");
+        let debug = format!("{hasher:?}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        assert!(!debug.contains(&hasher.ring().to_spec()[2..]), "{debug}");
         assert!(matches!(
-            CodeHasher::from_base64("AAAA"),
+            CodeHasher::single_from_base64("AAAA"),
             Err(CryptoError::InvalidKey(_))
         ));
     }

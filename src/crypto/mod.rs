@@ -7,9 +7,11 @@
 //! keys that live outside the database ([`aead`], [`keyring`]); lookups on
 //! those fields go through keyed blind indexes ([`blind_index`]); bearer
 //! secrets are stored only as hashes, keyed where the secret is low-entropy
-//! ([`hash`]). Every MAC and AEAD input is domain-separated and
-//! length-prefixed, so a value computed for one purpose, table, column or row
-//! is useless for another. All randomness comes from the OS CSPRNG
+//! ([`hash`]). Every key is in a ring, so every key can rotate: sealed
+//! values name their key in their header, and keyed MACs are stored with
+//! their key's id ([`mac_ring`]). Every MAC and AEAD input is
+//! domain-separated and length-prefixed, so a value computed for one
+//! purpose, table, column or row is useless for another. All randomness comes from the OS CSPRNG
 //! ([`random`]).
 //!
 //! Secret-bearing types redact themselves in `Debug` and zeroize on drop, so
@@ -19,12 +21,14 @@ pub mod aead;
 pub mod blind_index;
 pub mod hash;
 pub mod keyring;
+pub mod mac_ring;
 pub mod random;
 
 pub use aead::Aad;
-pub use blind_index::BlindIndexKey;
-pub use hash::CodeHasher;
+pub use blind_index::{BlindIndex, BlindIndexKeys};
+pub use hash::{CodeHasher, CodeMac};
 pub use keyring::{Key, KeyRing};
+pub use mac_ring::{MacKeyId, MacKeyRing};
 
 /// Errors from this module. Messages are safe to log: none of them ever
 /// contains key material or plaintext.

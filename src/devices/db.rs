@@ -1,6 +1,7 @@
 //! Queries over `devices`; each takes the owner, so "not yours" and
 //! "missing" are the same empty result.
 
+use crate::crypto::BlindIndex;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -16,13 +17,17 @@ pub struct DeviceRow {
     pub inserted: bool,
 }
 
+/// Blind-index context of `devices.push_token`.
+pub const PUSH_TOKEN_CONTEXT: &str = "devices.push_token";
+
 pub struct NewDevice<'a> {
     pub device_id: Uuid,
     pub user_id: Uuid,
     pub platform: &'a str,
     pub name: Option<&'a str>,
     pub token_ciphertext: &'a [u8],
-    pub token_index: &'a [u8],
+    /// The token's index under the current key.
+    pub token_index: &'a BlindIndex,
     pub now: DateTime<Utc>,
 }
 
@@ -41,20 +46,36 @@ pub async fn lock_owner(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<
 }
 
 /// How many devices the user has, and whether this push token is one of
-/// them (then registering it again is a refresh, not a new device).
+/// them under any key of the index ring (`lookup`): then registering it
+/// again is a refresh, not a new device. A registration found under an
+/// older key is moved to `current` first, so the upsert meets it on the
+/// unique index instead of adding a second row for the same token.
 pub async fn registered(
     conn: &mut PgConnection,
     user_id: Uuid,
-    token_index: &[u8],
+    lookup: &[Vec<u8>],
+    current: &BlindIndex,
 ) -> sqlx::Result<(i64, bool)> {
     let r = sqlx::query!(
-        r#"SELECT count(*) AS "n!", coalesce(bool_or(push_token_index = $2), false) AS "known!"
+        r#"SELECT count(*) AS "n!", coalesce(bool_or(push_token_index = ANY($2)), false) AS "known!"
            FROM devices WHERE user_id = $1"#,
         user_id,
-        token_index,
+        lookup,
     )
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await?;
+    if r.known {
+        sqlx::query!(
+            r#"UPDATE devices SET push_token_index = $3, push_token_index_key_id = $4
+               WHERE user_id = $1 AND push_token_index = ANY($2) AND push_token_index_key_id <> $4"#,
+            user_id,
+            lookup,
+            &current.value[..],
+            current.key_id,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok((r.n, r.known))
 }
 
@@ -63,8 +84,8 @@ pub async fn upsert(conn: &mut PgConnection, d: &NewDevice<'_>) -> sqlx::Result<
     sqlx::query_as!(
         DeviceRow,
         r#"INSERT INTO devices (device_id, user_id, platform, name, push_token_ciphertext,
-                               push_token_index, created_at, last_seen_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                               push_token_index, push_token_index_key_id, created_at, last_seen_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
            ON CONFLICT ON CONSTRAINT devices_user_token_key
            DO UPDATE SET platform = EXCLUDED.platform, name = EXCLUDED.name, last_seen_at = EXCLUDED.last_seen_at
            RETURNING device_id, platform, name, created_at, last_seen_at, (xmax = 0) AS "inserted!""#,
@@ -73,7 +94,8 @@ pub async fn upsert(conn: &mut PgConnection, d: &NewDevice<'_>) -> sqlx::Result<
         d.platform,
         d.name,
         d.token_ciphertext,
-        d.token_index,
+        &d.token_index.value[..],
+        d.token_index.key_id,
         d.now,
     )
     .fetch_one(conn)

@@ -105,13 +105,17 @@ pub async fn register_device(
     let index = state
         .keys
         .blind_index
-        .compute("devices.push_token", &req.push_token);
+        .compute(db::PUSH_TOKEN_CONTEXT, &req.push_token);
+    let lookup = state
+        .keys
+        .blind_index
+        .lookup(db::PUSH_TOKEN_CONTEXT, &req.push_token);
     let mut tx = state.db.begin().await?;
     // The cap (`MAX_DEVICES_PER_USER`): counted under a per-user lock held
     // to commit, so concurrent registrations cannot all see room for one
     // more. A token already registered is a refresh and always allowed.
     db::lock_owner(&mut tx, auth.user_id).await?;
-    let (count, known) = db::registered(&mut tx, auth.user_id, &index).await?;
+    let (count, known) = db::registered(&mut tx, auth.user_id, &lookup, &index).await?;
     if !known && count >= state.config.max_devices_per_user {
         return Err(too_many_devices());
     }

@@ -1,6 +1,7 @@
 //! Queries over `mfa_totp`, `recovery_codes` and `mfa_challenges`.
 
 use crate::accounts::{Role, Status};
+use crate::crypto::CodeMac;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -181,11 +182,11 @@ pub async fn delete_mfa(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<
     Ok(())
 }
 
-/// Replaces the user's recovery codes with `hashes`.
+/// Replaces the user's recovery codes with `hashes` (each with its key id).
 pub async fn replace_recovery_codes(
     conn: &mut PgConnection,
     user_id: Uuid,
-    hashes: &[Vec<u8>],
+    hashes: &[CodeMac],
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!("DELETE FROM recovery_codes WHERE user_id = $1", user_id)
@@ -193,11 +194,13 @@ pub async fn replace_recovery_codes(
         .await?;
     for hash in hashes {
         sqlx::query!(
-            r#"INSERT INTO recovery_codes (recovery_code_id, user_id, code_hash, created_at)
-               VALUES ($1, $2, $3, $4)"#,
+            r#"INSERT INTO recovery_codes (recovery_code_id, user_id, code_hash, code_hash_key_id,
+                                           created_at)
+               VALUES ($1, $2, $3, $4, $5)"#,
             Uuid::now_v7(),
             user_id,
-            hash,
+            hash.mac,
+            hash.key_id,
             now,
         )
         .execute(&mut *conn)
@@ -207,16 +210,23 @@ pub async fn replace_recovery_codes(
 }
 
 /// Uses a recovery code; false when it does not exist or was used.
+/// `candidates` is the typed code's MAC under each key of the ring: a row
+/// matches only with the MAC made under its own key id.
 pub async fn consume_recovery_code(
     conn: &mut PgConnection,
     user_id: Uuid,
-    hash: &[u8],
+    candidates: &[CodeMac],
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
+    let key_ids: Vec<i16> = candidates.iter().map(|c| c.key_id).collect();
+    let macs: Vec<Vec<u8>> = candidates.iter().map(|c| c.mac.clone()).collect();
     let r = sqlx::query!(
-        "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+        r#"UPDATE recovery_codes SET used_at = $4
+           WHERE user_id = $1 AND used_at IS NULL
+             AND (code_hash_key_id, code_hash) IN (SELECT * FROM unnest($2::smallint[], $3::bytea[]))"#,
         user_id,
-        hash,
+        &key_ids,
+        &macs,
         now,
     )
     .execute(conn)

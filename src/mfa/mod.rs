@@ -143,8 +143,8 @@ pub async fn verify_factor(
         }
         Factor::RecoveryCode(code) => match recovery::normalize(code) {
             Some(normalized) if row.secret_ciphertext.is_some() => {
-                let hash = recovery::hash(&state.keys, user_id, &normalized);
-                db::consume_recovery_code(conn, user_id, &hash, now).await?
+                let candidates = recovery::candidates(&state.keys, user_id, &normalized);
+                db::consume_recovery_code(conn, user_id, &candidates, now).await?
             }
             _ => false,
         },

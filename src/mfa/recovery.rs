@@ -3,10 +3,16 @@
 //! Twelve characters from Crockford's base32 alphabet (no I, L, O, U, so
 //! nothing is misread), grouped `XXXX-XXXX-XXXX`. Input is forgiving
 //! (case, dashes, spaces and look-alikes fold), storage is strict: an HMAC
-//! under `CODE_HMAC_KEY` bound to the user, consumed with
-//! `UPDATE … WHERE used_at IS NULL`.
+//! under the current key of `CODE_HMAC_KEYS` bound to the user, stored with
+//! that key's id, consumed with `UPDATE … WHERE used_at IS NULL`. A typed
+//! code is matched against each stored MAC under that MAC's own key
+//! ([`candidates`]), so codes printed before a key rotation keep working
+//! until they are used or regenerated.
 
-use crate::{crypto::random, keys::Keys};
+use crate::{
+    crypto::{random, CodeMac},
+    keys::Keys,
+};
 use uuid::Uuid;
 
 pub const COUNT: usize = 10;
@@ -41,9 +47,18 @@ pub fn normalize(input: &str) -> Option<String> {
     (folded.len() == CHARS && folded.bytes().all(|b| ALPHABET.contains(&b))).then_some(folded)
 }
 
-pub fn hash(keys: &Keys, user_id: Uuid, normalized: &str) -> Vec<u8> {
+const PURPOSE: &str = "recovery_code";
+
+/// The MAC to store for a new code, under the current key.
+pub fn hash(keys: &Keys, user_id: Uuid, normalized: &str) -> CodeMac {
+    keys.codes.hash(PURPOSE, &user_id.to_string(), normalized)
+}
+
+/// The typed code's MAC under every key of the ring, each with its key id:
+/// a stored code matches when both its key id and its MAC are among these.
+pub fn candidates(keys: &Keys, user_id: Uuid, normalized: &str) -> Vec<CodeMac> {
     keys.codes
-        .hash("recovery_code", &user_id.to_string(), normalized)
+        .candidates(PURPOSE, &user_id.to_string(), normalized)
 }
 
 #[cfg(test)]

@@ -280,7 +280,7 @@ pub async fn new_recovery_codes(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<String>, ApiError> {
     let codes = recovery::generate();
-    let hashes: Vec<Vec<u8>> = codes
+    let hashes: Vec<crate::crypto::CodeMac> = codes
         .iter()
         .filter_map(|c| recovery::normalize(c))
         .map(|n| recovery::hash(keys, user_id, &n))

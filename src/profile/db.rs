@@ -84,15 +84,17 @@ pub async fn set_pending_email(
     conn: &mut PgConnection,
     user_id: Uuid,
     ciphertext: &[u8],
-    blind_index: &[u8],
+    blind_index: &crate::crypto::BlindIndex,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        r#"UPDATE users SET pending_email_ciphertext = $2, pending_email_blind_index = $3, updated_at = $4
+        r#"UPDATE users SET pending_email_ciphertext = $2, pending_email_blind_index = $3,
+                  pending_email_blind_index_key_id = $4, updated_at = $5
            WHERE user_id = $1"#,
         user_id,
         ciphertext,
-        blind_index,
+        &blind_index.value[..],
+        blind_index.key_id,
         now,
     )
     .execute(conn)
@@ -102,15 +104,16 @@ pub async fn set_pending_email(
 
 pub struct PendingEmail {
     pub ciphertext: Vec<u8>,
-    pub blind_index: Vec<u8>,
 }
 
+/// The sealed pending address, its row locked. (Its index is not needed
+/// here: confirming indexes the address afresh under the current key.)
 pub async fn pending_email(
     conn: &mut PgConnection,
     user_id: Uuid,
 ) -> sqlx::Result<Option<PendingEmail>> {
     let row = sqlx::query!(
-        r#"SELECT pending_email_ciphertext, pending_email_blind_index FROM users
+        r#"SELECT pending_email_ciphertext FROM users
            WHERE user_id = $1 FOR UPDATE"#,
         user_id,
     )
@@ -119,29 +122,32 @@ pub async fn pending_email(
     Ok(row.and_then(|r| {
         Some(PendingEmail {
             ciphertext: r.pending_email_ciphertext?,
-            blind_index: r.pending_email_blind_index?,
         })
     }))
 }
 
-/// Moves the pending address into place. Fails with the
-/// `users_email_blind_index_key` violation if another account took the
-/// address meanwhile (mapped by constraint name, not pre-checked).
+/// Moves the pending address into place. The caller has checked, under
+/// the address lock, that no account holds it under any key; a claim under
+/// the same key that slipped in still fails with the
+/// `users_email_blind_index_key` violation (mapped by constraint name).
 pub async fn apply_email_change(
     conn: &mut PgConnection,
     user_id: Uuid,
     ciphertext: &[u8],
-    blind_index: &[u8],
+    blind_index: &crate::crypto::BlindIndex,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"UPDATE users SET email_ciphertext = $2, email_blind_index = $3,
+                  email_blind_index_key_id = $4,
                   pending_email_ciphertext = NULL, pending_email_blind_index = NULL,
-                  email_verified_at = $4, updated_at = $4
+                  pending_email_blind_index_key_id = NULL,
+                  email_verified_at = $5, updated_at = $5
            WHERE user_id = $1"#,
         user_id,
         ciphertext,
-        blind_index,
+        &blind_index.value[..],
+        blind_index.key_id,
         now,
     )
     .execute(conn)

@@ -244,12 +244,12 @@ pub async fn request_email_change(
     )
     .await?;
     let uid = auth.user_id;
-    let blind = new_email.blind_index(&state.keys);
+    let lookup = new_email.lookup(&state.keys);
     // One look-up, the same query for every address, answers "is it mine
     // already" (the one answer that may differ: the caller knows their own
     // address).
     let mut conn = state.db.acquire().await?;
-    let holder = crate::accounts::db::find_by_email(&mut conn, &blind).await?;
+    let holder = crate::accounts::db::find_by_email(&mut conn, &lookup).await?;
     drop(conn);
     if holder.as_ref().is_some_and(|u| u.user_id == uid) {
         return Err(ApiError::invalid_field(
@@ -268,7 +268,7 @@ pub async fn request_email_change(
     state
         .deferred
         .respond_then("email_change", answer, async move {
-            start_email_change(&st, &auth, &client, &new_email, &blind).await
+            start_email_change(&st, &auth, &client, &new_email, &lookup).await
         })
 }
 
@@ -280,12 +280,12 @@ async fn start_email_change(
     auth: &AuthUser,
     client: &ClientInfo,
     new_email: &Email,
-    blind: &[u8],
+    lookup: &[Vec<u8>],
 ) -> Result<(), ApiError> {
     let now = state.clock.now();
     let uid = auth.user_id;
     let mut tx = state.db.begin().await?;
-    let holder = crate::accounts::db::find_by_email(&mut tx, blind).await?;
+    let holder = crate::accounts::db::find_by_email(&mut tx, lookup).await?;
     if holder.is_some() {
         // Tell the address's owner, change nothing.
         mail::enqueue(
@@ -313,7 +313,8 @@ async fn start_email_change(
             &users_aad("pending_email", uid),
             new_email.as_str().as_bytes(),
         )?;
-        db::set_pending_email(&mut tx, uid, &sealed, blind, now).await?;
+        let blind = new_email.blind_index(&state.keys);
+        db::set_pending_email(&mut tx, uid, &sealed, &blind, now).await?;
         // The code goes to the new address (proving the user controls it),
         // the notice to the current one (so a hijacker is noticed).
         crate::auth::send_code(
@@ -339,6 +340,15 @@ async fn start_email_change(
     tx.commit().await?;
     state.outbox.wake();
     Ok(())
+}
+
+/// An email change confirmed after another account took the address: the
+/// same answer as the `users_email_blind_index_key` violation (`src/error.rs`).
+fn email_unavailable() -> ApiError {
+    ApiError::Conflict {
+        code: "email_unavailable",
+        detail: "That email address cannot be used for this account.",
+    }
 }
 
 #[derive(Deserialize, Validate)]
@@ -389,6 +399,20 @@ pub async fn confirm_email_change(
     };
     let key = UserKey::load(&mut tx, &state.keys.data, uid).await?;
     let new_email = key.open_string(&users_aad("pending_email", uid), &pending.ciphertext)?;
+    // Indexed afresh under the current key (the pending index may be under
+    // an older one), and claimed like a registration: under the address
+    // lock, refused if an account holds it under any key of the ring.
+    let blind = crate::accounts::email::stored_blind_index(&state.keys, &new_email);
+    let lookup = state
+        .keys
+        .blind_index
+        .lookup(crate::accounts::email::BLIND_INDEX_CONTEXT, &new_email);
+    crate::accounts::db::lock_address(&mut tx, &lookup).await?;
+    if let Some(holder) = crate::accounts::db::find_by_email(&mut tx, &lookup).await? {
+        if holder.user_id != uid {
+            return Err(email_unavailable());
+        }
+    }
     let sealed = key.seal(&crate::accounts::email_aad(uid), new_email.as_bytes())?;
     let masked = super::mask_email(&new_email);
     // Told at the old address, which is still the one on file here.
@@ -401,7 +425,7 @@ pub async fn confirm_email_change(
         },
     )
     .await?;
-    db::apply_email_change(&mut tx, uid, &sealed, &pending.blind_index, now).await?;
+    db::apply_email_change(&mut tx, uid, &sealed, &blind, now).await?;
     // Whatever was mailed to the old address (a reset code, say) must not
     // work now that the address is no longer the account's, and a sign-in
     // waiting for its second factor started before the change ends too.

@@ -24,7 +24,7 @@ pub mod db;
 pub mod routes;
 
 use crate::{
-    crypto::{hash::constant_time_eq, Aad, BlindIndexKey, CryptoError},
+    crypto::{hash::constant_time_eq, Aad, BlindIndexKeys, CryptoError},
     error::ApiError,
     rate_limit::policy::Tier,
     user_keys::UserKey,
@@ -161,9 +161,10 @@ const CURSOR_CONTEXT: &str = "rate_limit_requests.cursor";
 const TAG_LEN: usize = 16;
 
 /// The opaque cursor after `request_id`: base64url of the id and a keyed
-/// tag, so a client can only hand back a cursor the server made.
-pub fn encode_cursor(key: &BlindIndexKey, request_id: Uuid) -> String {
-    let tag = key.compute(CURSOR_CONTEXT, &request_id.to_string());
+/// tag (under the ring's current key), so a client can only hand back a
+/// cursor the server made.
+pub fn encode_cursor(keys: &BlindIndexKeys, request_id: Uuid) -> String {
+    let tag = keys.compute(CURSOR_CONTEXT, &request_id.to_string()).value;
     let mut raw = request_id.as_bytes().to_vec();
     raw.extend_from_slice(&tag[..TAG_LEN]);
     URL_SAFE_NO_PAD.encode(raw)
@@ -172,8 +173,9 @@ pub fn encode_cursor(key: &BlindIndexKey, request_id: Uuid) -> String {
 /// The request id inside a cursor; a malformed or altered one is 422
 /// `invalid_cursor`. A cursor is not bound to a user or a list: one from
 /// elsewhere only positions the caller's own list (the query still takes
-/// the owner, or the staff role).
-pub fn decode_cursor(key: &BlindIndexKey, cursor: &str) -> Result<Uuid, ApiError> {
+/// the owner, or the staff role). A tag under any key of the ring is
+/// accepted, so a rotation does not break a listing in progress.
+pub fn decode_cursor(keys: &BlindIndexKeys, cursor: &str) -> Result<Uuid, ApiError> {
     let invalid = || {
         ApiError::invalid_field(
             "cursor",
@@ -187,17 +189,22 @@ pub fn decode_cursor(key: &BlindIndexKey, cursor: &str) -> Result<Uuid, ApiError
     }
     let (id, tag) = raw.split_at(16);
     let request_id = Uuid::from_slice(id).map_err(|_| invalid())?;
-    let expected = key.compute(CURSOR_CONTEXT, &request_id.to_string());
-    if !constant_time_eq(tag, &expected[..TAG_LEN]) {
+    let known = keys
+        .lookup(CURSOR_CONTEXT, &request_id.to_string())
+        .iter()
+        .fold(false, |found, expected| {
+            found | constant_time_eq(tag, &expected[..TAG_LEN])
+        });
+    if !known {
         return Err(invalid());
     }
     Ok(request_id)
 }
 
 /// The next page's cursor: after the last item of a full page, else none.
-pub fn next_cursor(key: &BlindIndexKey, ids: &[Uuid], limit: i64) -> Option<String> {
+pub fn next_cursor(keys: &BlindIndexKeys, ids: &[Uuid], limit: i64) -> Option<String> {
     (ids.len() as i64 == limit)
-        .then(|| ids.last().map(|id| encode_cursor(key, *id)))
+        .then(|| ids.last().map(|id| encode_cursor(keys, *id)))
         .flatten()
 }
 
@@ -208,11 +215,11 @@ mod tests {
 
     #[test]
     fn a_cursor_round_trips_and_any_change_is_refused() {
-        let key = BlindIndexKey::generate();
+        let key = BlindIndexKeys::generate();
         let id = Uuid::now_v7();
         let cursor = encode_cursor(&key, id);
         assert_eq!(decode_cursor(&key, &cursor).unwrap(), id);
-        let other = encode_cursor(&BlindIndexKey::generate(), id);
+        let other = encode_cursor(&BlindIndexKeys::generate(), id);
         let mut flipped = cursor.clone().into_bytes();
         flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
         for bad in [

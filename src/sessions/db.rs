@@ -23,15 +23,17 @@ pub struct NewSession<'a> {
     pub ip: IpNetwork,
     pub user_agent: Option<&'a str>,
     pub country: Option<&'a str>,
-    pub install_id_index: Option<&'a [u8]>,
+    /// The install id's blind index and the id of its key.
+    pub install_id_index: Option<crate::crypto::BlindIndex>,
 }
 
 pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx::Result<()> {
     sqlx::query!(
         r#"INSERT INTO sessions (session_id, user_id, created_at, last_seen_at, idle_expires_at,
                                  absolute_expires_at, auth_time, aal, amr, device_name, platform,
-                                 model, app_version, last_ip, user_agent, country, install_id_index)
-           VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"#,
+                                 model, app_version, last_ip, user_agent, country, install_id_index,
+                                 install_id_index_key_id)
+           VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"#,
         s.session_id,
         s.user_id,
         s.now,
@@ -47,7 +49,8 @@ pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx
         s.ip,
         s.user_agent,
         s.country,
-        s.install_id_index,
+        s.install_id_index.as_ref().map(|i| &i.value[..]),
+        s.install_id_index.as_ref().map(|i| i.key_id),
     )
     .execute(conn)
     .await?;
@@ -82,6 +85,8 @@ pub struct RefreshRow {
     pub refresh_token_id: Uuid,
     pub session_id: Uuid,
     pub used_at: Option<DateTime<Utc>>,
+    /// This token's successor, sealed, while a retry may still need it.
+    pub successor_ciphertext: Option<Vec<u8>>,
     pub user_id: Uuid,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_reason: Option<String>,
@@ -94,6 +99,7 @@ pub struct RefreshRow {
     pub status: Status,
     pub platform: Option<String>,
     pub install_id_index: Option<Vec<u8>>,
+    pub install_id_index_key_id: Option<i16>,
 }
 
 /// Finds and locks the token and its session: concurrent refreshes of one
@@ -104,10 +110,11 @@ pub async fn lock_refresh_token(
 ) -> sqlx::Result<Option<RefreshRow>> {
     sqlx::query_as!(
         RefreshRow,
-        r#"SELECT rt.refresh_token_id, rt.session_id, rt.used_at, s.user_id, s.revoked_at,
+        r#"SELECT rt.refresh_token_id, rt.session_id, rt.used_at,
+                  rt.successor_ciphertext, s.user_id, s.revoked_at,
                   s.revoked_reason, s.idle_expires_at, s.absolute_expires_at, s.auth_time,
                   s.aal AS "aal: Aal", s.amr, u.role AS "role: Role", u.status AS "status: Status",
-                  s.platform, s.install_id_index
+                  s.platform, s.install_id_index, s.install_id_index_key_id
            FROM refresh_tokens rt
            JOIN sessions s ON s.session_id = rt.session_id
            JOIN users u ON u.user_id = s.user_id
@@ -133,18 +140,34 @@ pub async fn successor_used(
     Ok(row)
 }
 
-pub async fn mark_token_used(
+/// Retires a token on its first use, keeping its successor sealed for
+/// the retry grace, and forgets the sealed copy of this token that its
+/// parent kept (this token is now used: no retry of the parent may have
+/// it any more).
+pub async fn retire_token(
     conn: &mut PgConnection,
     id: Uuid,
     now: DateTime<Utc>,
+    sealed_successor: &[u8],
 ) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE refresh_tokens SET used_at = $2 WHERE refresh_token_id = $1",
+    let parent = sqlx::query_scalar!(
+        r#"UPDATE refresh_tokens SET used_at = $2, successor_ciphertext = $3
+           WHERE refresh_token_id = $1
+           RETURNING parent_id"#,
         id,
-        now
+        now,
+        sealed_successor,
     )
-    .execute(conn)
+    .fetch_one(&mut *conn)
     .await?;
+    if let Some(parent) = parent {
+        sqlx::query!(
+            "UPDATE refresh_tokens SET successor_ciphertext = NULL WHERE refresh_token_id = $1",
+            parent,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -1,19 +1,21 @@
 //! Sessions: one per sign-in on a device, each with a chain of single-use
 //! refresh tokens, and the `TokenPair` every sign-in answers with.
 //!
-//! The refresh token that starts a session is 256 random bits; each
-//! successor is *derived* from its parent with an HMAC under a server key
-//! (see [`refresh`]), so a retry of a just-used token can be answered with
-//! the same successor without ever storing a token in clear.
+//! Every refresh token, the first of a session and each successor, is 256
+//! random bits, stored only as its SHA-256. A successor is kept sealed in
+//! its parent's row for the retry grace window only, so that a retry of a
+//! just-used token gets the same successor (see [`refresh`] and
+//! [`successor`]).
 
 pub mod db;
 pub mod refresh;
 pub mod routes;
+pub mod successor;
 
 use crate::{
     accounts::{Aal, Role},
     audit::{self, events, AuditEvent, Outcome},
-    crypto::{hash, random},
+    crypto::hash,
     error::ApiError,
     http::extract::ClientInfo,
     state::AppState,
@@ -148,11 +150,11 @@ pub async fn start(
             ip: IpNetwork::from(client.ip),
             user_agent: client.user_agent.as_deref(),
             country: client.country.as_deref(),
-            install_id_index: install_id_index.as_ref().map(|i| i.as_slice()),
+            install_id_index,
         },
     )
     .await?;
-    let refresh_token = random::token(32);
+    let refresh_token = successor::new_token();
     db::insert_refresh_token(
         &mut *conn,
         session_id,
@@ -226,12 +228,41 @@ pub fn issue_pair(
     })
 }
 
-/// The keyed blind index of an app install id (`X-App-Install-Id`).
-pub fn install_id_index(state: &AppState, install_id: Uuid) -> [u8; 32] {
+/// Blind-index context of `sessions.install_id`.
+const INSTALL_ID_CONTEXT: &str = "sessions.install_id";
+
+/// The keyed blind index of an app install id (`X-App-Install-Id`), under
+/// the current index key.
+pub fn install_id_index(state: &AppState, install_id: Uuid) -> crate::crypto::BlindIndex {
     state
         .keys
         .blind_index
-        .compute("sessions.install_id", &install_id.to_string())
+        .compute(INSTALL_ID_CONTEXT, &install_id.to_string())
+}
+
+/// Whether `install_id` provably differs from the one a session was bound
+/// to (`signed_in`, an index under key `key_id`), compared in constant
+/// time. The install id itself is never stored, so a session's index
+/// cannot be recomputed under a new key: while its key stays in
+/// `BLIND_INDEX_KEYS` it is compared under that key, and once the key has
+/// left the ring there is nothing to compare with (false; `keys status`
+/// counts the sessions still bound under each key).
+pub fn install_id_differs(
+    state: &AppState,
+    install_id: Uuid,
+    key_id: Option<i16>,
+    signed_in: &[u8],
+) -> bool {
+    let presented = key_id.and_then(|id| {
+        state
+            .keys
+            .blind_index
+            .compute_with(id, INSTALL_ID_CONTEXT, &install_id.to_string())
+    });
+    match presented {
+        Some(p) => !hash::constant_time_eq(&p, signed_in),
+        None => false,
+    }
 }
 
 pub fn platform_str(p: crate::http::client_version::Platform) -> &'static str {

@@ -1,13 +1,13 @@
 //! Refresh-token rotation with a retry grace and reuse detection.
 //!
 //! * Every refresh retires the presented token and answers with its
-//!   successor, `base64url(HMAC(CODE_HMAC_KEY, "refresh_successor", session,
-//!   parent))`: unpredictable without the server key, and recomputable
-//!   from the parent, so nothing but hashes is stored.
+//!   successor: 256 fresh random bits, derived from nothing, so no key and
+//!   no old token predicts it. Tokens are stored as SHA-256 hashes.
 //! * A retry of the token just retired, within `REFRESH_GRACE_SECS` and
 //!   while its successor is unused, gets the *same* successor: a phone
 //!   whose response was lost (or that refreshed twice at once) stays
-//!   signed in.
+//!   signed in. For that window only, the retired token's row keeps the
+//!   successor sealed under the master data key ring ([`super::successor`]).
 //! * Any other presentation of a retired token is reuse (a stolen token
 //!   raced its owner): the whole session is revoked, audited, and every
 //!   token of it answers `refresh_token_reused`.
@@ -19,13 +19,13 @@
 use super::{db, issue_pair, AccessGrant, TokenPair};
 use crate::{
     accounts::Status,
+    alerts::device::Install,
     audit::{self, events, AuditEvent, Outcome},
     crypto::hash,
     error::ApiError,
     http::extract::ClientInfo,
     state::AppState,
 };
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use sqlx::types::ipnetwork::IpNetwork;
 
 /// Why a refresh failed; each is a stable `code` so an app can tell
@@ -71,14 +71,6 @@ impl RefreshFailure {
 /// The reason stored on a session revoked for reuse.
 pub const REUSE_REASON: &str = "refresh_token_reused";
 
-fn successor_of(state: &AppState, session_id: uuid::Uuid, parent: &str) -> String {
-    let mac = state
-        .keys
-        .codes
-        .hash("refresh_successor", &session_id.to_string(), parent);
-    URL_SAFE_NO_PAD.encode(mac)
-}
-
 pub async fn refresh(
     state: &AppState,
     client: &ClientInfo,
@@ -110,10 +102,16 @@ pub async fn refresh(
         return Err(fail(state, client, Some(&row), f).await);
     }
 
-    let successor = successor_of(state, row.session_id, presented);
-    match row.used_at {
-        None => {
-            db::mark_token_used(&mut tx, row.refresh_token_id, now).await?;
+    let successor = match (row.used_at, row.successor_ciphertext.as_deref()) {
+        (None, _) => {
+            let successor = super::successor::new_token();
+            let sealed = super::successor::seal(
+                &state.keys.data,
+                row.session_id,
+                row.refresh_token_id,
+                &successor,
+            )?;
+            db::retire_token(&mut tx, row.refresh_token_id, now, &sealed).await?;
             db::insert_refresh_token(
                 &mut tx,
                 row.session_id,
@@ -122,11 +120,23 @@ pub async fn refresh(
                 now,
             )
             .await?;
+            successor
         }
-        Some(used_at) => {
-            let retry_ok = now - used_at <= grace
+        (Some(used_at), sealed) => {
+            // The sealed successor is kept only within the window and until
+            // the successor's first use: without it, no retry.
+            let retry_ok = sealed.is_some()
+                && now - used_at <= grace
                 && db::successor_used(&mut tx, row.refresh_token_id).await? == Some(false);
-            if !retry_ok {
+            if let Some(sealed) = sealed.filter(|_| retry_ok) {
+                super::successor::open(
+                    &state.keys.data,
+                    row.session_id,
+                    row.refresh_token_id,
+                    sealed,
+                )?
+                .to_string()
+            } else {
                 db::revoke_session(&mut tx, row.user_id, row.session_id, now, REUSE_REASON).await?;
                 audit::record(
                     &mut tx,
@@ -152,7 +162,7 @@ pub async fn refresh(
                 return Err(RefreshFailure::Reused.into_error());
             }
         }
-    }
+    };
     // Device fingerprint drift (the rule is alerts::device): another
     // platform or app install than the one that signed in.
     crate::alerts::device::device_drift(
@@ -167,10 +177,25 @@ pub async fn refresh(
                 .client
                 .as_ref()
                 .map(|c| super::platform_str(c.platform)),
-            signed_in_install: row.install_id_index.as_deref(),
-            presented_install: client
-                .install_id
-                .map(|id| super::install_id_index(state, id)),
+            // A session bound to an install id must keep presenting it
+            // (compared under the index key it was bound with).
+            install: row
+                .install_id_index
+                .as_deref()
+                .map(|signed_in| match client.install_id {
+                    None => Install::Missing,
+                    Some(id)
+                        if super::install_id_differs(
+                            state,
+                            id,
+                            row.install_id_index_key_id,
+                            signed_in,
+                        ) =>
+                    {
+                        Install::Different
+                    }
+                    Some(_) => Install::Same,
+                }),
         },
     )
     .await?;

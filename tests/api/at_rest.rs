@@ -179,11 +179,15 @@ async fn keys_rotate_then_rewrap_moves_every_user_key_and_the_old_master_key_can
         String::from_utf8_lossy(&rotated.stderr)
     );
     let stdout = String::from_utf8(rotated.stdout).unwrap();
-    let new_spec = stdout
+    // Two values: the new key known but unused, then current.
+    let values: Vec<&str> = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("DATA_KEYS="))
-        .unwrap()
-        .to_owned();
+        .filter_map(|l| l.strip_prefix("DATA_KEYS="))
+        .collect();
+    assert_eq!(values.len(), 2, "{stdout}");
+    let staged = mobile_backend::crypto::KeyRing::parse(values[0]).unwrap();
+    assert_eq!(staged.ids(), vec![old_id, old_id + 1]);
+    let new_spec = values[1].to_owned();
     let ring = mobile_backend::crypto::KeyRing::parse(&new_spec).unwrap();
     assert_eq!(ring.ids(), vec![old_id + 1, old_id]);
 

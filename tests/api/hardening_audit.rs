@@ -69,8 +69,11 @@ async fn cli(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::process
         .env("DATABASE_URL", db_url)
         .env("DATA_KEYS", app.state.keys.data.to_spec())
         .env("DATA_DIR", dir)
-        .env("BLIND_INDEX_KEY", app.state.keys.blind_index.to_base64())
-        .env("CODE_HMAC_KEY", app.state.keys.codes.to_base64())
+        .env(
+            "BLIND_INDEX_KEYS",
+            app.state.keys.blind_index.ring().to_spec(),
+        )
+        .env("CODE_HMAC_KEYS", app.state.keys.codes.ring().to_spec())
         .env("SIGNING_KEYS", app.state.keys.signing.to_pem())
         .envs(env.iter().copied())
         .current_dir(dir)

@@ -17,7 +17,7 @@ async fn user_id_of(app: &TestApp, email: &str) -> Option<uuid::Uuid> {
         .unwrap()
         .blind_index(&app.state.keys);
     sqlx::query_scalar("SELECT user_id FROM users WHERE email_blind_index = $1")
-        .bind(blind)
+        .bind(&blind.value[..])
         .fetch_optional(&app.db)
         .await
         .unwrap()
@@ -38,7 +38,7 @@ async fn verified(app: &TestApp, email: &str) -> bool {
     sqlx::query_scalar::<_, bool>(
         "SELECT email_verified_at IS NOT NULL FROM users WHERE email_blind_index = $1",
     )
-    .bind(blind)
+    .bind(&blind.value[..])
     .fetch_one(&app.db)
     .await
     .unwrap()

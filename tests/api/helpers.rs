@@ -80,6 +80,8 @@ pub struct TestApp {
     _tmp: TempDir,
     db_name: String,
     admin_url: String,
+    /// False for an app started with `same_database_as`.
+    owns_database: bool,
     /// The LOGIN role the app serves as, with `restricted_service_role`.
     pub service_role: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -90,6 +92,8 @@ pub struct TestAppBuilder {
     env: HashMap<String, String>,
     admin_url: Option<String>,
     restricted_service_role: bool,
+    /// Serve an existing test database (another app's) instead of a fresh one.
+    existing: Option<(String, String)>,
 }
 
 impl TestAppBuilder {
@@ -114,20 +118,44 @@ impl TestAppBuilder {
         self
     }
 
+    /// A second application on `app`'s database (a restart, or another
+    /// process), with `app`'s keys unless `env` replaces them. It leaves the
+    /// database to `app`, which drops it.
+    pub fn same_database_as(mut self, app: &TestApp) -> Self {
+        self.existing = Some((app.admin_url.clone(), app.db_name.clone()));
+        let keys = &app.state.keys;
+        for (k, v) in [
+            ("DATA_KEYS", keys.data.to_spec()),
+            ("BLIND_INDEX_KEYS", keys.blind_index.ring().to_spec()),
+            ("CODE_HMAC_KEYS", keys.codes.ring().to_spec()),
+            ("SIGNING_KEYS", keys.signing.to_pem()),
+        ] {
+            self.env.entry(k.to_owned()).or_insert(v);
+        }
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             TRACING.get_or_init(|| {
                 mobile_backend::telemetry::init_tracing(mobile_backend::config::LogFormat::Pretty)
             });
         }
-        let admin_url = match self.admin_url {
-            Some(url) => url,
-            None => db_server().await.admin_url.clone(),
+        let owns_database = self.existing.is_none();
+        let (admin_url, db_name) = match self.existing {
+            Some(existing) => existing,
+            None => {
+                let admin_url = match self.admin_url {
+                    Some(url) => url,
+                    None => db_server().await.admin_url.clone(),
+                };
+                let db_name = format!("test_{}", uuid::Uuid::new_v4().simple());
+                dev_db::ensure_database(&admin_url, &db_name)
+                    .await
+                    .expect("creating the test database");
+                (admin_url, db_name)
+            }
         };
-        let db_name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        dev_db::ensure_database(&admin_url, &db_name)
-            .await
-            .expect("creating the test database");
         let db_url = with_database(&admin_url, &db_name);
 
         let tmp = tempfile::tempdir().unwrap();
@@ -144,8 +172,8 @@ impl TestAppBuilder {
             // Tests deliver explicitly (`deliver_mail`), so nothing races them.
             ("MAIL_POLL_SECS", "3600".to_owned()),
             ("DATA_KEYS", keys.data.to_spec()),
-            ("BLIND_INDEX_KEY", keys.blind_index.to_base64()),
-            ("CODE_HMAC_KEY", keys.codes.to_base64()),
+            ("BLIND_INDEX_KEYS", keys.blind_index.ring().to_spec()),
+            ("CODE_HMAC_KEYS", keys.codes.ring().to_spec()),
             ("SIGNING_KEYS", keys.signing.to_pem()),
             // Cheaper argon2 for the suite (production refuses these values);
             // tests of the real parameters set their own.
@@ -212,6 +240,7 @@ impl TestAppBuilder {
             _tmp: tmp,
             db_name,
             admin_url,
+            owns_database,
             service_role,
             shutdown: Some(tx),
         }
@@ -339,6 +368,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if !self.owns_database {
+            return;
         }
         let admin = self.admin_url.clone();
         let name = self.db_name.clone();
@@ -550,6 +582,19 @@ impl TestApp {
         data_keys: Option<&str>,
         stdin: Option<&str>,
     ) -> std::process::Output {
+        let data_keys = data_keys.map(|k| ("DATA_KEYS", k));
+        self.run_cli_with(args, data_keys.as_slice(), stdin).await
+    }
+
+    /// [`TestApp::run_cli`] with any of the variables it sets replaced
+    /// (`DATA_KEYS`, `BLIND_INDEX_KEYS`, `CODE_HMAC_KEYS`, …), or others
+    /// added (an empty value leaves a variable unset).
+    pub async fn run_cli_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> std::process::Output {
         use tokio::io::AsyncWriteExt;
         let db_url = self
             .state
@@ -564,17 +609,18 @@ impl TestApp {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", db_url)
-            .env(
-                "DATA_KEYS",
-                data_keys.map_or_else(|| self.state.keys.data.to_spec(), str::to_owned),
-            )
+            .env("DATA_KEYS", self.state.keys.data.to_spec())
             .env("DATA_DIR", dir)
-            .env("BLIND_INDEX_KEY", self.state.keys.blind_index.to_base64())
-            .env("CODE_HMAC_KEY", self.state.keys.codes.to_base64())
+            .env(
+                "BLIND_INDEX_KEYS",
+                self.state.keys.blind_index.ring().to_spec(),
+            )
+            .env("CODE_HMAC_KEYS", self.state.keys.codes.ring().to_spec())
             .env("SIGNING_KEYS", self.state.keys.signing.to_pem())
             // The suite's cheap argon2 parameters, like the app's.
             .env("ARGON2_MEMORY_KIB", "4096")
             .env("ARGON2_ITERATIONS", "1")
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

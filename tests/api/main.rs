@@ -17,6 +17,7 @@ mod hardening_network;
 mod hardening_registration;
 mod headers;
 mod helpers;
+mod key_rings;
 mod mail;
 mod metrics;
 mod mfa;

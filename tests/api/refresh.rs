@@ -184,3 +184,140 @@ async fn an_unknown_refresh_token_is_invalid() {
     assert_eq!(r.status(), 401);
     assert_eq!(problem(r).await["code"], "refresh_token_invalid");
 }
+
+/// The parent's stored successor, raw (bytea, not through any text cast).
+async fn sealed_successor(app: &TestApp, token: &str) -> Option<Vec<u8>> {
+    sqlx::query_scalar("SELECT successor_ciphertext FROM refresh_tokens WHERE token_hash = $1")
+        .bind(mobile_backend::crypto::hash::hash_token(token))
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn successors_are_random_not_an_hmac_of_the_session_and_parent() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let mut seen = std::collections::HashSet::new();
+    for email in ["ada@example.com", "bob@example.com"] {
+        let user = app.signed_up_user(email).await;
+        let session = decode_claims(user.access())["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut token = user.refresh_token().to_owned();
+        assert!(seen.insert(token.clone()));
+        for _ in 0..5 {
+            let pair: Value = app.refresh(&token).await.json().await.unwrap();
+            let next = pair["refresh_token"].as_str().unwrap().to_owned();
+            // The formula successors used to follow, under this app's
+            // CODE_HMAC_KEYS: whoever held the key and one token of the
+            // session could compute every later one.
+            let derived = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+                app.state
+                    .keys
+                    .codes
+                    .hash("refresh_successor", &session, &token)
+                    .mac,
+            );
+            assert_ne!(next, derived, "the successor must not be derivable");
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&next)
+                .unwrap();
+            assert_eq!(raw.len(), 32, "256 bits");
+            assert!(seen.insert(next.clone()), "no two tokens collide");
+            token = next;
+        }
+    }
+    assert_eq!(seen.len(), 12);
+}
+
+#[tokio::test]
+async fn the_sealed_successor_is_not_the_token_and_is_gone_after_its_first_use_or_the_grace() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("ada@example.com").await;
+    let first = user.refresh_token().to_owned();
+    assert_eq!(
+        sealed_successor(&app, &first).await,
+        None,
+        "unused: nothing kept"
+    );
+    let pair: Value = app.refresh(&first).await.json().await.unwrap();
+    let second = pair["refresh_token"].as_str().unwrap().to_owned();
+
+    let sealed = sealed_successor(&app, &first)
+        .await
+        .expect("kept for the grace window");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&second)
+        .unwrap();
+    for clear in [second.as_bytes(), &raw[..]] {
+        assert!(
+            !sealed.windows(clear.len()).any(|w| w == clear),
+            "the successor is stored sealed, never in clear"
+        );
+    }
+    // Sealed under the master data key ring (format version 1, its key id).
+    let master = app.state.keys.data.primary_id();
+    assert_eq!(sealed[0], 1);
+    assert_eq!(u32::from_be_bytes(sealed[1..5].try_into().unwrap()), master);
+    // A retry opens it: the same successor.
+    let retry: Value = app.refresh(&first).await.json().await.unwrap();
+    assert_eq!(retry["refresh_token"], second.as_str());
+
+    // The successor's first use clears it from the parent's row.
+    let pair: Value = app.refresh(&second).await.json().await.unwrap();
+    assert_eq!(sealed_successor(&app, &first).await, None);
+    let third = pair["refresh_token"].as_str().unwrap().to_owned();
+    assert!(sealed_successor(&app, &second).await.is_some());
+
+    // Unused past the grace window: the sweep clears it.
+    app.clock.advance(Duration::seconds(10));
+    let grace = app.state.config.auth.refresh_grace;
+    let swept = mobile_backend::sessions::successor::clear_expired(&app.db, app.clock.now(), grace)
+        .await
+        .unwrap();
+    assert_eq!(swept, 0, "still within the window");
+    app.clock.advance(Duration::seconds(1));
+    let swept = mobile_backend::sessions::successor::clear_expired(&app.db, app.clock.now(), grace)
+        .await
+        .unwrap();
+    assert_eq!(swept, 1);
+    assert_eq!(sealed_successor(&app, &second).await, None);
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM refresh_tokens WHERE successor_ciphertext IS NOT NULL",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(n, 0);
+    // And the live token still works.
+    assert_eq!(app.refresh(&third).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_sealed_successor_moved_to_another_sessions_token_does_not_open() {
+    let app = TestApp::spawn().await;
+    let ada = app.signed_up_user("ada@example.com").await;
+    let eve = app.signed_up_user("eve@example.com").await;
+    let ada_next: Value = app.refresh(ada.refresh_token()).await.json().await.unwrap();
+    app.refresh(eve.refresh_token()).await;
+    // A database writer copies Ada's sealed successor onto Eve's retired token.
+    sqlx::query("UPDATE refresh_tokens SET successor_ciphertext = $1 WHERE token_hash = $2")
+        .bind(sealed_successor(&app, ada.refresh_token()).await.unwrap())
+        .bind(mobile_backend::crypto::hash::hash_token(
+            eve.refresh_token(),
+        ))
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let r = app.refresh(eve.refresh_token()).await;
+    assert_eq!(
+        r.status(),
+        500,
+        "bound to its session and row: it does not open"
+    );
+    let body = r.text().await.unwrap();
+    assert!(!body.contains(ada_next["refresh_token"].as_str().unwrap()));
+}

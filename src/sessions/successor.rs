@@ -1,0 +1,144 @@
+//! The successor of a refresh token: 256 random bits, and where it is kept
+//! while a retry may still need it.
+//!
+//! A successor is not derived from anything. (It used to be an HMAC of the
+//! session and the parent token under `CODE_HMAC_KEY`: whoever held that key
+//! and any token the session ever issued, say an old one in a log or a
+//! device backup, could compute every later token, the live one included,
+//! and refresh with it without tripping reuse detection.)
+//!
+//! A retry of the just-retired token within `REFRESH_GRACE_SECS`, while the
+//! successor is unused, must get the *same* successor. So, for that window
+//! only, the parent's row keeps the successor sealed (AES-256-GCM under the
+//! master data key ring, [`crate::crypto::aead`]) with associated data
+//! naming the table, the column, the session and the parent row: a sealed
+//! successor copied to another row or session does not open. It is cleared
+//! (set to NULL) when the successor is first used ([`super::db`]), and
+//! [`run_sweeper`] clears what the grace window has left behind, so a copy
+//! of the database holds a sealed live token for at most the grace window
+//! plus one sweep interval ([`SWEEP_INTERVAL`]).
+
+use crate::{
+    crypto::{aead, random, Aad, CryptoError, KeyRing},
+    state::AppState,
+};
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// Bytes of randomness in every refresh token (256 bits).
+pub const TOKEN_BYTES: usize = 32;
+
+/// How often [`run_sweeper`] clears sealed successors past the grace window.
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A fresh refresh token from the OS CSPRNG, base64url (43 characters).
+pub fn new_token() -> String {
+    random::token(TOKEN_BYTES)
+}
+
+/// The binding: `refresh_tokens.successor` of the parent's row, with the
+/// session's id carried in the column label (every field of the
+/// associated data is length-prefixed, so this label cannot be confused
+/// with any other table or column).
+fn column(session_id: Uuid) -> String {
+    format!("successor/session={session_id}")
+}
+
+/// Seals `successor` for storage in its parent's row.
+pub fn seal(
+    ring: &KeyRing,
+    session_id: Uuid,
+    parent_id: Uuid,
+    successor: &str,
+) -> Result<Vec<u8>, CryptoError> {
+    let column = column(session_id);
+    aead::seal_str(
+        ring,
+        &Aad::new("refresh_tokens", &column, parent_id),
+        successor,
+    )
+}
+
+/// Opens a successor sealed by [`seal`] for the same session and parent.
+pub fn open(
+    ring: &KeyRing,
+    session_id: Uuid,
+    parent_id: Uuid,
+    sealed: &[u8],
+) -> Result<Zeroizing<String>, CryptoError> {
+    let column = column(session_id);
+    aead::open_string(
+        ring,
+        &Aad::new("refresh_tokens", &column, parent_id),
+        sealed,
+    )
+}
+
+/// Clears every sealed successor whose parent was retired more than
+/// `grace` before `now` (no retry can use it any more); returns how many.
+pub async fn clear_expired(db: &PgPool, now: DateTime<Utc>, grace: Duration) -> sqlx::Result<u64> {
+    let cleared = sqlx::query!(
+        r#"UPDATE refresh_tokens SET successor_ciphertext = NULL
+           WHERE successor_ciphertext IS NOT NULL AND used_at < $1"#,
+        now - grace,
+    )
+    .execute(db)
+    .await?;
+    Ok(cleared.rows_affected())
+}
+
+/// Clears expired sealed successors every [`SWEEP_INTERVAL`] until `stop`.
+pub async fn run_sweeper(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let now = state.clock.now();
+        match clear_expired(&state.db, now, state.config.auth.refresh_grace).await {
+            Ok(n) if n > 0 => {
+                metrics::counter!("refresh_successors_cleared_total").increment(n);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "clearing sealed refresh successors failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_256_random_bits() {
+        let a = new_token();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, new_token());
+    }
+
+    #[test]
+    fn a_sealed_successor_opens_only_for_its_session_and_parent() {
+        let ring = KeyRing::generate_single(1);
+        let (session, parent) = (Uuid::now_v7(), Uuid::now_v7());
+        let token = new_token();
+        let sealed = seal(&ring, session, parent, &token).unwrap();
+        assert!(!sealed.windows(token.len()).any(|w| w == token.as_bytes()));
+        assert_eq!(&**open(&ring, session, parent, &sealed).unwrap(), &token);
+        assert_eq!(
+            open(&ring, Uuid::now_v7(), parent, &sealed).unwrap_err(),
+            CryptoError::Decrypt
+        );
+        assert_eq!(
+            open(&ring, session, Uuid::now_v7(), &sealed).unwrap_err(),
+            CryptoError::Decrypt
+        );
+        let other = KeyRing::generate_single(1);
+        assert!(open(&other, session, parent, &sealed).is_err());
+    }
+}
