@@ -592,7 +592,8 @@ pub struct ExportResponse {
     /// The caller's requests for a higher rate-limit tier, newest first.
     pub rate_limit_requests: Vec<crate::rate_limit_requests::RateLimitRequest>,
     /// Per day, how many of the caller's requests were refused with 429
-    /// (kept 31 days, shown to staff deciding a rate-limit request).
+    /// (today and the 30 days before, shown to staff deciding a
+    /// rate-limit request).
     pub rate_limit_refusals: Vec<crate::rate_limit::refusals::RefusalDay>,
     pub mfa: MfaExport,
     /// The most recent 1000 events about the caller.

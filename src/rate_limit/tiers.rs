@@ -23,8 +23,9 @@ use uuid::Uuid;
 const INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Accounts whose tier ends, per transaction.
 const BATCH: i64 = 100;
-/// Days of 429 counts kept (staff see the last 30).
-const REFUSALS_KEPT_DAYS: u64 = 31;
+/// Days before today whose 429 counts are kept: with today, 31 days
+/// (staff see the last 30).
+const REFUSALS_KEPT_DAYS: u64 = 30;
 
 /// A user's tier as the limiter applies it now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

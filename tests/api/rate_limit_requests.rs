@@ -550,10 +550,22 @@ async fn support_reads_masked_but_cannot_decide_aal1_staff_are_refused_and_nobod
     assert_eq!(queue["items"][0]["pii_masked"], true);
     assert_eq!(queue["items"][0]["reason"], reason);
 
-    // Support may not decide; an aal1 admin may do nothing.
+    // Support may not decide, a user's request or their own; an aal1
+    // admin may do nothing.
     let r = decide(&app, support.access(), id, &json!({"decision": "approve"})).await;
     assert_eq!(r.status(), 403);
     assert_eq!(problem(r).await["code"], "forbidden");
+    let theirs = ask_ok(&app, &support, "support wants more").await;
+    let r = decide(
+        &app,
+        support.access(),
+        theirs["id"].as_str().unwrap(),
+        &json!({"decision": "approve"}),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(problem(r).await["code"], "forbidden");
+    assert_eq!(tier_of(&app, support.user_id).await.0, "standard");
     let r = decide(
         &app,
         aal1_admin.access(),
