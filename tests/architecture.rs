@@ -40,6 +40,7 @@ const FEATURES: &[&str] = &[
     "mfa",
     "profile",
     "devices",
+    "notes",
     "admin",
     "alerts",
     "mail",

@@ -20,6 +20,7 @@ mod helpers;
 mod mail;
 mod metrics;
 mod mfa;
+mod notes;
 mod notices;
 mod openapi;
 mod profile;
