@@ -23,6 +23,7 @@ mod mfa;
 mod notes;
 mod notices;
 mod openapi;
+mod owned;
 mod profile;
 mod rate_limits;
 mod readiness;
