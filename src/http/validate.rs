@@ -20,6 +20,21 @@ pub fn no_control_chars(value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Longer free text (a note's body): like [`no_control_chars`], but line
+/// feeds and tabs are allowed.
+pub fn no_control_chars_but_newline_and_tab(value: &str) -> Result<(), ValidationError> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(error(
+            "control_characters",
+            "Control characters other than newline and tab are not allowed.",
+        ));
+    }
+    Ok(())
+}
+
 pub fn platform(value: &str) -> Result<(), ValidationError> {
     match value {
         "ios" | "android" | "web" => Ok(()),
@@ -73,6 +88,9 @@ mod tests {
     fn rules_accept_and_refuse_what_they_say() {
         assert!(no_control_chars("Ada's iPhone").is_ok());
         assert!(no_control_chars("evil\nline").is_err());
+        assert!(no_control_chars_but_newline_and_tab("two\nlines\tand a tab").is_ok());
+        assert!(no_control_chars_but_newline_and_tab("carriage\rreturn").is_err());
+        assert!(no_control_chars_but_newline_and_tab("nul\0").is_err());
         assert!(platform("ios").is_ok());
         assert!(platform("IOS").is_err());
         assert!(six_digits("012345").is_ok());

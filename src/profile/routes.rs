@@ -589,6 +589,7 @@ pub struct ExportResponse {
     pub account: MeResponse,
     pub sessions: Vec<crate::sessions::routes::SessionView>,
     pub devices: Vec<crate::devices::routes::Device>,
+    pub notes: Vec<crate::notes::Note>,
     pub mfa: MfaExport,
     /// The most recent 1000 events about the caller.
     pub audit_events: Vec<AuditExport>,
@@ -611,6 +612,7 @@ pub async fn export_me(
         .into_iter()
         .map(Into::into)
         .collect();
+    let notes = crate::notes::export(&mut tx, &key).await?;
     let mfa = db::mfa_state(&mut tx, uid).await?;
     let audit_events = db::own_audit_events(&mut tx, uid, 1000)
         .await?
@@ -638,6 +640,7 @@ pub async fn export_me(
         account,
         sessions,
         devices,
+        notes,
         mfa: MfaExport {
             totp_enabled: mfa.enabled_at.is_some(),
             enabled_at: mfa.enabled_at,
