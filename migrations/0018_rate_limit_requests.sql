@@ -26,12 +26,11 @@ CREATE TABLE rate_limit_requests (
     note_ciphertext   bytea,
     tier_expires_at   timestamptz,
     CONSTRAINT rate_limit_requests_pkey PRIMARY KEY (request_id),
+    -- `decided_by` (the deciding administrator) has no foreign key, like
+    -- the audit trail's actor: the decision keeps naming them after their
+    -- own account is deleted, and only `user_id` ties a row to an owner.
     CONSTRAINT rate_limit_requests_user_fkey FOREIGN KEY (user_id)
         REFERENCES users (user_id) ON DELETE CASCADE,
-    -- The deciding administrator; their own account's deletion keeps the
-    -- decision (the audit trail names them).
-    CONSTRAINT rate_limit_requests_decided_by_fkey FOREIGN KEY (decided_by)
-        REFERENCES users (user_id) ON DELETE SET NULL,
     CONSTRAINT rate_limit_requests_tier_valid CHECK (requested_tier IN ('raised', 'high')),
     CONSTRAINT rate_limit_requests_status_valid
         CHECK (status IN ('pending', 'approved', 'denied', 'withdrawn')),
@@ -55,10 +54,12 @@ CREATE INDEX users_rate_limit_tier_expiry_idx
     ON users (rate_limit_tier_expires_at) WHERE rate_limit_tier_expires_at IS NOT NULL;
 
 CREATE TABLE rate_limit_refusals (
+    refusal_id uuid    NOT NULL,
     user_id    uuid    NOT NULL,
     refused_on date    NOT NULL,
     refusals   integer NOT NULL,
-    CONSTRAINT rate_limit_refusals_pkey PRIMARY KEY (user_id, refused_on),
+    CONSTRAINT rate_limit_refusals_pkey PRIMARY KEY (refusal_id),
+    CONSTRAINT rate_limit_refusals_user_day_key UNIQUE (user_id, refused_on),
     CONSTRAINT rate_limit_refusals_user_fkey FOREIGN KEY (user_id)
         REFERENCES users (user_id) ON DELETE CASCADE,
     CONSTRAINT rate_limit_refusals_positive CHECK (refusals > 0)

@@ -23,7 +23,7 @@ pub mod config;
 pub mod crypto;
 /// Development only: a project-local PostgreSQL when no DATABASE_URL is set.
 pub mod dev_db;
-/// Devices: push registrations, the example user-owned resource.
+/// Devices: push registrations, a user-owned resource.
 pub mod devices;
 /// `ApiError`, the single error type, rendered as problem+json.
 pub mod error;
@@ -37,6 +37,9 @@ pub mod listener;
 pub mod mail;
 /// Multi-factor authentication: TOTP, recovery codes, step-up.
 pub mod mfa;
+/// Notes: the example user-owned resource a fork copies (owner-scoped
+/// SQL, sealed fields, cursor pages, export, the owned-table registry).
+pub mod notes;
 /// Outbound HTTP: no redirects, bounded response bodies.
 pub mod outbound;
 /// The caller's own account: profile, email change, deletion, export.

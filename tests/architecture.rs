@@ -44,6 +44,7 @@ const FEATURES: &[&str] = &[
     "mfa",
     "profile",
     "devices",
+    "notes",
     "admin",
     "alerts",
     "mail",

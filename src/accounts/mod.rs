@@ -2,13 +2,16 @@
 //! it without being a flow of its own (the email and its encryption
 //! binding, password policy and hashing, one-time email codes, the
 //! current-password check for sensitive changes and the per-account
-//! credential limit). The sign-up, sign-in and recovery flows live in
-//! [`crate::auth`]; this module depends on none of them.
+//! credential limit), and the registry of user-owned tables
+//! ([`owned`]: plain data the tests hold the schema and the API to). The
+//! sign-up, sign-in and recovery flows live in [`crate::auth`]; this
+//! module depends on none of them.
 
 pub mod breached;
 pub mod codes;
 pub mod db;
 pub mod email;
+pub mod owned;
 pub mod password;
 pub mod policy;
 pub mod roles;

@@ -103,6 +103,11 @@ pub const DEVICE_REGISTERED: &str = "device.registration.created";
 /// A device registration was deleted by its owner. Details: `device_id`.
 pub const DEVICE_DELETED: &str = "device.registration.deleted";
 
+/// A note was created by its owner. Details: `note_id`.
+pub const NOTE_CREATED: &str = "notes.note.created";
+/// A note was deleted by its owner. Details: `note_id`.
+pub const NOTE_DELETED: &str = "notes.note.deleted";
+
 /// The owner changed profile fields. Details: `fields` (names only, never values).
 pub const PROFILE_UPDATED: &str = "user.profile.updated";
 /// An email change was requested: a code went to the new address and a

@@ -4,7 +4,8 @@
 //! not own it. It lives `UNVERIFIED_ACCOUNT_TTL_HOURS` (default 24) after
 //! its last registration; then a background pass deletes it the way an
 //! account deletion does (the data key is shredded, the row and everything
-//! hanging off it go) and audits each one (`auth.account.unverified_deleted`).
+//! hanging off it go, the client details of its retained audit rows and
+//! alerts are erased) and audits each one (`auth.account.unverified_deleted`).
 //! Rows are taken with `FOR UPDATE SKIP LOCKED`, so several processes can
 //! run the pass and a verification in progress is never cut short.
 
@@ -41,6 +42,9 @@ pub async fn purge_expired(state: &AppState) -> Result<u64, ApiError> {
                     .detail("ttl_hours", ttl.num_hours()),
             )
             .await?;
+            // Like `DELETE /v1/me`: the retained audit rows and alerts keep
+            // no IP address or user agent (accounts::owned, `Retained`).
+            crate::profile::db::erase_client_details(&mut tx, user_id).await?;
         }
         tx.commit().await?;
         total += expired.len() as u64;

@@ -1,11 +1,11 @@
-//! Devices: push-notification registrations, the example user-owned
-//! resource. Every query filters by the owner in SQL (`db.rs`), so another
-//! user's device id answers exactly like a missing one; the push token is
-//! sealed at rest and never returned.
+//! Devices: push-notification registrations, a user-owned resource. Every
+//! query filters by the owner in SQL (`db.rs`), so another user's device id
+//! answers exactly like a missing one; the push token is sealed at rest
+//! (with a blind index, so one phone registering twice refreshes its row)
+//! and never returned.
 //!
-//! A fork adds its own owned resource the same way: a table with a
-//! `user_id` foreign key, queries that take the owner as a parameter, a
-//! view type per audience, and a BOLA test (tests/api/devices.rs).
+//! The example a fork copies for its own owned resource is
+//! [`crate::notes`], which shows every verb.
 
 pub mod db;
 pub mod routes;

@@ -8,7 +8,7 @@
 //! token expires. No handler reads a token itself.
 
 use crate::{
-    accounts::{Aal, Role},
+    accounts::roles::{Aal, Role},
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::extract::ClientInfo,

@@ -70,6 +70,19 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Deserialises and validates a JSON body; public so property tests can
 /// hammer it without a server.
 pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde reads a struct from a JSON array too (`["title", "body"]` as
+    // `{title, body}`, fields by position): every body is an object here.
+    if bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        == Some(&b'[')
+    {
+        return Err(ApiError::Validation(vec![FieldError {
+            field: String::new(),
+            code: "invalid_type".into(),
+            message: "The body must be a JSON object.".into(),
+        }]));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(from_serde)?;
     de.end().map_err(|_| ApiError::MalformedJson)?;
@@ -390,6 +403,15 @@ mod tests {
             ("inner.x", "unknown_field")
         );
         assert_eq!(err(r#"{"name":"ok"}"#).0, "ok");
+        // serde would read `["ok", null]` as `{name: "ok", inner: null}`.
+        for array in [r#"["ok", null]"#, " \n [\"ok\"]"] {
+            let (_, e) = err(array);
+            assert_eq!(
+                (e[0].field.as_str(), e[0].code.as_str()),
+                ("", "invalid_type"),
+                "{array}"
+            );
+        }
     }
 
     #[test]

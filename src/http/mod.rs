@@ -56,6 +56,7 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::alerts::routes::router())
         .merge(crate::admin::users::router())
         .merge(crate::devices::routes::router())
+        .merge(crate::notes::routes::router())
         .merge(crate::profile::routes::router())
         .merge(crate::admin::accounts::router())
         .merge(crate::admin::client_policy::router())

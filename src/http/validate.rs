@@ -40,6 +40,21 @@ pub fn no_bidi_controls(value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Longer free text (a note's body): like [`no_control_chars`], but line
+/// feeds and tabs are allowed.
+pub fn no_control_chars_but_newline_and_tab(value: &str) -> Result<(), ValidationError> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(error(
+            "control_characters",
+            "Control characters other than newline and tab are not allowed.",
+        ));
+    }
+    Ok(())
+}
+
 pub fn platform(value: &str) -> Result<(), ValidationError> {
     match value {
         "ios" | "android" | "web" => Ok(()),
@@ -96,6 +111,9 @@ mod tests {
         assert!(no_control_chars("\u{1b}[31mred").is_err());
         assert!(no_bidi_controls("Ada's app 👨‍👩‍👧").is_ok());
         assert!(no_bidi_controls("evil\u{202E}txt.exe").is_err());
+        assert!(no_control_chars_but_newline_and_tab("two\nlines\tand a tab").is_ok());
+        assert!(no_control_chars_but_newline_and_tab("carriage\rreturn").is_err());
+        assert!(no_control_chars_but_newline_and_tab("nul\0").is_err());
         assert!(platform("ios").is_ok());
         assert!(platform("IOS").is_err());
         assert!(six_digits("012345").is_ok());

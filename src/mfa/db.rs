@@ -1,6 +1,6 @@
 //! Queries over `mfa_totp`, `recovery_codes` and `mfa_challenges`.
 
-use crate::accounts::{Role, Status};
+use crate::accounts::roles::{Role, Status};
 use crate::crypto::CodeMac;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

@@ -589,6 +589,7 @@ pub struct ExportResponse {
     pub account: MeResponse,
     pub sessions: Vec<crate::sessions::routes::SessionView>,
     pub devices: Vec<crate::devices::routes::Device>,
+    pub notes: Vec<crate::notes::Note>,
     /// The caller's requests for a higher rate-limit tier, newest first.
     pub rate_limit_requests: Vec<crate::rate_limit_requests::RateLimitRequest>,
     /// Per day, how many of the caller's requests were refused with 429
@@ -617,6 +618,7 @@ pub async fn export_me(
         .into_iter()
         .map(Into::into)
         .collect();
+    let notes = crate::notes::export(&mut tx, &key).await?;
     let rate_limit_requests = crate::rate_limit_requests::export(&mut tx, &key).await?;
     state.refusals.flush(&state.db, now.date_naive()).await?;
     let rate_limit_refusals = crate::rate_limit::refusals::days(&mut tx, uid).await?;
@@ -647,6 +649,7 @@ pub async fn export_me(
         account,
         sessions,
         devices,
+        notes,
         rate_limit_requests,
         rate_limit_refusals,
         mfa: MfaExport {

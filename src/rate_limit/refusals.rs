@@ -65,11 +65,11 @@ impl RefusalCounter {
             .map(|(user, n)| (*user, i32::try_from(*n).unwrap_or(i32::MAX)))
             .unzip();
         let written = sqlx::query!(
-            r#"INSERT INTO rate_limit_refusals (user_id, refused_on, refusals)
-               SELECT t.user_id, $3, t.n
+            r#"INSERT INTO rate_limit_refusals (refusal_id, user_id, refused_on, refusals)
+               SELECT gen_random_uuid(), t.user_id, $3, t.n
                FROM unnest($1::uuid[], $2::int4[]) AS t(user_id, n)
                WHERE EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id)
-               ON CONFLICT ON CONSTRAINT rate_limit_refusals_pkey
+               ON CONFLICT ON CONSTRAINT rate_limit_refusals_user_day_key
                DO UPDATE SET refusals = least(
                    rate_limit_refusals.refusals::bigint + EXCLUDED.refusals, 2147483647)::int4"#,
             &users,

@@ -2,7 +2,7 @@
 //! or changes a session on behalf of a user filters by that user in SQL,
 //! so "not yours" and "missing" are the same empty result.
 
-use crate::accounts::{Aal, Role, Status};
+use crate::accounts::roles::{Aal, Role, Status};
 use chrono::{DateTime, Utc};
 use sqlx::{types::ipnetwork::IpNetwork, PgConnection};
 use uuid::Uuid;

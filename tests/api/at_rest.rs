@@ -3,7 +3,7 @@
 //! answers with a problem, not a crash); master-key rotation re-wraps every
 //! user key; and no response of a full scenario carries a hash, key or token.
 
-use crate::helpers::{TestApp, TestUser};
+use crate::helpers::{contains, dump_everything, TestApp, TestUser};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -17,49 +17,6 @@ const PII: &[&str] = &[
     "QX9 9ZZ",
     "push-token-ferdinand-0001",
 ];
-
-/// Every row of every table in the public schema as text, with bytea
-/// columns also decoded as raw bytes.
-async fn dump_everything(app: &TestApp) -> String {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-    )
-    .fetch_all(&app.db)
-    .await
-    .unwrap();
-    assert!(tables.len() >= 10, "{tables:?}");
-    let mut all = String::new();
-    for table in tables {
-        let rows: Vec<String> =
-            sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
-                .fetch_all(&app.db)
-                .await
-                .unwrap();
-        for row in rows {
-            all.push_str(&row);
-            all.push('\n');
-        }
-        let columns: Vec<String> = sqlx::query_scalar(
-            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 AND data_type = 'bytea'",
-        )
-        .bind(&table)
-        .fetch_all(&app.db)
-        .await
-        .unwrap();
-        for column in columns {
-            let values: Vec<Option<Vec<u8>>> =
-                sqlx::query_scalar(&format!("SELECT \"{column}\" FROM \"{table}\""))
-                    .fetch_all(&app.db)
-                    .await
-                    .unwrap();
-            for v in values.into_iter().flatten() {
-                all.push_str(&String::from_utf8_lossy(&v));
-                all.push('\n');
-            }
-        }
-    }
-    all
-}
 
 async fn person_with_everything(app: &TestApp) -> TestUser {
     let user = app.signed_up_user(PII[0]).await;
@@ -105,13 +62,15 @@ async fn a_raw_scan_of_every_table_finds_no_known_pii_in_clear() {
         .await;
     assert_eq!(r.status(), 202);
     let dump = dump_everything(&app).await;
+    assert!(dump.len() >= 10);
     for value in PII
         .iter()
         .chain(&["pii.pending@example.com", "Wallaby", "Quixotic"])
     {
-        assert!(!dump.contains(value), "{value} is stored in clear");
-        let lower = value.to_lowercase();
-        assert!(!dump.to_lowercase().contains(&lower), "{value} (any case)");
+        let lower = value.to_ascii_lowercase();
+        if let Some((table, _)) = dump.iter().find(|(_, v)| contains(v, lower.as_bytes())) {
+            panic!("{value} is stored in clear (any case) in {table}");
+        }
     }
     // The API still reads all of it back for the owner.
     let me: Value = app

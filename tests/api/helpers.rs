@@ -701,6 +701,54 @@ pub async fn problem(response: reqwest::Response) -> Value {
     response.json().await.unwrap()
 }
 
+/// Every value of every table of the schema, by table: each row as
+/// `row_to_json` text (where bytea shows as hex) and every bytea value as
+/// its raw bytes, all in ASCII lower case, for "never stored in clear"
+/// checks (`contains`).
+pub async fn dump_everything(app: &TestApp) -> Vec<(String, Vec<u8>)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    for table in tables {
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!(r#"SELECT row_to_json(t)::text FROM "{table}" t"#))
+                .fetch_all(&app.db)
+                .await
+                .unwrap();
+        all.extend(rows.into_iter().map(|r| (table.clone(), r.into_bytes())));
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = $1 AND data_type = 'bytea'",
+        )
+        .bind(&table)
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+        for column in columns {
+            let values: Vec<Option<Vec<u8>>> =
+                sqlx::query_scalar(&format!(r#"SELECT "{column}" FROM "{table}""#))
+                    .fetch_all(&app.db)
+                    .await
+                    .unwrap();
+            all.extend(values.into_iter().flatten().map(|v| (table.clone(), v)));
+        }
+    }
+    for (_, v) in &mut all {
+        v.make_ascii_lowercase();
+    }
+    all
+}
+
+/// Whether `needle` (non-empty) occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 // ---- Probe routes: test-only handlers behind the production layers. ----
 
 #[derive(Debug, Deserialize, Serialize, Validate)]
