@@ -36,8 +36,11 @@ CREATE TABLE rate_limit_requests (
         CHECK (status IN ('pending', 'approved', 'denied', 'withdrawn')),
     CONSTRAINT rate_limit_requests_decided_consistent
         CHECK ((status = 'pending') = (decided_at IS NULL)),
+    -- A decision always names who made it; nothing else carries a decider
+    -- or a note.
     CONSTRAINT rate_limit_requests_decider_consistent
-        CHECK (status IN ('approved', 'denied') OR (decided_by IS NULL AND note_ciphertext IS NULL)),
+        CHECK ((status IN ('approved', 'denied')) = (decided_by IS NOT NULL)
+               AND (status IN ('approved', 'denied') OR note_ciphertext IS NULL)),
     CONSTRAINT rate_limit_requests_expiry_consistent
         CHECK (tier_expires_at IS NULL OR status = 'approved')
 );

@@ -253,6 +253,14 @@ fn tier_already_reached() -> ApiError {
     }
 }
 
+/// 409 `tier_would_lapse`.
+fn tier_would_lapse() -> ApiError {
+    ApiError::Conflict {
+        code: "tier_would_lapse",
+        detail: "The account holds a raised tier that lasts longer than this approval; when it ended, the account would fall to standard. Approve without expires_in_days, or set the tier directly.",
+    }
+}
+
 pub async fn decide_rate_limit_request(
     State(state): State<AppState>,
     RequireRole(admin, _): RequireRole<Admin>,
@@ -311,6 +319,17 @@ pub async fn decide_rate_limit_request(
             audit::record(&mut tx, now, &refused.detail("reason", "tier_not_higher")).await?;
             tx.commit().await?;
             return Err(tier_already_reached());
+        }
+        // A time-limited approval falls back to `standard` when it ends: it
+        // must not cut short a raised tier the account holds for longer
+        // (permanently, or past this approval's end).
+        if let Some(until) = expires_at {
+            let outlives = current.expires_at.is_none_or(|held| held > until);
+            if current.tier != Tier::Standard && outlives {
+                audit::record(&mut tx, now, &refused.detail("reason", "tier_would_lapse")).await?;
+                tx.commit().await?;
+                return Err(tier_would_lapse());
+            }
         }
     }
     db::decide(

@@ -12,7 +12,7 @@ use crate::{
     audit::{self, events, AuditEvent, Outcome},
     error::{request_pending, ApiError},
     http::{
-        auth::{invalid_token, AuthUser},
+        auth::{invalid_token, Aal2, AuthUser},
         extract::{ClientInfo, Json, Path, Query},
         routes::ApiRouter,
         validate,
@@ -104,9 +104,12 @@ pub fn already_decided() -> ApiError {
     }
 }
 
+// Filing and withdrawing take an aal2 session when MFA is on (`Aal2`): a
+// stolen password-level session must not be able to speak to staff in the
+// owner's name, or spend the owner's five requests a month.
 pub async fn create_rate_limit_request(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Aal2(auth): Aal2,
     client: ClientInfo,
     Json(req): Json<CreateRateLimitRequest>,
 ) -> Result<(StatusCode, JsonResponse<RateLimitRequest>), ApiError> {
@@ -199,7 +202,7 @@ pub async fn list_rate_limit_requests(
 /// toward the window cap.
 pub async fn withdraw_rate_limit_request(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Aal2(auth): Aal2,
     client: ClientInfo,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {

@@ -1067,3 +1067,79 @@ async fn staff_page_through_requests_by_status() {
         assert_eq!(problem(r).await["errors"][0]["code"], code, "{query}");
     }
 }
+
+#[tokio::test]
+async fn a_time_limited_approval_never_cuts_short_a_longer_raised_tier() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("held@example.com").await;
+    let admin = app.staff_user("admin@example.com", "admin").await;
+    // The account holds `raised` for good, set by hand.
+    let path = format!("/v1/admin/users/{}/rate-limit-tier", user.user_id);
+    let r = app
+        .send_auth(
+            Method::PUT,
+            &path,
+            admin.access(),
+            Some(&json!({ "tier": "raised" })),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let made = ask(
+        &app,
+        &user,
+        &json!({"reason": "a week of high", "requested_tier": "high"}),
+    )
+    .await;
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    let id = made["id"].as_str().unwrap();
+    // Approving `high` for a week would drop the account to `standard`
+    // when the week ends, ending the permanent `raised` with it.
+    let r = decide(
+        &app,
+        admin.access(),
+        id,
+        &json!({"decision": "approve", "expires_in_days": 7}),
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(problem(r).await["code"], "tier_would_lapse");
+    assert_eq!(tier_of(&app, user.user_id).await, ("raised".into(), None));
+    assert_eq!(list(&app, &user).await["items"][0]["status"], "pending");
+    // Without an end it is granted, and nothing lapses later.
+    let r = decide(&app, admin.access(), id, &json!({"decision": "approve"})).await;
+    assert_eq!(r.status(), 200);
+    app.clock.advance(Duration::days(400));
+    mobile_backend::rate_limit::tiers::expire_due(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(tier_of(&app, user.user_id).await, ("high".into(), None));
+}
+
+#[tokio::test]
+async fn a_password_level_session_cannot_file_or_withdraw_once_mfa_is_on() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("twofactor@example.com").await;
+    // A session from before MFA was turned on stays aal1 (a stolen one, say).
+    let older: Value = app
+        .login("twofactor@example.com", &user.password)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let older = older["access_token"].as_str().unwrap().to_owned();
+    let made = ask_ok(&app, &user, "before MFA").await;
+    let id = made["id"].as_str().unwrap();
+    app.enable_totp(&user).await;
+    let r = app
+        .post_auth(REQUESTS, &older, Some(&json!({"reason": "in your name"})))
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(problem(r).await["code"], "mfa_required");
+    let r = app.delete_auth(&format!("{REQUESTS}/{id}"), &older).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(problem(r).await["code"], "mfa_required");
+    assert_eq!(list(&app, &user).await["items"][0]["status"], "pending");
+    // The session that completed the second factor may.
+    assert_eq!(withdraw(&app, &user, id).await.status(), 204);
+}
