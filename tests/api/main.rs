@@ -28,6 +28,7 @@ mod rate_limits;
 mod readiness;
 mod refresh;
 mod review_attacks;
+mod rotation;
 mod sessions;
 mod storage;
 mod tls;
