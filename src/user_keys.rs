@@ -53,9 +53,10 @@ impl UserKey {
     }
 
     fn from_key(user_id: Uuid, key: Key) -> Self {
-        let ring = KeyRing::new(USER_KEY_ID, vec![(USER_KEY_ID, key)])
-            .unwrap_or_else(|_| unreachable!("a one-key ring with its own primary id is valid"));
-        Self { user_id, ring }
+        Self {
+            user_id,
+            ring: KeyRing::single(USER_KEY_ID, key),
+        }
     }
 
     fn wrap(&self, master: &KeyRing) -> Result<(u32, Vec<u8>), CryptoError> {
