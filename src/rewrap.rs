@@ -22,7 +22,7 @@
 //! per key.
 
 use crate::{
-    crypto::{aead, CryptoError, KeyRing},
+    crypto::{aead, KeyRing},
     mail,
     sessions::successor,
     user_keys,
@@ -32,37 +32,7 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// A stored value that did not open: which table, which row, and why. The
-/// row is left as it was; its key must stay in `DATA_KEYS` (or the row be
-/// repaired or deleted) before that key leaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unreadable {
-    pub what: &'static str,
-    pub row: Uuid,
-    pub reason: String,
-}
-
-impl Unreadable {
-    pub fn new(what: &'static str, row: Uuid, error: &CryptoError) -> Self {
-        Self {
-            what,
-            row,
-            reason: error.to_string(),
-        }
-    }
-}
-
-/// One batch of a rewrap.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Batch {
-    /// Values re-sealed under the current key.
-    pub done: u64,
-    /// Values that did not open: reported, left as they are, passed over.
-    pub unreadable: Vec<Unreadable>,
-    /// The last row id this batch looked at, where the next batch starts;
-    /// `None` when nothing was left.
-    pub last: Option<Uuid>,
-}
+pub use crate::user_keys::{Batch, Unreadable};
 
 /// What is sealed under the master ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

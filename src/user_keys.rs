@@ -20,12 +20,45 @@
 use crate::{
     crypto::{aead, Aad, CryptoError, Key, KeyRing},
     error::ApiError,
-    rewrap::{Batch, Unreadable},
 };
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 use zeroize::Zeroizing;
+
+/// A value sealed under the master ring that did not open (here, or in
+/// the other tables [`crate::rewrap`] re-seals): which table, which row,
+/// and why. The row is left as it was; its key must stay in `DATA_KEYS`
+/// (or the row be repaired or deleted) before that key leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub what: &'static str,
+    pub row: Uuid,
+    pub reason: String,
+}
+
+impl Unreadable {
+    pub fn new(what: &'static str, row: Uuid, error: &CryptoError) -> Self {
+        Self {
+            what,
+            row,
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// One batch of a rewrap (here, because [`crate::rewrap`] depends on this
+/// module and not the other way round).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Values re-sealed under the current key.
+    pub done: u64,
+    /// Values that did not open: reported, left as they are, passed over.
+    pub unreadable: Vec<Unreadable>,
+    /// The last row id this batch looked at, where the next batch starts;
+    /// `None` when nothing was left.
+    pub last: Option<Uuid>,
+}
 
 /// What [`Unreadable`] reports rows of this table as.
 const WHAT: &str = "user_keys";
