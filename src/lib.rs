@@ -52,6 +52,8 @@ pub mod rate_limit_requests;
 pub mod reindex;
 /// The id of the request being served, for errors, logs and audit rows.
 pub mod request_scope;
+/// Rotating the master data keys: `keys rewrap`, usage per master key.
+pub mod rewrap;
 /// Sessions, refresh-token rotation and reuse detection.
 pub mod sessions;
 /// Building and running the application with graceful shutdown.

@@ -119,9 +119,12 @@ enum KeysCommand {
         #[arg(long, value_enum, default_value = "data")]
         ring: RingArg,
     },
-    /// Re-wrap every user data key under the current master key, in
-    /// batches (resumable, safe while the service serves). Afterwards the
-    /// old master keys can be removed from DATA_KEYS.
+    /// Re-seal under the current master key everything sealed under an
+    /// older one (by each value's header): user data keys, mail waiting in
+    /// the outbox, sealed refresh successors; in batches (resumable, safe
+    /// while the service serves). A value that does not open is reported
+    /// and skipped, and the run then exits 1. Only when it ends "done" can
+    /// the old master keys be removed from DATA_KEYS.
     Rewrap {
         #[arg(long, default_value_t = 500)]
         batch: i64,
@@ -134,7 +137,8 @@ enum KeysCommand {
         #[arg(long = "batch-size", default_value_t = 500)]
         batch_size: i64,
     },
-    /// How many user data keys each master key still wraps, how many
+    /// How many user data keys (checked one by one), queued mails and
+    /// sealed refresh successors each master key still seals, how many
     /// blind indexes each index key computed, and how many usable codes
     /// each code key made.
     Status,
@@ -307,32 +311,37 @@ fn rotate_ring(which: RingName) -> anyhow::Result<()> {
 
 /// `keys rewrap`, `keys reindex` and `keys status`: they read the database.
 async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Result<()> {
-    use mobile_backend::user_keys;
     let pool = startup::connect(&config).await?;
     startup::migrate(&config, &pool).await?;
     let keys = Keys::load(&config)?;
     match command {
         KeysCommand::Rewrap { batch } => {
+            use mobile_backend::rewrap;
             let batch = batch.clamp(1, 10_000);
             let current = keys.data.primary_id();
-            let mut total = 0;
-            loop {
-                let now = mobile_backend::clock::Clock::system().now();
-                let step = user_keys::rewrap_batch(&pool, &keys.data, batch, now).await?;
-                total += step.rewrapped;
-                println!(
-                    "rewrapped {total} user keys under master key {current}; {} remaining",
-                    step.remaining
+            let clock = mobile_backend::clock::Clock::system();
+            let outcome = rewrap::run(
+                &pool,
+                &keys.data,
+                batch,
+                || clock.now(),
+                |line| println!("{line}"),
+            )
+            .await?;
+            if !outcome.complete() {
+                for bad in &outcome.unreadable {
+                    eprintln!(
+                        "NOT REWRAPPED: {} row {}: {}",
+                        bad.what, bad.row, bad.reason
+                    );
+                }
+                anyhow::bail!(
+                    "not done: {} values do not open and {} remain not under master key {current} (see above and `keys status`); keep every older master key in DATA_KEYS until nothing is left under it",
+                    outcome.unreadable.len(),
+                    outcome.per_kind.iter().map(|(_, _, left)| left).sum::<u64>()
                 );
-                if step.remaining == 0 {
-                    break;
-                }
-                if step.rewrapped == 0 {
-                    // Every remaining row is locked by another rewrap run.
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
             }
-            println!("done: every user key is wrapped by master key {current}; older master keys can leave DATA_KEYS once no backup you keep needs them");
+            println!("done: every user key, queued mail and sealed refresh successor is sealed under master key {current}; older master keys can leave DATA_KEYS once no backup you keep needs them");
         }
         KeysCommand::Reindex { batch_size } => {
             use mobile_backend::reindex::{self, Column};
@@ -363,17 +372,9 @@ async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Res
         }
         KeysCommand::Status => {
             let mut conn = pool.acquire().await?;
-            let counts = user_keys::status(&mut conn).await?;
-            println!("current master key: {}", keys.data.primary_id());
-            for (id, n) in counts {
-                let note = if id == keys.data.primary_id() {
-                    "current"
-                } else if keys.data.get(id).is_some() {
-                    "older, in DATA_KEYS: run `keys rewrap`"
-                } else {
-                    "MISSING from DATA_KEYS: these users' data cannot be read"
-                };
-                println!("master key {id}: {n} user keys ({note})");
+            let usage = mobile_backend::rewrap::usage(&mut conn, &keys.data).await?;
+            for line in mobile_backend::rewrap::report(&keys.data, &usage) {
+                println!("{line}");
             }
             let now = mobile_backend::clock::Clock::system().now();
             let index = mobile_backend::reindex::index_usage(&mut conn, now).await?;

@@ -26,6 +26,43 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+/// A value sealed under the master ring that did not open (here, or in
+/// the other tables [`crate::rewrap`] re-seals): which table, which row,
+/// and why. The row is left as it was; its key must stay in `DATA_KEYS`
+/// (or the row be repaired or deleted) before that key leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub what: &'static str,
+    pub row: Uuid,
+    pub reason: String,
+}
+
+impl Unreadable {
+    pub fn new(what: &'static str, row: Uuid, error: &CryptoError) -> Self {
+        Self {
+            what,
+            row,
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// One batch of a rewrap (here, because [`crate::rewrap`] depends on this
+/// module and not the other way round).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Values re-sealed under the current key.
+    pub done: u64,
+    /// Values that did not open: reported, left as they are, passed over.
+    pub unreadable: Vec<Unreadable>,
+    /// The last row id this batch looked at, where the next batch starts;
+    /// `None` when nothing was left.
+    pub last: Option<Uuid>,
+}
+
+/// What [`Unreadable`] reports rows of this table as.
+const WHAT: &str = "user_keys";
+
 /// The key id written into the header of values sealed under a user key.
 const USER_KEY_ID: u32 = 0;
 
@@ -49,9 +86,10 @@ impl UserKey {
     }
 
     fn from_key(user_id: Uuid, key: Key) -> Self {
-        let ring = KeyRing::new(USER_KEY_ID, vec![(USER_KEY_ID, key)])
-            .unwrap_or_else(|_| unreachable!("a one-key ring with its own primary id is valid"));
-        Self { user_id, ring }
+        Self {
+            user_id,
+            ring: KeyRing::single(USER_KEY_ID, key),
+        }
     }
 
     fn wrap(&self, master: &KeyRing) -> Result<(u32, Vec<u8>), CryptoError> {
@@ -145,83 +183,151 @@ pub async fn shred(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool>
     Ok(done.rows_affected() == 1)
 }
 
-/// How many user keys each master key wraps.
-pub async fn status(conn: &mut PgConnection) -> sqlx::Result<Vec<(u32, i64)>> {
-    let rows = sqlx::query!(
-        r#"SELECT master_key_id, count(*) AS "keys!" FROM user_keys
-           GROUP BY master_key_id ORDER BY master_key_id"#
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (u32::try_from(r.master_key_id).unwrap_or(0), r.keys))
-        .collect())
+/// What a value sealed under the master ring holds for the rotation: the
+/// key id in its authenticated header, or why it has none.
+pub fn header_key(sealed: &[u8]) -> Result<u32, CryptoError> {
+    aead::key_id_of(sealed)
 }
 
-/// Progress of a re-wrap run.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Rewrapped {
-    pub rewrapped: u64,
-    pub remaining: u64,
+/// What `keys status` reports about `user_keys`: how many wrapped keys
+/// each master key id (read from each value's authenticated header)
+/// wraps, how many rows' plain `master_key_id` column disagrees with the
+/// header, and every row that does not unwrap with the ring.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// (master key id from the header, user keys), by id.
+    pub per_key: Vec<(u32, i64)>,
+    /// Rows whose header is not in the sealed format at all.
+    pub malformed: i64,
+    /// Rows whose `master_key_id` column names another key than the header.
+    pub column_mismatch: i64,
+    /// Rows that do not unwrap with `DATA_KEYS` (corrupt, or under a key
+    /// not in the ring).
+    pub unreadable: Vec<Unreadable>,
 }
 
-/// Re-wraps up to `batch` user keys not yet under `master`'s current key.
+/// Reads every wrapped key (in pages by user id, no locks) and tries to
+/// unwrap it with `master`: a full check, not a count of a plain column.
+pub async fn status(conn: &mut PgConnection, master: &KeyRing) -> sqlx::Result<KeyStatus> {
+    const PAGE: i64 = 1000;
+    let mut out = KeyStatus::default();
+    let mut per_key = std::collections::BTreeMap::<u32, i64>::new();
+    let mut after: Option<Uuid> = None;
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT user_id, master_key_id, wrapped_key FROM user_keys
+               WHERE $1::uuid IS NULL OR user_id > $1
+               ORDER BY user_id LIMIT $2"#,
+            after,
+            PAGE,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.user_id);
+        for row in rows {
+            match header_key(&row.wrapped_key) {
+                Ok(id) => {
+                    *per_key.entry(id).or_default() += 1;
+                    if i64::from(id) != row.master_key_id {
+                        out.column_mismatch += 1;
+                    }
+                }
+                Err(_) => out.malformed += 1,
+            }
+            if let Err(e) = UserKey::unwrap(master, row.user_id, &row.wrapped_key) {
+                out.unreadable.push(Unreadable::new(WHAT, row.user_id, &e));
+            }
+        }
+    }
+    out.per_key = per_key.into_iter().collect();
+    Ok(out)
+}
+
+/// Re-wraps up to `batch` user keys after `after` (by user id) that are
+/// not yet under `master`'s current key.
+///
+/// A row is chosen by the key id in its wrapped value's authenticated
+/// header, not by the plain `master_key_id` column: an edited column can
+/// neither hide a row from the rewrap (and so lose it when the old key
+/// leaves) nor make the rewrap skip one; a row whose column disagrees with
+/// its header is rewrapped too, which sets the column right.
 ///
 /// Each batch is one short transaction that locks only its rows (`SKIP
 /// LOCKED`, so two runs share the work and requests that load keys are not
 /// blocked), and a row is updated only if it still holds the wrapped key we
-/// read. Stopping at any point loses nothing: a later run picks up the
-/// rows still under an old key.
+/// read. A row that does not unwrap is reported in
+/// [`Batch::unreadable`] and passed over: pages go by user id
+/// (`after`), so such a row cannot hold up, or loop, the rest. Stopping at
+/// any point loses nothing: a later run picks up the rows still under an
+/// old key.
 pub async fn rewrap_batch(
     pool: &PgPool,
     master: &KeyRing,
+    after: Option<Uuid>,
     batch: i64,
     now: DateTime<Utc>,
-) -> Result<Rewrapped, anyhow::Error> {
-    let current = i64::from(master.primary().0);
+) -> Result<Batch, anyhow::Error> {
+    let current = master.primary().0;
+    let header = aead::header_for(current);
     let mut tx = pool.begin().await?;
     let rows = sqlx::query!(
         r#"SELECT user_id, wrapped_key FROM user_keys
-           WHERE master_key_id <> $1
-           ORDER BY user_id LIMIT $2
+           WHERE ($1::uuid IS NULL OR user_id > $1)
+             AND (substring(wrapped_key FROM 1 FOR 5) <> $2 OR master_key_id <> $3)
+           ORDER BY user_id LIMIT $4
            FOR UPDATE SKIP LOCKED"#,
-        current,
+        after,
+        &header[..],
+        i64::from(current),
         batch,
     )
     .fetch_all(&mut *tx)
     .await?;
-    let mut done = 0u64;
+    let mut out = Batch {
+        last: rows.last().map(|r| r.user_id),
+        ..Batch::default()
+    };
     for row in rows {
-        let key = UserKey::unwrap(master, row.user_id, &row.wrapped_key).map_err(|e| {
-            anyhow::anyhow!(
-                "user {}: {e} (is the key that wrapped it still in DATA_KEYS?)",
-                row.user_id
-            )
-        })?;
+        let key = match UserKey::unwrap(master, row.user_id, &row.wrapped_key) {
+            Ok(key) => key,
+            Err(e) => {
+                out.unreadable.push(Unreadable::new(WHAT, row.user_id, &e));
+                continue;
+            }
+        };
         let (master_id, wrapped) = key.wrap(master)?;
         sqlx::query!(
-            "UPDATE user_keys SET master_key_id = $2, wrapped_key = $3, rewrapped_at = $4 WHERE user_id = $1",
+            r#"UPDATE user_keys SET master_key_id = $2, wrapped_key = $3, rewrapped_at = $4
+               WHERE user_id = $1 AND wrapped_key = $5"#,
             row.user_id,
             i64::from(master_id),
             wrapped,
             now,
+            row.wrapped_key,
         )
         .execute(&mut *tx)
         .await?;
-        done += 1;
+        out.done += 1;
     }
     tx.commit().await?;
-    let remaining = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM user_keys WHERE master_key_id <> $1"#,
-        current
+    Ok(out)
+}
+
+/// User keys not yet under `master`'s current key (by header), or whose
+/// `master_key_id` column says otherwise.
+pub async fn remaining(pool: &PgPool, master: &KeyRing) -> sqlx::Result<u64> {
+    let current = master.primary().0;
+    let header = aead::header_for(current);
+    let n = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM user_keys
+           WHERE substring(wrapped_key FROM 1 FOR 5) <> $1 OR master_key_id <> $2"#,
+        &header[..],
+        i64::from(current),
     )
     .fetch_one(pool)
     .await?;
-    Ok(Rewrapped {
-        rewrapped: done,
-        remaining: u64::try_from(remaining).unwrap_or(0),
-    })
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 #[cfg(test)]

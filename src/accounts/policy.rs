@@ -63,7 +63,12 @@ impl PolicyViolation {
 /// characters on one keyboard matches the same password typed on another.
 /// Idempotent, so normalising twice is harmless.
 pub fn normalize(password: &str) -> String {
-    password.nfkc().collect()
+    // Allocated once at NFKC's largest expansion in UTF-8 (×11, UAX #15):
+    // a `collect` that grows the string would leave copies of the password
+    // behind in the freed smaller buffers, which no caller could wipe.
+    let mut out = String::with_capacity(password.len().saturating_mul(11));
+    out.extend(password.nfkc());
+    out
 }
 
 /// Checks a new password for the account with this `email`. `password` may be
@@ -146,6 +151,20 @@ pub async fn check_off_thread(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalising_never_outgrows_its_first_buffer() {
+        // U+FDFA is NFKC's largest expansion: 3 bytes to 33.
+        for password in [
+            "\u{FDFA}".repeat(40),
+            "ｐａｓｓｗｏｒｄ".into(),
+            String::new(),
+        ] {
+            let out = normalize(&password);
+            assert_eq!(out.capacity(), password.len() * 11, "{password}");
+        }
+        assert_eq!(normalize("\u{FDFA}").len(), 33);
+    }
 
     const EMAIL: &str = "marguerite.dupont@example.com";
 

@@ -69,7 +69,7 @@ pub struct ResetPasswordRequest {
     #[validate(custom(function = "validate::six_digits"))]
     pub code: String,
     #[validate(length(max = 1024))]
-    pub new_password: String,
+    pub new_password: crate::http::secret::SecretText,
 }
 
 pub async fn reset_password(
@@ -146,9 +146,9 @@ pub async fn reset_password(
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     #[validate(length(max = 4096))]
-    pub current_password: String,
+    pub current_password: crate::http::secret::SecretText,
     #[validate(length(max = 1024))]
-    pub new_password: String,
+    pub new_password: crate::http::secret::SecretText,
 }
 
 /// Needs aal2 when MFA is on: a session signed in before the factor was

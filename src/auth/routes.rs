@@ -67,7 +67,7 @@ pub struct RegisterRequest {
     #[validate(length(max = 320))]
     pub email: String,
     #[validate(length(max = 1024))]
-    pub password: String,
+    pub password: crate::http::secret::SecretText,
     #[validate(
         length(min = 1, max = 64),
         custom(function = "validate::no_control_chars")
@@ -214,7 +214,7 @@ pub struct VerifyEmailRequest {
     /// The password chosen at registration: the code proves the mailbox,
     /// the password binds that proof to the registrant who chose it.
     #[validate(length(max = 4096))]
-    pub password: String,
+    pub password: crate::http::secret::SecretText,
     #[validate(nested)]
     pub device: Option<DeviceInfo>,
 }
@@ -381,7 +381,7 @@ pub struct LoginRequest {
     #[validate(length(max = 320))]
     pub email: String,
     #[validate(length(max = 4096))]
-    pub password: String,
+    pub password: crate::http::secret::SecretText,
     #[validate(nested)]
     pub device: Option<DeviceInfo>,
 }

@@ -132,6 +132,24 @@ pub fn key_id_of(sealed: &[u8]) -> Result<u32, CryptoError> {
     parse(sealed).map(|parsed| parsed.key_id)
 }
 
+/// The first bytes of every value [`seal`] writes under `key_id`: a
+/// re-encryption job compares a stored value's prefix with this to find
+/// values not yet under the current key (by the authenticated header, not
+/// by any plain column beside it).
+pub fn header_for(key_id: u32) -> [u8; HEADER_LEN] {
+    header(key_id)
+}
+
+/// The key id in a stored value's first [`HEADER_LEN`] bytes (as
+/// `substring(value FROM 1 FOR 5)` returns them), if they are a header of
+/// this format.
+pub fn key_id_of_header(header: &[u8]) -> Option<u32> {
+    match header {
+        [VERSION, a, b, c, d] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
 struct Parsed<'a> {
     key_id: u32,
     header: &'a [u8; HEADER_LEN],
@@ -308,6 +326,16 @@ mod tests {
         assert_eq!(failure(&ring, &aad(), &future), UnsupportedVersion(2));
         assert_eq!(key_id_of(&future), Err(UnsupportedVersion(2)));
         assert_eq!(key_id_of(&[0]), Err(UnsupportedVersion(0)));
+    }
+
+    #[test]
+    fn the_header_prefix_names_the_key() {
+        let ring = ring(7, &[(7, 1)]);
+        let sealed = seal(&ring, &aad(), b"x").unwrap();
+        assert_eq!(sealed[..HEADER_LEN], header_for(7));
+        assert_eq!(key_id_of_header(&sealed[..HEADER_LEN]), Some(7));
+        assert_eq!(key_id_of_header(&[2, 0, 0, 0, 7]), None);
+        assert_eq!(key_id_of_header(&[VERSION, 0, 0]), None);
     }
 
     proptest! {

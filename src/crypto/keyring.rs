@@ -103,21 +103,35 @@ impl KeyRing {
                 return Err(CryptoError::InvalidKey(format!("duplicate key id {id}")));
             }
         }
+        // Clone out of `keys` rather than move: moving would leave each key's
+        // bytes behind in `keys`' buffer, freed unwiped. Dropping `keys` at
+        // the end wipes every entry in place (`Key` zeroizes on drop), and
+        // `others` is allocated once at its final size, so it never moves.
         let mut primary = None;
         let mut others = Vec::with_capacity(keys.len().saturating_sub(1));
-        for (id, key) in keys {
-            if id == primary_id {
-                primary = Some((id, key));
+        for (id, key) in &keys {
+            if *id == primary_id {
+                primary = Some((*id, key.clone()));
             } else {
-                others.push((id, key));
+                others.push((*id, key.clone()));
             }
         }
+        drop(keys);
         let primary = primary.ok_or_else(|| {
             CryptoError::InvalidKey(format!(
                 "primary key id {primary_id} is not in the key ring"
             ))
         })?;
         Ok(Self { primary, others })
+    }
+
+    /// A ring of one key, built without any intermediate allocation (so no
+    /// stray copy of the key is left in freed memory): a per-user data key.
+    pub fn single(id: u32, key: Key) -> Self {
+        Self {
+            primary: (id, key),
+            others: Vec::new(),
+        }
     }
 
     /// Parses `id:base64,id:base64,…`; the first entry is the primary.
@@ -337,6 +351,24 @@ mod tests {
             assert!(msg.contains("entry") || msg.contains("duplicate"), "{msg}");
         }
         assert!(invalid_key_message(KeyRing::parse("  ")).contains("empty"));
+    }
+
+    #[test]
+    fn a_single_key_ring_holds_its_key_as_primary() {
+        let ring = KeyRing::single(0, Key::from_bytes([4; KEY_LEN]));
+        assert_eq!(ring.ids(), vec![0]);
+        assert_eq!(ring.primary().1.expose(), &[4u8; KEY_LEN]);
+        // `new` clones out of its argument; the ring is the same.
+        let built = KeyRing::new(
+            2,
+            vec![
+                (1, Key::from_bytes([1; KEY_LEN])),
+                (2, Key::from_bytes([2; KEY_LEN])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(built.primary().1.expose(), &[2u8; KEY_LEN]);
+        assert_eq!(built.get(1).unwrap().expose(), &[1u8; KEY_LEN]);
     }
 
     #[test]

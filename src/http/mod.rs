@@ -27,6 +27,7 @@ pub mod health;
 pub mod jwks;
 pub mod request_id;
 pub mod routes;
+pub mod secret;
 pub mod validate;
 
 use crate::{error::ApiError, rate_limit::layer::RouteClasses, state::AppState, telemetry};

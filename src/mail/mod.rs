@@ -22,9 +22,11 @@ use sqlx::PgConnection;
 use std::{fmt, sync::Arc};
 use tokio::sync::Notify;
 use uuid::Uuid;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// One message. `Debug` hides the recipient and body (codes, PII).
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// One message. `Debug` hides the recipient and body (codes, PII), and all
+/// three fields are wiped from memory when it is dropped.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct OutgoingMail {
     pub to: String,
     pub subject: String,
@@ -95,6 +97,16 @@ pub(crate) fn payload_aad(mail_id: Uuid) -> Aad<'static> {
     }
 }
 
+/// `mail` as JSON in a buffer that is wiped when dropped. It is allocated
+/// once, large enough for the worst case (every byte escaped as `\u00XX`),
+/// so serde_json never grows it and leaves no unwiped copy behind.
+pub(crate) fn to_json(mail: &OutgoingMail) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let worst = 6 * (mail.to.len() + mail.subject.len() + mail.text.len()) + 64;
+    let mut out = Zeroizing::new(Vec::with_capacity(worst));
+    serde_json::to_writer(&mut *out, mail)?;
+    Ok(out)
+}
+
 /// Queues `mail` in the caller's transaction; `template` names the kind of
 /// message (`email_verification`, …) for metrics and operators.
 pub async fn enqueue(
@@ -105,11 +117,8 @@ pub async fn enqueue(
     mail: &OutgoingMail,
 ) -> anyhow::Result<Uuid> {
     let mail_id = Uuid::now_v7();
-    let payload = aead::seal(
-        &keys.data,
-        &payload_aad(mail_id),
-        &serde_json::to_vec(mail)?,
-    )?;
+    let plain = to_json(mail)?;
+    let payload = aead::seal(&keys.data, &payload_aad(mail_id), &plain)?;
     sqlx::query!(
         r#"INSERT INTO mail_outbox (mail_id, created_at, template, payload, next_attempt_at)
            VALUES ($1, $2, $3, $4, $2)"#,
@@ -121,4 +130,33 @@ pub async fn enqueue(
     .execute(conn)
     .await?;
     Ok(mail_id)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mail_is_wiped_on_drop() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<OutgoingMail>();
+    }
+
+    #[test]
+    fn the_json_of_a_mail_never_outgrows_its_first_buffer() {
+        let worst = "\u{1}".repeat(200);
+        for text in [worst.as_str(), "Your code is 123456.\n\n\"Quoted\"", ""] {
+            let mail = OutgoingMail {
+                to: "ada@example.com".into(),
+                subject: "Code".into(),
+                text: text.into(),
+            };
+            let json = to_json(&mail).unwrap();
+            let first = 6 * (mail.to.len() + mail.subject.len() + mail.text.len()) + 64;
+            assert_eq!(json.capacity(), first);
+            let back: OutgoingMail = serde_json::from_slice(&json).unwrap();
+            assert_eq!(back, mail);
+        }
+    }
 }

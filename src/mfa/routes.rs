@@ -376,7 +376,7 @@ pub async fn confirm_totp(
 #[serde(deny_unknown_fields)]
 pub struct DisableRequest {
     #[validate(length(max = 4096))]
-    pub current_password: String,
+    pub current_password: crate::http::secret::SecretText,
     #[validate(custom(function = "validate::six_digits"))]
     pub code: String,
 }

@@ -74,6 +74,15 @@ pub fn secret_base32(secret: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Compiles only while totp-rs wipes its copies of the secret on drop
+    /// (its `zeroize` feature).
+    #[test]
+    fn totp_rs_wipes_its_copies_of_the_secret() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Totp>();
+        wiped_on_drop::<Secret>();
+    }
+
     /// RFC 6238 Appendix B, SHA-1 rows (8 digits, seed "12345678901234567890").
     #[test]
     fn rfc_6238_appendix_b_sha1_vectors() {

@@ -217,7 +217,7 @@ pub struct EmailChangeRequest {
     #[validate(length(max = 320))]
     pub new_email: String,
     #[validate(length(max = 4096))]
-    pub current_password: String,
+    pub current_password: crate::http::secret::SecretText,
 }
 
 /// Starts an email change. Needs the current password, and aal2 when MFA
@@ -450,7 +450,7 @@ pub async fn confirm_email_change(
 #[serde(deny_unknown_fields)]
 pub struct DeleteMeRequest {
     #[validate(length(max = 4096))]
-    pub current_password: String,
+    pub current_password: crate::http::secret::SecretText,
     /// A TOTP code or a recovery code; required when MFA is on.
     #[validate(length(min = 1, max = 64))]
     pub code: Option<String>,

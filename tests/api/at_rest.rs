@@ -168,6 +168,7 @@ async fn keys_rotate_then_rewrap_moves_every_user_key_and_the_old_master_key_can
         String::from_utf8_lossy(&rewrap.stderr)
     );
     let progress = String::from_utf8_lossy(&rewrap.stdout).into_owned();
+    assert!(progress.contains("user keys: 5 re-sealed"), "{progress}");
     assert!(progress.contains("0 remaining"), "{progress}");
     assert!(progress.lines().count() >= 3, "batches of 2: {progress}");
 
@@ -209,7 +210,7 @@ async fn keys_rotate_then_rewrap_moves_every_user_key_and_the_old_master_key_can
     let again = app
         .run_cli(&["keys", "rewrap"], Some(&new_spec), None)
         .await;
-    assert!(String::from_utf8_lossy(&again.stdout).contains("rewrapped 0 user keys"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("user keys: 0 re-sealed"));
 }
 
 /// Field names that must never appear in any response.
@@ -382,23 +383,26 @@ async fn a_rewrap_stopped_midway_resumes_and_two_runs_share_the_work() {
     let ring = mobile_backend::keys::rotated(&app.state.keys.data).unwrap();
     let now = app.clock.now();
     // One batch, then "the operator presses Ctrl-C".
-    let first = user_keys::rewrap_batch(&app.db, &ring, 3, now)
+    let first = user_keys::rewrap_batch(&app.db, &ring, None, 3, now)
         .await
         .unwrap();
-    assert_eq!((first.rewrapped, first.remaining), (3, 4));
+    assert_eq!(first.done, 3);
+    assert_eq!(user_keys::remaining(&app.db, &ring).await.unwrap(), 4);
     // Two runs at once: SKIP LOCKED hands each its own rows.
     let (a, b) = tokio::join!(
-        user_keys::rewrap_batch(&app.db, &ring, 2, now),
-        user_keys::rewrap_batch(&app.db, &ring, 2, now)
+        user_keys::rewrap_batch(&app.db, &ring, None, 2, now),
+        user_keys::rewrap_batch(&app.db, &ring, None, 2, now)
     );
-    assert_eq!(a.unwrap().rewrapped + b.unwrap().rewrapped, 4);
-    let last = user_keys::rewrap_batch(&app.db, &ring, 100, now)
+    assert_eq!(a.unwrap().done + b.unwrap().done, 4);
+    let last = user_keys::rewrap_batch(&app.db, &ring, None, 100, now)
         .await
         .unwrap();
-    assert_eq!((last.rewrapped, last.remaining), (0, 0));
+    assert_eq!((last.done, last.last), (0, None));
+    assert_eq!(user_keys::remaining(&app.db, &ring).await.unwrap(), 0);
     let mut conn = app.db.acquire().await.unwrap();
-    let counts = user_keys::status(&mut conn).await.unwrap();
-    assert_eq!(counts, vec![(ring.primary_id(), 7)]);
+    let status = user_keys::status(&mut conn, &ring).await.unwrap();
+    assert_eq!(status.per_key, vec![(ring.primary_id(), 7)]);
+    assert!(status.unreadable.is_empty());
     // Every key still unwraps under the new master key alone.
     let new_only = KeyRing::parse(ring.to_spec().split(',').next().unwrap()).unwrap();
     let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT user_id FROM user_keys")

@@ -31,6 +31,7 @@ mod rate_limits;
 mod readiness;
 mod refresh;
 mod review_attacks;
+mod rotation;
 mod sessions;
 mod storage;
 mod tls;
