@@ -21,6 +21,7 @@ pub mod auth;
 pub mod client_gate;
 pub mod client_ip;
 pub mod client_version;
+pub mod cursor;
 pub mod extract;
 pub mod headers;
 pub mod health;

@@ -17,11 +17,11 @@ pub mod db;
 pub mod routes;
 
 use crate::{
-    crypto::{hash::constant_time_eq, Aad, BlindIndexKeys, CryptoError},
+    crypto::{Aad, BlindIndexKeys, CryptoError},
     error::ApiError,
+    http::cursor,
     user_keys::UserKey,
 };
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -70,47 +70,17 @@ pub async fn export(conn: &mut sqlx::PgConnection, key: &UserKey) -> Result<Vec<
         .collect::<Result<_, _>>()?)
 }
 
-/// The keyed-tag context of list cursors (the blind-index key, under a
-/// context of its own, so a tag is no index of anything).
+/// The tag context of this list's cursors (`http::cursor`).
 const CURSOR_CONTEXT: &str = "notes.cursor";
-const TAG_LEN: usize = 16;
 
-/// The opaque cursor after `note_id`: base64url of the id and a keyed tag,
-/// so a client can only hand back a cursor the server made.
-pub fn encode_cursor(key: &BlindIndexKeys, note_id: Uuid) -> String {
-    let tag = key.compute(CURSOR_CONTEXT, &note_id.to_string()).value;
-    let mut raw = note_id.as_bytes().to_vec();
-    raw.extend_from_slice(&tag[..TAG_LEN]);
-    URL_SAFE_NO_PAD.encode(raw)
+/// The opaque cursor after `note_id`.
+pub fn encode_cursor(keys: &BlindIndexKeys, note_id: Uuid) -> String {
+    cursor::encode(keys, CURSOR_CONTEXT, note_id)
 }
 
 /// The note id inside a cursor; a malformed or altered one is 422.
-/// A cursor is not bound to its user: a cursor from someone else's list
-/// only positions the caller's own (the query still takes the owner).
-/// A cursor made under any key of the ring is accepted, so rotating the
-/// index key does not break a list being paged.
-pub fn decode_cursor(key: &BlindIndexKeys, cursor: &str) -> Result<Uuid, ApiError> {
-    let invalid = || {
-        ApiError::invalid_field(
-            "cursor",
-            "invalid_cursor",
-            "The cursor is not one this list returned. Start again without it.",
-        )
-    };
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    if raw.len() != 16 + TAG_LEN {
-        return Err(invalid());
-    }
-    let (id, tag) = raw.split_at(16);
-    let note_id = Uuid::from_slice(id).map_err(|_| invalid())?;
-    let known = key
-        .lookup(CURSOR_CONTEXT, &note_id.to_string())
-        .iter()
-        .any(|expected| constant_time_eq(tag, &expected[..TAG_LEN]));
-    if !known {
-        return Err(invalid());
-    }
-    Ok(note_id)
+pub fn decode_cursor(keys: &BlindIndexKeys, cursor: &str) -> Result<Uuid, ApiError> {
+    cursor::decode(keys, CURSOR_CONTEXT, cursor)
 }
 
 #[cfg(test)]

@@ -24,12 +24,12 @@ pub mod db;
 pub mod routes;
 
 use crate::{
-    crypto::{hash::constant_time_eq, Aad, BlindIndexKeys, CryptoError},
+    crypto::{Aad, BlindIndexKeys, CryptoError},
     error::ApiError,
+    http::cursor,
     rate_limit::policy::Tier,
     user_keys::UserKey,
 };
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -155,50 +155,19 @@ pub async fn export(
         .collect()
 }
 
-/// The keyed-tag context of list cursors (the blind-index key under a
-/// context of its own, so a tag indexes nothing).
+/// The tag context of this list's cursors (`http::cursor`), the user's
+/// list and the staff queue alike.
 const CURSOR_CONTEXT: &str = "rate_limit_requests.cursor";
-const TAG_LEN: usize = 16;
 
-/// The opaque cursor after `request_id`: base64url of the id and a keyed
-/// tag (under the ring's current key), so a client can only hand back a
-/// cursor the server made.
+/// The opaque cursor after `request_id`.
 pub fn encode_cursor(keys: &BlindIndexKeys, request_id: Uuid) -> String {
-    let tag = keys.compute(CURSOR_CONTEXT, &request_id.to_string()).value;
-    let mut raw = request_id.as_bytes().to_vec();
-    raw.extend_from_slice(&tag[..TAG_LEN]);
-    URL_SAFE_NO_PAD.encode(raw)
+    cursor::encode(keys, CURSOR_CONTEXT, request_id)
 }
 
 /// The request id inside a cursor; a malformed or altered one is 422
-/// `invalid_cursor`. A cursor is not bound to a user or a list: one from
-/// elsewhere only positions the caller's own list (the query still takes
-/// the owner, or the staff role). A tag under any key of the ring is
-/// accepted, so a rotation does not break a listing in progress.
+/// `invalid_cursor`.
 pub fn decode_cursor(keys: &BlindIndexKeys, cursor: &str) -> Result<Uuid, ApiError> {
-    let invalid = || {
-        ApiError::invalid_field(
-            "cursor",
-            "invalid_cursor",
-            "The cursor is not one this list returned. Start again without it.",
-        )
-    };
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    if raw.len() != 16 + TAG_LEN {
-        return Err(invalid());
-    }
-    let (id, tag) = raw.split_at(16);
-    let request_id = Uuid::from_slice(id).map_err(|_| invalid())?;
-    let known = keys
-        .lookup(CURSOR_CONTEXT, &request_id.to_string())
-        .iter()
-        .fold(false, |found, expected| {
-            found | constant_time_eq(tag, &expected[..TAG_LEN])
-        });
-    if !known {
-        return Err(invalid());
-    }
-    Ok(request_id)
+    cursor::decode(keys, CURSOR_CONTEXT, cursor)
 }
 
 /// The next page's cursor: after the last item of a full page, else none.
