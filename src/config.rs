@@ -7,7 +7,7 @@
 //! an embedded database, mail written to the log) into refusals.
 
 use crate::{
-    crypto::{BlindIndexKeys, CodeHasher, KeyRing},
+    crypto::{BlindIndexKeys, CodeHasher, KeyRing, PepperKeys},
     tokens::SigningKeys,
 };
 use ipnet::IpNet;
@@ -53,6 +53,9 @@ pub struct KeyConfig {
     pub code_hmac_keys: Option<CodeHasher>,
     /// Ed25519 signing keys for access tokens, current first.
     pub signing_keys: Option<SigningKeys>,
+    /// `PASSWORD_PEPPER_KEYS`: argon2's secret input for password hashes
+    /// (optional; see `accounts::password`), current first.
+    pub password_pepper_keys: Option<PepperKeys>,
 }
 
 /// Tokens, sessions and password hashing.
@@ -301,6 +304,9 @@ impl Config {
             ),
             signing_keys: r.parse_with("SIGNING_KEYS", |s| {
                 SigningKeys::parse(s).map_err(|e| e.to_string())
+            }),
+            password_pepper_keys: r.parse_with("PASSWORD_PEPPER_KEYS", |s| {
+                PepperKeys::parse(s).map_err(|e| e.to_string())
             }),
         };
         let default_argon2 = Argon2Params::default();
@@ -920,6 +926,23 @@ mod tests {
         ] {
             assert!(all.contains(name), "{name} not named in:\n{all}");
         }
+    }
+
+    #[test]
+    fn the_pepper_is_an_optional_ring_and_a_bad_one_is_named_not_echoed() {
+        let k = |byte: u8| crate::crypto::Key::from_bytes([byte; 32]).to_base64();
+        assert!(parse(&[]).unwrap().keys.password_pepper_keys.is_none());
+        let c = parse(&[("PASSWORD_PEPPER_KEYS", &format!("2:{},1:{}", k(2), k(1)))]).unwrap();
+        let pepper = c.keys.password_pepper_keys.unwrap();
+        assert_eq!((pepper.current_id(), pepper.ids()), (Some(2), vec![2, 1]));
+        let c = parse(&[("PASSWORD_PEPPER_KEYS", &format!("-,1:{}", k(1)))]).unwrap();
+        assert_eq!(c.keys.password_pepper_keys.unwrap().current_id(), None);
+        let short = "c2hvcnQta2V5LXNlY3JldA==";
+        let err = parse(&[("PASSWORD_PEPPER_KEYS", &format!("1:{short}"))])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PASSWORD_PEPPER_KEYS is invalid"), "{err}");
+        assert!(!err.contains(short), "{err}");
     }
 
     #[test]

@@ -154,6 +154,7 @@ impl Application {
         telemetry::metrics_handle();
         let hasher = PasswordHasher::new(
             config.auth.argon2.clone(),
+            config.keys.password_pepper_keys.clone(),
             config.auth.password_hash_concurrency,
             config.auth.password_hash_queue,
         )

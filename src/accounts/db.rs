@@ -266,3 +266,18 @@ pub async fn lock_expired_unverified(
     .fetch_all(conn)
     .await
 }
+
+/// `keys status`: how many password hashes name each pepper key id (the
+/// `keyid=` parameter, base64 as written; `None`: no pepper).
+pub async fn password_hashes_by_pepper(
+    conn: &mut PgConnection,
+) -> sqlx::Result<Vec<(Option<String>, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT substring(password_hash from ',keyid=([A-Za-z0-9+/]+)') AS keyid,
+                  count(*) AS "hashes!"
+           FROM users GROUP BY 1 ORDER BY 1"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.keyid, r.hashes)).collect())
+}

@@ -11,12 +11,43 @@
 //!
 //! Passwords are NFKC-normalised here as in `policy::check`, so a caller that
 //! forgets to normalise still hashes what the policy checked.
+//!
+//! **Pepper** (`PASSWORD_PEPPER_KEYS`, optional, a ring, current first): the
+//! current key is argon2's secret input (RFC 9106 §3.1, `K`), and its id is
+//! written into the PHC string as argon2's `keyid` parameter
+//! (`$argon2id$v=19$m=…,t=…,p=…,keyid=AAAAAQ$salt$hash`, the id as 4 bytes
+//! big-endian), which argon2 itself does not hash. A stolen database without
+//! the pepper cannot be guessed at offline at all. A hash verifies under the
+//! key its `keyid` names (no `keyid`: written before a pepper, verified
+//! without one), and a hash under an older key than the current one, or
+//! under no key while a key is current, is re-hashed at the next successful
+//! sign-in (`needs_rehash`), like one with old cost parameters. Rollout is
+//! in two steps (`crypto::pepper`: every process learns a key, then it
+//! becomes current), so no process meets a key it does not hold. A pepper key cannot
+//! leave the ring while hashes use it (their owners could no longer sign in
+//! and would have to reset their password); `keys status` counts them.
+//!
+//! **Equal cost for every refusal.** Argon2's run time grows with the
+//! memory blocks it fills times its passes. An unknown email is checked
+//! against a dummy hash with the current parameters; a real account whose
+//! hash has older, cheaper parameters would be checked faster and so stand
+//! out, until its next sign-in re-hashes it. Two measures close that gap:
+//! (1) after verifying a cheaper stored hash, the shortfall is spent on a
+//! filler argon2 run, so the total work equals the current parameters'
+//! (within four blocks per pass; argon2 fills memory four blocks at a
+//! time); the work each call does is counted (`work_blocks`), which is what
+//! the tests compare, exactly. (2) Equal work is not quite equal time (a
+//! smaller hash stays in the CPU cache and runs faster per block), so such
+//! a check also lasts at least as long as checking a current hash has
+//! lately taken (a moving average), waiting asynchronously for the rest.
+//! A hash *more* expensive than the current parameters (after lowering
+//! them) cannot be hidden this way and costs more until re-hashed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, KeyId, Params, ParamsBuilder, Version};
 use rand::rngs::OsRng;
 use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -25,6 +56,7 @@ use zeroize::Zeroizing;
 
 use super::policy;
 use crate::config::Argon2Params;
+use crate::crypto::PepperKeys;
 
 /// Longest accepted password in UTF-8 bytes: `MAX_CHARS` of up to 4 bytes each.
 const MAX_BYTES: usize = policy::MAX_CHARS * 4;
@@ -67,21 +99,50 @@ pub struct PasswordHasher {
 }
 
 struct Inner {
-    argon2: Argon2<'static>,
     params: Params,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     max_waiting: usize,
     waiting: AtomicUsize,
+    /// The pepper ring; its primary key peppers every new hash.
+    pepper: Option<PepperKeys>,
     /// Hash of a random password nobody knows, verified for unknown emails.
     dummy_phc: String,
+    /// Argon2 memory blocks filled so far, summed over passes (see the
+    /// module comment): proportional to the CPU time spent hashing.
+    work_blocks: AtomicU64,
+    /// How long checking a hash with the current parameters takes lately.
+    typical: Typical,
+}
+
+/// A moving average (weight 1/8 per sample) of a duration, lock-free.
+struct Typical(AtomicU64);
+
+impl Typical {
+    fn record(&self, sample: std::time::Duration) {
+        let sample = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+        // A lost update between two racing samples only skips one sample.
+        let old = self.0.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.0.store(new, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
 }
 
 impl PasswordHasher {
     /// Builds the hasher and computes the dummy hash, which runs one argon2
     /// hash on this thread: call it once at start-up, not per request.
+    /// `pepper`: `PASSWORD_PEPPER_KEYS`, if set.
     pub fn new(
         params: Argon2Params,
+        pepper: Option<PepperKeys>,
         max_concurrent: usize,
         max_waiting: usize,
     ) -> Result<Self, HashError> {
@@ -91,30 +152,42 @@ impl PasswordHasher {
                 Semaphore::MAX_PERMITS
             )));
         }
-        let params = Params::new(
-            params.memory_kib,
-            params.iterations,
-            params.parallelism,
-            None,
-        )
-        .map_err(|e| HashError::Internal(format!("invalid argon2 parameters: {e}")))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-
+        let mut builder = ParamsBuilder::new();
+        builder
+            .m_cost(params.memory_kib)
+            .t_cost(params.iterations)
+            .p_cost(params.parallelism);
+        if let Some(id) = pepper.as_ref().and_then(PepperKeys::current_id) {
+            builder.keyid(key_id(id)?);
+        }
+        let params = builder
+            .build()
+            .map_err(|e| HashError::Internal(format!("invalid argon2 parameters: {e}")))?;
+        let mut inner = Inner {
+            params,
+            pepper,
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+            max_waiting,
+            waiting: AtomicUsize::new(0),
+            dummy_phc: String::new(),
+            work_blocks: AtomicU64::new(0),
+            typical: Typical(AtomicU64::new(0)),
+        };
         let mut dummy_password = Zeroizing::new([0u8; 32]);
         fill_random(dummy_password.as_mut())?;
-        let dummy_phc = hash_blocking(&argon2, dummy_password.as_ref())?;
-
+        let started = std::time::Instant::now();
+        inner.dummy_phc = inner.hash_blocking(dummy_password.as_ref())?;
+        inner.typical.record(started.elapsed());
         Ok(Self {
-            inner: Arc::new(Inner {
-                argon2,
-                params,
-                permits: Arc::new(Semaphore::new(max_concurrent)),
-                max_concurrent,
-                max_waiting,
-                waiting: AtomicUsize::new(0),
-                dummy_phc,
-            }),
+            inner: Arc::new(inner),
         })
+    }
+
+    /// Argon2 blocks filled (times passes) by this hasher so far: the work
+    /// done, for tests and benchmarks that compare the cost of two paths.
+    pub fn work_blocks(&self) -> u64 {
+        self.inner.work_blocks.load(Ordering::Relaxed)
     }
 
     /// Callers waiting for a hashing slot (a gauge for metrics).
@@ -128,10 +201,11 @@ impl PasswordHasher {
     }
 
     /// PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash` with a fresh salt.
+    /// With a pepper, `keyid=` names the pepper key.
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
         let password = prepare(password)?;
-        let argon2 = self.inner.argon2.clone();
-        self.run(move || hash_blocking(&argon2, password.as_bytes()))
+        let inner = Arc::clone(&self.inner);
+        self.run(move || inner.hash_blocking(password.as_bytes()))
             .await
     }
 
@@ -147,18 +221,41 @@ impl PasswordHasher {
         let phc = phc.unwrap_or(&self.inner.dummy_phc).to_owned();
         // Parse before taking a slot: a corrupt row should not cost a hash.
         let stale = self.is_stale(&PasswordHash::new(&phc).map_err(malformed)?)?;
-        let argon2 = self.inner.argon2.clone();
-        let matches = self
+        let inner = Arc::clone(&self.inner);
+        let (matches, elapsed, current_cost) = self
             .run(move || {
+                let started = std::time::Instant::now();
                 let parsed = PasswordHash::new(&phc).map_err(malformed)?;
-                // Uses the algorithm, version, parameters and salt in `parsed`.
-                match argon2.verify_password(password.as_bytes(), &parsed) {
-                    Ok(()) => Ok(true),
-                    Err(argon2::password_hash::Error::Password) => Ok(false),
-                    Err(e) => Err(malformed(e)),
+                let stored = Params::try_from(&parsed).map_err(malformed)?;
+                let argon2 = inner.argon2(pepper_id(&stored)?, inner.params.clone())?;
+                // Uses the algorithm, version, parameters and salt in `parsed`,
+                // and the secret of the pepper key its `keyid` names.
+                let matches = match argon2.verify_password(password.as_bytes(), &parsed) {
+                    Ok(()) => true,
+                    Err(argon2::password_hash::Error::Password) => false,
+                    Err(e) => return Err(malformed(e)),
+                };
+                inner.count(&stored);
+                let current_cost = work(&stored) == work(&inner.params);
+                if !current_cost {
+                    inner.fill_shortfall(&stored)?;
                 }
+                let elapsed = started.elapsed();
+                if current_cost {
+                    inner.typical.record(elapsed);
+                }
+                Ok((matches, elapsed, current_cost))
             })
             .await?;
+        if !current_cost {
+            // The filler evens out the work; memory size still changes the
+            // speed per block (a smaller hash stays in cache), so a check of
+            // an older hash also lasts at least as long as a current one
+            // typically does, waiting asynchronously (no slot held).
+            if let Some(rest) = self.inner.typical.get().checked_sub(elapsed) {
+                tokio::time::sleep(rest).await;
+            }
+        }
         let ok = matches && account_exists;
         Ok(Verified {
             ok,
@@ -186,7 +283,27 @@ impl PasswordHasher {
                 "stored hash parameters out of range".into(),
             ));
         }
+        let pepper = pepper_id(&stored_params)?;
+        if let Some(id) = pepper {
+            if !self.inner.pepper.as_ref().is_some_and(|p| p.contains(id)) {
+                return Err(HashError::Internal(format!(
+                    "stored hash is peppered with key {id}, which is not in PASSWORD_PEPPER_KEYS"
+                )));
+            }
+        }
+        // Stale: no pepper or an older one while a key is current. A hash
+        // under a newer key (ids grow with each rotation) was written by a
+        // process already at the next rollout step: left alone, so two
+        // steps of a rolling restart do not re-hash the same accounts to
+        // and fro.
+        let current_pepper = self.inner.pepper.as_ref().and_then(PepperKeys::current_id);
+        let older_pepper = match (pepper, current_pepper) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(stored), Some(current)) => stored < current,
+        };
         Ok(algorithm != Algorithm::Argon2id
+            || older_pepper
             || stored.version != Some(Version::V0x13.into())
             || stored_params.m_cost() != current.m_cost()
             || stored_params.t_cost() != current.t_cost()
@@ -250,6 +367,80 @@ impl PasswordHasher {
     }
 }
 
+/// The `keys status` lines for the pepper ring: how many password hashes
+/// each pepper key (or none) made, and whether an older key may leave.
+/// `usage`: [`super::db::password_hashes_by_pepper`].
+pub fn pepper_report(pepper: Option<&PepperKeys>, usage: &[(Option<String>, i64)]) -> Vec<String> {
+    use base64::Engine as _;
+    let current = pepper.and_then(PepperKeys::current_id);
+    let mut lines = vec![match pepper {
+        Some(p) => format!(
+            "password pepper keys (PASSWORD_PEPPER_KEYS): current {}, in the ring {:?}",
+            current.map_or_else(|| "none (keys staged only)".to_owned(), |id| id.to_string()),
+            p.ids()
+        ),
+        None => "password pepper keys (PASSWORD_PEPPER_KEYS): not set".to_owned(),
+    }];
+    let mut per_key: Vec<(u32, i64)> = Vec::new();
+    for (keyid, hashes) in usage {
+        let id = keyid.as_deref().map(|b64| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(b64)
+                .ok()
+                .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                .map(u32::from_be_bytes)
+        });
+        let note = match id {
+            None if current.is_none() => "current".to_owned(),
+            None => {
+                "no pepper: re-hashed with the current key at each one's next sign-in".to_owned()
+            }
+            Some(None) => "MALFORMED keyid: these accounts cannot sign in".to_owned(),
+            Some(Some(id)) => {
+                per_key.push((id, *hashes));
+                if Some(id) == current {
+                    "current".to_owned()
+                } else if pepper.is_some_and(|p| p.contains(id)) && current.is_some_and(|c| id > c)
+                {
+                    "newer (written by a process a rollout step ahead)".to_owned()
+                } else if pepper.is_some_and(|p| p.contains(id)) && current.is_none() {
+                    "staged key, already in use".to_owned()
+                } else if pepper.is_some_and(|p| p.contains(id)) {
+                    "older: re-hashed with the current key at each one's next sign-in".to_owned()
+                } else {
+                    "key NOT in PASSWORD_PEPPER_KEYS: these accounts cannot sign in until they reset their password".to_owned()
+                }
+            }
+        };
+        let which = match id {
+            None => "no pepper".to_owned(),
+            Some(None) => "unreadable key id".to_owned(),
+            Some(Some(id)) => format!("pepper key {id}"),
+        };
+        lines.push(format!(
+            "  users.password_hash: {which}: {hashes} hashes ({note})"
+        ));
+    }
+    for id in pepper.map(PepperKeys::ids).unwrap_or_default() {
+        if Some(id) == current {
+            continue;
+        }
+        let left: i64 = per_key
+            .iter()
+            .filter(|(k, _)| *k == id)
+            .map(|(_, n)| n)
+            .sum();
+        lines.push(if left == 0 {
+            format!("  pepper key {id}: no hash left under it; it may leave PASSWORD_PEPPER_KEYS")
+        } else {
+            format!(
+                "  pepper key {id}: {left} hashes still under it; keep it (removing it makes those accounts reset their password)"
+            )
+        });
+    }
+    lines
+}
+
 struct QueuePlace<'a>(&'a AtomicUsize);
 
 impl Drop for QueuePlace<'_> {
@@ -271,14 +462,111 @@ fn prepare(password: &SecretString) -> Result<Zeroizing<String>, HashError> {
     Ok(normalized)
 }
 
-fn hash_blocking(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, HashError> {
-    let mut salt = [0u8; SALT_BYTES];
-    fill_random(&mut salt)?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Internal(e.to_string()))?;
-    argon2
-        .hash_password(password, &salt)
-        .map(|phc| phc.to_string())
-        .map_err(|e| HashError::Internal(format!("argon2: {e}")))
+impl Inner {
+    /// An argon2id instance with `params` and the secret of pepper key `id`.
+    fn argon2(&self, id: Option<u32>, params: Params) -> Result<Argon2<'_>, HashError> {
+        match id {
+            None => Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
+            Some(id) => {
+                let key = self
+                    .pepper
+                    .as_ref()
+                    .and_then(|p| p.get(id))
+                    .ok_or_else(|| {
+                        HashError::Internal(format!(
+                            "pepper key {id} is not in PASSWORD_PEPPER_KEYS"
+                        ))
+                    })?;
+                Argon2::new_with_secret(key.expose(), Algorithm::Argon2id, Version::V0x13, params)
+                    .map_err(|e| HashError::Internal(format!("argon2: {e}")))
+            }
+        }
+    }
+
+    /// A new hash with the current parameters and pepper and a fresh salt.
+    fn hash_blocking(&self, password: &[u8]) -> Result<String, HashError> {
+        let mut salt = [0u8; SALT_BYTES];
+        fill_random(&mut salt)?;
+        let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Internal(e.to_string()))?;
+        let argon2 = self.argon2(
+            self.pepper.as_ref().and_then(PepperKeys::current_id),
+            self.params.clone(),
+        )?;
+        let phc = argon2
+            .hash_password(password, &salt)
+            .map(|phc| phc.to_string())
+            .map_err(|e| HashError::Internal(format!("argon2: {e}")))?;
+        self.count(&self.params);
+        Ok(phc)
+    }
+
+    fn count(&self, params: &Params) {
+        self.work_blocks.fetch_add(work(params), Ordering::Relaxed);
+    }
+
+    /// After checking a hash cheaper than the current parameters, spends the
+    /// difference on a throw-away argon2 run (see the module comment), so
+    /// the call costs what checking a current hash (or the dummy) costs.
+    fn fill_shortfall(&self, stored: &Params) -> Result<(), HashError> {
+        let Some(filler) = filler(
+            work(&self.params).saturating_sub(work(stored)),
+            self.params.m_cost(),
+        ) else {
+            return Ok(());
+        };
+        let mut output = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, filler.clone())
+            .hash_password_into(&[0u8; 32], &[0u8; SALT_BYTES], &mut output)
+            .map_err(|e| HashError::Internal(format!("argon2: {e}")))?;
+        self.count(&filler);
+        Ok(())
+    }
+}
+
+/// Memory blocks argon2 fills, times its passes: its cost.
+fn work(params: &Params) -> u64 {
+    params.block_count() as u64 * u64::from(params.t_cost())
+}
+
+/// One-lane parameters whose work is `shortfall` blocks, to within four
+/// block per pass, using at most `max_kib` of memory (the current
+/// parameters' memory, so the filler never needs more than a real hash).
+/// `None` when the shortfall is below argon2's smallest run.
+fn filler(shortfall: u64, max_kib: u32) -> Option<Params> {
+    // One lane: memory is rounded down to a multiple of 4 blocks (the
+    // sync points), and at least 8.
+    let max_kib = u64::from(max_kib.max(8)) / 4 * 4;
+    if shortfall < 8 || max_kib < 8 {
+        return None;
+    }
+    let mut passes = shortfall.div_ceil(max_kib);
+    let mut memory = shortfall / passes / 4 * 4;
+    if memory < 8 {
+        // Only with a tiny memory cap: the smallest run, repeated.
+        (memory, passes) = (8, shortfall / 8);
+    }
+    Params::new(
+        u32::try_from(memory).ok()?,
+        u32::try_from(passes).ok()?,
+        1,
+        Some(32),
+    )
+    .ok()
+}
+
+/// A pepper key id as argon2's `keyid`: 4 bytes, big-endian.
+fn key_id(id: u32) -> Result<KeyId, HashError> {
+    KeyId::new(&id.to_be_bytes()).map_err(|e| HashError::Internal(format!("pepper key id: {e}")))
+}
+
+/// The pepper key a stored hash names, if any.
+fn pepper_id(params: &Params) -> Result<Option<u32>, HashError> {
+    match params.keyid() {
+        [] => Ok(None),
+        bytes => <[u8; 4]>::try_from(bytes)
+            .map(|b| Some(u32::from_be_bytes(b)))
+            .map_err(|_| HashError::Internal("stored hash has a malformed keyid".into())),
+    }
 }
 
 /// OsRng's `fill_bytes` panics if the OS has no randomness; this returns it.

@@ -25,6 +25,7 @@ mod notes;
 mod notices;
 mod openapi;
 mod owned;
+mod pepper;
 mod profile;
 mod rate_limit_requests;
 mod rate_limits;
