@@ -34,12 +34,13 @@
 //! out, until its next sign-in re-hashes it. Two measures close that gap:
 //! (1) after verifying a cheaper stored hash, the shortfall is spent on a
 //! filler argon2 run, so the total work equals the current parameters'
-//! (within four blocks per pass; argon2 fills memory four blocks at a
+//! (within eight blocks per pass; argon2 fills memory four blocks at a
 //! time); the work each call does is counted (`work_blocks`), which is what
-//! the tests compare, exactly. (2) Equal work is not quite equal time (a
-//! smaller hash stays in the CPU cache and runs faster per block), so such
-//! a check also lasts at least as long as checking a current hash has
-//! lately taken (a moving average), waiting asynchronously for the rest.
+//! the tests compare. (2) Equal work is not quite equal time (a smaller
+//! hash stays in the CPU cache and runs faster per block), so every check,
+//! whatever it checked, lasts at least as long as checking a current hash
+//! has lately taken (a moving average whose samples are capped, so a flood
+//! cannot inflate it for long), waiting asynchronously for the rest.
 //! A hash *more* expensive than the current parameters (after lowering
 //! them) cannot be hidden this way and costs more until re-hashed.
 
@@ -70,6 +71,8 @@ const SALT_BYTES: usize = 16;
 const MAX_STORED_MEMORY_KIB: u32 = 1024 * 1024;
 const MAX_STORED_ITERATIONS: u32 = 64;
 const MAX_STORED_PARALLELISM: u32 = 64;
+/// And together: at most 1 GiB filled once (or 8 times the current work).
+const MAX_STORED_WORK: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -113,26 +116,50 @@ struct Inner {
     work_blocks: AtomicU64,
     /// How long checking a hash with the current parameters takes lately.
     typical: Typical,
+    /// When an unusable stored hash was last logged (seconds since the
+    /// Unix epoch).
+    last_unusable_log: AtomicU64,
 }
 
-/// A moving average (weight 1/8 per sample) of a duration, lock-free.
-struct Typical(AtomicU64);
+/// A moving average (weight 1/8 per sample) of a duration, lock-free. Each
+/// sample counts for at most 4 times the first one (measured at start-up),
+/// so a flood or a stall that slows hashing for a while cannot push the
+/// floor every check waits for beyond that.
+struct Typical {
+    average: AtomicU64,
+    first: AtomicU64,
+}
 
 impl Typical {
+    fn new() -> Self {
+        Self {
+            average: AtomicU64::new(0),
+            first: AtomicU64::new(0),
+        }
+    }
+
     fn record(&self, sample: std::time::Duration) {
         let sample = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+        let first = match self.first.load(Ordering::Relaxed) {
+            0 => {
+                self.first.store(sample.max(1), Ordering::Relaxed);
+                sample.max(1)
+            }
+            first => first,
+        };
+        let sample = sample.min(first.saturating_mul(4));
         // A lost update between two racing samples only skips one sample.
-        let old = self.0.load(Ordering::Relaxed);
+        let old = self.average.load(Ordering::Relaxed);
         let new = if old == 0 {
             sample
         } else {
             old - old / 8 + sample / 8
         };
-        self.0.store(new, Ordering::Relaxed);
+        self.average.store(new, Ordering::Relaxed);
     }
 
     fn get(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.0.load(Ordering::Relaxed))
+        std::time::Duration::from_nanos(self.average.load(Ordering::Relaxed))
     }
 }
 
@@ -172,7 +199,8 @@ impl PasswordHasher {
             waiting: AtomicUsize::new(0),
             dummy_phc: String::new(),
             work_blocks: AtomicU64::new(0),
-            typical: Typical(AtomicU64::new(0)),
+            typical: Typical::new(),
+            last_unusable_log: AtomicU64::new(0),
         };
         let mut dummy_password = Zeroizing::new([0u8; 32]);
         fill_random(dummy_password.as_mut())?;
@@ -211,18 +239,38 @@ impl PasswordHasher {
 
     /// Checks `password` against the stored PHC string, or against the dummy
     /// hash when there is no account (`None`), which always gives `ok: false`.
+    ///
+    /// A stored hash this process cannot use (malformed, absurd costs, a
+    /// pepper key it does not hold) is answered like a wrong password, after
+    /// a check of the dummy hash: a fast error would tell an enumerating
+    /// caller that the account exists. It is counted
+    /// (`password_hash_unusable_total{reason}`) and logged at most once a
+    /// minute, so the operator hears of it without a line per attempt.
+    ///
+    /// Every call lasts at least as long as checking a current hash lately
+    /// takes (see the module comment), whatever the hash it checked.
     pub async fn verify(
         &self,
         password: &SecretString,
         phc: Option<&str>,
     ) -> Result<Verified, HashError> {
         let password = prepare(password)?;
-        let account_exists = phc.is_some();
-        let phc = phc.unwrap_or(&self.inner.dummy_phc).to_owned();
-        // Parse before taking a slot: a corrupt row should not cost a hash.
-        let stale = self.is_stale(&PasswordHash::new(&phc).map_err(malformed)?)?;
+        let usable = match phc {
+            None => None,
+            // Checked before taking a slot: an unusable row costs no hash
+            // of its own, only the dummy's like any other refusal.
+            Some(phc) => match self.check_stored(phc) {
+                Ok(stale) => Some((phc.to_owned(), stale)),
+                Err(reason) => {
+                    self.inner.unusable(reason);
+                    None
+                }
+            },
+        };
+        let account_exists = usable.is_some();
+        let (phc, stale) = usable.unwrap_or_else(|| (self.inner.dummy_phc.clone(), false));
         let inner = Arc::clone(&self.inner);
-        let (matches, elapsed, current_cost) = self
+        let (matches, started) = self
             .run(move || {
                 let started = std::time::Instant::now();
                 let parsed = PasswordHash::new(&phc).map_err(malformed)?;
@@ -236,26 +284,19 @@ impl PasswordHasher {
                     Err(e) => return Err(malformed(e)),
                 };
                 inner.count(&stored);
-                let current_cost = work(&stored) == work(&inner.params);
-                if !current_cost {
-                    inner.fill_shortfall(&stored)?;
+                inner.fill_shortfall(&stored)?;
+                if same_costs(&stored, &inner.params) {
+                    inner.typical.record(started.elapsed());
                 }
-                let elapsed = started.elapsed();
-                if current_cost {
-                    inner.typical.record(elapsed);
-                }
-                Ok((matches, elapsed, current_cost))
+                Ok((matches, started))
             })
             .await?;
-        if !current_cost {
-            // The filler evens out the work; memory size still changes the
-            // speed per block (a smaller hash stays in cache), so a check of
-            // an older hash also lasts at least as long as a current one
-            // typically does, waiting asynchronously (no slot held).
-            if let Some(rest) = self.inner.typical.get().checked_sub(elapsed) {
-                tokio::time::sleep(rest).await;
-            }
-        }
+        // Equal work is not quite equal time (a smaller hash stays in the
+        // CPU cache), so every check, whatever it checked, ends no earlier
+        // than a current check lately takes; waited asynchronously, no
+        // slot held.
+        let floor = tokio::time::Instant::from_std(started) + self.inner.typical.get();
+        tokio::time::sleep_until(floor).await;
         let ok = matches && account_exists;
         Ok(Verified {
             ok,
@@ -263,32 +304,31 @@ impl PasswordHasher {
         })
     }
 
-    /// Whether `stored` differs from what `hash` would produce now; refuses
-    /// hashes this module could not have written, or that cost absurdly much.
-    fn is_stale(&self, stored: &PasswordHash<'_>) -> Result<bool, HashError> {
+    /// Whether a stored hash is stale (differs from what `hash` would write
+    /// now), or why it cannot be used: not a hash this module could have
+    /// written, absurd costs, or a pepper key not in the ring.
+    fn check_stored(&self, phc: &str) -> Result<bool, &'static str> {
+        let stored = PasswordHash::new(phc).map_err(|_| "malformed")?;
         if stored.salt.is_none() || stored.hash.is_none() {
-            return Err(HashError::Internal(
-                "stored hash has no salt or output".into(),
-            ));
+            return Err("malformed");
         }
-        let algorithm = Algorithm::try_from(stored.algorithm).map_err(malformed)?;
-        let stored_params = Params::try_from(stored).map_err(malformed)?;
+        let algorithm = Algorithm::try_from(stored.algorithm).map_err(|_| "malformed")?;
+        let stored_params = Params::try_from(&stored).map_err(|_| "malformed")?;
         let current = &self.inner.params;
-        // The caps never refuse what the current parameters themselves write.
+        // The caps never refuse what the current parameters themselves
+        // write; the last one bounds the three together (1 GiB with 64
+        // passes would be within each cap alone).
         if stored_params.m_cost() > MAX_STORED_MEMORY_KIB.max(current.m_cost())
             || stored_params.t_cost() > MAX_STORED_ITERATIONS.max(current.t_cost())
             || stored_params.p_cost() > MAX_STORED_PARALLELISM.max(current.p_cost())
+            || work(&stored_params) > MAX_STORED_WORK.max(8 * work(current))
         {
-            return Err(HashError::Internal(
-                "stored hash parameters out of range".into(),
-            ));
+            return Err("costs_out_of_range");
         }
-        let pepper = pepper_id(&stored_params)?;
+        let pepper = pepper_id(&stored_params).map_err(|_| "malformed_keyid")?;
         if let Some(id) = pepper {
             if !self.inner.pepper.as_ref().is_some_and(|p| p.contains(id)) {
-                return Err(HashError::Internal(format!(
-                    "stored hash is peppered with key {id}, which is not in PASSWORD_PEPPER_KEYS"
-                )));
+                return Err("pepper_key_missing");
             }
         }
         // Stale: no pepper or an older one while a key is current. A hash
@@ -305,13 +345,7 @@ impl PasswordHasher {
         Ok(algorithm != Algorithm::Argon2id
             || older_pepper
             || stored.version != Some(Version::V0x13.into())
-            || stored_params.m_cost() != current.m_cost()
-            || stored_params.t_cost() != current.t_cost()
-            || stored_params.p_cost() != current.p_cost()
-            || stored_params
-                .output_len()
-                .unwrap_or(Params::DEFAULT_OUTPUT_LEN)
-                != current.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN))
+            || !same_costs(&stored_params, current))
     }
 
     /// Runs `work` on the blocking pool once a slot is free. The permit moves
@@ -367,11 +401,30 @@ impl PasswordHasher {
     }
 }
 
+/// Which pepper key a stored hash names, as verification reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PepperUse {
+    /// No `keyid`: written without a pepper.
+    None,
+    Key(u32),
+    /// Not a hash, or a `keyid` that is not a key id.
+    Unreadable,
+}
+
+pub fn pepper_use(phc: &str) -> PepperUse {
+    PasswordHash::new(phc)
+        .ok()
+        .and_then(|hash| Params::try_from(&hash).ok())
+        .and_then(|params| pepper_id(&params).ok())
+        .map_or(PepperUse::Unreadable, |id| {
+            id.map_or(PepperUse::None, PepperUse::Key)
+        })
+}
+
 /// The `keys status` lines for the pepper ring: how many password hashes
 /// each pepper key (or none) made, and whether an older key may leave.
 /// `usage`: [`super::db::password_hashes_by_pepper`].
-pub fn pepper_report(pepper: Option<&PepperKeys>, usage: &[(Option<String>, i64)]) -> Vec<String> {
-    use base64::Engine as _;
+pub fn pepper_report(pepper: Option<&PepperKeys>, usage: &[(PepperUse, i64)]) -> Vec<String> {
     let current = pepper.and_then(PepperKeys::current_id);
     let mut lines = vec![match pepper {
         Some(p) => format!(
@@ -381,41 +434,35 @@ pub fn pepper_report(pepper: Option<&PepperKeys>, usage: &[(Option<String>, i64)
         ),
         None => "password pepper keys (PASSWORD_PEPPER_KEYS): not set".to_owned(),
     }];
-    let mut per_key: Vec<(u32, i64)> = Vec::new();
-    for (keyid, hashes) in usage {
-        let id = keyid.as_deref().map(|b64| {
-            base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(b64)
-                .ok()
-                .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
-                .map(u32::from_be_bytes)
-        });
-        let note = match id {
-            None if current.is_none() => "current".to_owned(),
-            None => {
-                "no pepper: re-hashed with the current key at each one's next sign-in".to_owned()
-            }
-            Some(None) => "MALFORMED keyid: these accounts cannot sign in".to_owned(),
-            Some(Some(id)) => {
-                per_key.push((id, *hashes));
+    let known = |id: u32| pepper.is_some_and(|p| p.contains(id));
+    for (used, hashes) in usage {
+        let (which, note) = match *used {
+            PepperUse::None => (
+                "no pepper".to_owned(),
+                if current.is_none() {
+                    "current".to_owned()
+                } else {
+                    "no pepper: re-hashed with the current key at each one's next sign-in"
+                        .to_owned()
+                },
+            ),
+            PepperUse::Unreadable => (
+                "unreadable".to_owned(),
+                "not a hash this service can read: these accounts cannot sign in".to_owned(),
+            ),
+            PepperUse::Key(id) => (
+                format!("pepper key {id}"),
                 if Some(id) == current {
                     "current".to_owned()
-                } else if pepper.is_some_and(|p| p.contains(id)) && current.is_some_and(|c| id > c)
-                {
-                    "newer (written by a process a rollout step ahead)".to_owned()
-                } else if pepper.is_some_and(|p| p.contains(id)) && current.is_none() {
-                    "staged key, already in use".to_owned()
-                } else if pepper.is_some_and(|p| p.contains(id)) {
-                    "older: re-hashed with the current key at each one's next sign-in".to_owned()
-                } else {
+                } else if !known(id) {
                     "key NOT in PASSWORD_PEPPER_KEYS: these accounts cannot sign in until they reset their password".to_owned()
-                }
-            }
-        };
-        let which = match id {
-            None => "no pepper".to_owned(),
-            Some(None) => "unreadable key id".to_owned(),
-            Some(Some(id)) => format!("pepper key {id}"),
+                } else if current.is_none_or(|c| id > c) {
+                    "a key that is not current (staged, or current before a rollback): left as is"
+                        .to_owned()
+                } else {
+                    "older: re-hashed with the current key at each one's next sign-in".to_owned()
+                },
+            ),
         };
         lines.push(format!(
             "  users.password_hash: {which}: {hashes} hashes ({note})"
@@ -425,9 +472,9 @@ pub fn pepper_report(pepper: Option<&PepperKeys>, usage: &[(Option<String>, i64)
         if Some(id) == current {
             continue;
         }
-        let left: i64 = per_key
+        let left: i64 = usage
             .iter()
-            .filter(|(k, _)| *k == id)
+            .filter(|(used, _)| *used == PepperUse::Key(id))
             .map(|(_, n)| n)
             .sum();
         lines.push(if left == 0 {
@@ -463,6 +510,26 @@ fn prepare(password: &SecretString) -> Result<Zeroizing<String>, HashError> {
 }
 
 impl Inner {
+    /// Counts an unusable stored hash and logs it at most once a minute.
+    fn unusable(&self, reason: &'static str) {
+        metrics::counter!("password_hash_unusable_total", "reason" => reason).increment(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_unusable_log.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .last_unusable_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                reason,
+                "a stored password hash cannot be used (answered as a wrong password); see password_hash_unusable_total and `keys status`"
+            );
+        }
+    }
+
     /// An argon2id instance with `params` and the secret of pepper key `id`.
     fn argon2(&self, id: Option<u32>, params: Params) -> Result<Argon2<'_>, HashError> {
         match id {
@@ -521,6 +588,16 @@ impl Inner {
         self.count(&filler);
         Ok(())
     }
+}
+
+/// The same m, t, p and output length (equal work is not enough: 12 MiB
+/// with 3 passes and 9 MiB with 4 fill as many blocks at another speed).
+fn same_costs(a: &Params, b: &Params) -> bool {
+    a.m_cost() == b.m_cost()
+        && a.t_cost() == b.t_cost()
+        && a.p_cost() == b.p_cost()
+        && a.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)
+            == b.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)
 }
 
 /// Memory blocks argon2 fills, times its passes: its cost.

@@ -269,3 +269,88 @@ async fn keys_rotate_prints_the_staged_then_the_current_pepper() {
         Some(first[1].to_spec().as_str())
     );
 }
+
+/// A hash under a pepper key this process lacks (removed too early, or
+/// written into the row by someone with database access) is answered
+/// like a wrong password at the usual cost, never with a fast error that
+/// would confirm the account, and the operator sees it in a metric.
+#[tokio::test]
+async fn a_hash_under_a_missing_pepper_key_is_a_wrong_password_not_an_error() {
+    let (_, one) = PepperKeys::rotation(None).unwrap();
+    let (_, two) = PepperKeys::rotation(Some(&one)).unwrap();
+    let app = TestApp::builder()
+        .env("PASSWORD_PEPPER_KEYS", &one.to_spec())
+        .spawn()
+        .await;
+    let ada = app.signed_up_user("ada@example.com").await;
+    let only_two = two.to_spec();
+    let only_two = only_two.split(',').next().unwrap().to_owned();
+    let other = restarted(&app, &only_two).await;
+    let before = other.state.hasher.work_blocks();
+    let r = other.login(&ada.email, &ada.password).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        crate::helpers::problem(r).await["code"],
+        "invalid_credentials"
+    );
+    assert_eq!(other.state.hasher.work_blocks() - before, 4096);
+    let metrics = other.metrics_text().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("password_hash_unusable_total{reason=\"pepper_key_missing\"}")),
+        "{metrics}"
+    );
+    // The key back in the ring: she signs in, and moves to key 2.
+    let both = restarted(&app, &two.to_spec()).await;
+    signs_in(&both, &ada).await;
+    assert_eq!(pepper_of(&app, &ada).await.as_deref(), KEY_2);
+}
+
+/// The re-hash at sign-in replaces only the hash it checked: a password
+/// reset that committed in between is not overwritten with a hash of the
+/// old password.
+#[tokio::test]
+async fn a_rehash_never_overwrites_a_password_changed_meanwhile() {
+    let app = TestApp::spawn().await;
+    let ada = app.signed_up_user("ada@example.com").await;
+    let checked = stored_hash(&app, &ada).await;
+    // A reset commits while her sign-in is between its check and its write.
+    let reset = app
+        .state
+        .hasher
+        .hash(&SecretString::from("a-brand-new-passphrase-77".to_owned()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE user_id = $1")
+        .bind(ada.user_id)
+        .bind(&reset)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let rehashed = app
+        .state
+        .hasher
+        .hash(&SecretString::from(ada.password.clone()))
+        .await
+        .unwrap();
+    let mut conn = app.db.acquire().await.unwrap();
+    let replaced = mobile_backend::accounts::db::upgrade_password_hash(
+        &mut conn,
+        ada.user_id,
+        &checked,
+        &rehashed,
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert!(!replaced);
+    assert_eq!(stored_hash(&app, &ada).await, reset);
+    assert_eq!(app.login(&ada.email, &ada.password).await.status(), 401);
+    assert_eq!(
+        app.login(&ada.email, "a-brand-new-passphrase-77")
+            .await
+            .status(),
+        200
+    );
+}
