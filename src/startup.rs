@@ -324,18 +324,22 @@ impl Application {
         // `SHUTDOWN_TIMEOUT_SECS` counts from the listener's close (`api`
         // ends only after it, or with an error).
         tokio::pin!(api);
-        tokio::select! {
-            result = &mut api => result.context("serving the API")?,
-            _ = closed_rx.wait_for(|c| *c) => {}
-        }
+        let done = tokio::select! {
+            result = &mut api => {
+                result.context("serving the API")?;
+                true
+            }
+            _ = closed_rx.wait_for(|c| *c) => false,
+        };
         let end = tokio::time::Instant::now() + timeout;
-        if let Ok(result) = tokio::time::timeout_at(end, &mut api).await {
-            result.context("serving the API")?;
-        } else {
-            tracing::warn!(
-                ?timeout,
-                "shutdown timeout over; dropping remaining requests"
-            );
+        if !done {
+            match tokio::time::timeout_at(end, &mut api).await {
+                Ok(result) => result.context("serving the API")?,
+                Err(_) => tracing::warn!(
+                    ?timeout,
+                    "shutdown timeout over; dropping remaining requests"
+                ),
+            }
         }
         // Work handed off after an answer (a code to mail) finishes too,
         // within the same timeout.
