@@ -219,6 +219,25 @@ mod tests {
     }
 
     #[test]
+    fn head_sizes_are_counted_as_documented() {
+        let uri: Uri = "/v1/users?cursor=abc".parse().unwrap_or_default();
+        assert_eq!(uri_bytes(&uri), 20);
+        // HTTP/2 puts the scheme and authority in the URI: not counted.
+        let uri: Uri = "https://api.example.com/healthz"
+            .parse()
+            .unwrap_or_default();
+        assert_eq!(uri_bytes(&uri), 8);
+        let mut headers = HeaderMap::new();
+        assert_eq!(header_bytes(&headers), 0);
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.append("x-a", HeaderValue::from_static(""));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        // (4 + 11 + 32) + (3 + 0 + 32) + (3 + 1 + 32): repeated fields
+        // count each time.
+        assert_eq!(header_bytes(&headers), 47 + 35 + 36);
+    }
+
+    #[test]
     fn every_route_that_checks_a_password_or_a_code_is_a_credential_route() {
         for op in [
             "register",
