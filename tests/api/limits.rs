@@ -264,3 +264,68 @@ async fn hyper_refuses_heads_far_beyond_the_limits_and_non_http_bytes_with_a_bar
     assert_eq!(tls_hello.status(), Some(400), "{tls_hello:?}");
     bare(&tls_hello, 400);
 }
+
+/// The same limits over HTTP/2 (prior knowledge on the plain listener):
+/// hyper's HTTP/2 header list limit sits above ours too, so the refusals
+/// are the service's problem+json; a header block beyond that limit is
+/// refused by the h2 library.
+#[tokio::test]
+async fn over_http2_the_limits_answer_problem_json_too() {
+    let app = TestApp::spawn().await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let send = |path: String, fields: Vec<(String, String)>| {
+        let client = client.clone();
+        async move {
+            let mut request = http::Request::get(format!("http://localhost{path}"));
+            for (n, v) in fields {
+                request = request.header(n, v);
+            }
+            let (response, _) = client
+                .ready()
+                .await
+                .unwrap()
+                .send_request(request.body(()).unwrap(), true)
+                .unwrap();
+            let response = response.await?;
+            let (parts, mut body) = response.into_parts();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.data().await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            Ok::<_, h2::Error>((parts, bytes))
+        }
+    };
+    let problem_of = |(parts, body): &(http::response::Parts, Vec<u8>), status: u16, code: &str| {
+        assert_eq!(parts.status, status);
+        assert_eq!(parts.headers["content-type"], "application/problem+json");
+        assert_eq!(parts.headers["x-content-type-options"], "nosniff");
+        let problem: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(problem["code"], code);
+        assert_eq!(
+            problem["request_id"],
+            parts.headers["x-request-id"].to_str().unwrap()
+        );
+    };
+
+    let over = send(target_of(8 * 1024 + 1), vec![]).await.unwrap();
+    problem_of(&over, 414, "uri_too_long");
+    // 40 KiB of headers: over ours, within hyper's HTTP/2 header list size.
+    let forty = send("/healthz".into(), headers_totalling(40 * 1024))
+        .await
+        .unwrap();
+    problem_of(&forty, 431, "headers_too_large");
+    let ok = send("/healthz".into(), headers_totalling(16 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(ok.0.status, 200);
+    // Far beyond (200 KiB, over hyper's HTTP/2 header list size and the
+    // number of CONTINUATION frames the h2 library accepts for it): h2 ends
+    // the whole connection with GOAWAY ENHANCE_YOUR_CALM
+    // (`too_many_continuations`), no answer at all.
+    let far = send("/healthz".into(), headers_totalling(200 * 1024)).await;
+    let e = far.expect_err("no answer to a 200 KiB header block");
+    assert!(e.is_go_away(), "{e}");
+    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
+}
