@@ -166,7 +166,17 @@ impl Served {
     /// Starts the binary with `extra` variables; returns it and the API's
     /// address (read from its "serving" log line).
     async fn start(&self, extra: &[(&str, &str)]) -> (tokio::process::Child, SocketAddr) {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobile-backend"))
+        self.start_bin(env!("CARGO_BIN_EXE_mobile-backend"), extra)
+            .await
+    }
+
+    /// [`Served::start`] with another build of the binary.
+    async fn start_bin(
+        &self,
+        bin: &str,
+        extra: &[(&str, &str)],
+    ) -> (tokio::process::Child, SocketAddr) {
+        let mut child = tokio::process::Command::new(bin)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -369,6 +379,7 @@ async fn under_keep_alive_traffic_following_readyz_sigterm_loses_no_request_and_
     // Let traffic flow, then SIGTERM the binary.
     tokio::time::sleep(Duration::from_millis(500)).await;
     rotation.sigterm_sent.store(true, Ordering::Release);
+    let signalled_at = std::time::Instant::now();
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
 
@@ -400,6 +411,11 @@ async fn under_keep_alive_traffic_following_readyz_sigterm_loses_no_request_and_
         .expect("the binary exits after the grace period and the drain")
         .unwrap();
     assert!(status.success(), "{status:?}");
+    // For the record, not asserted: the grace period plus the drain.
+    eprintln!(
+        "exited {:?} after SIGTERM; {total:?}",
+        signalled_at.elapsed()
+    );
     // The listener is closed.
     assert!(TcpStream::connect(addr).await.is_err());
     served.drop_database().await;
@@ -457,5 +473,70 @@ async fn a_slow_upload_in_flight_when_the_listener_closes_is_answered_and_the_pr
         .expect("the binary exits once the request is answered")
         .unwrap();
     assert!(status.success(), "{status:?}");
+    served.drop_database().await;
+}
+
+/// A measurement, not a check (run by hand): clients that do NOT follow
+/// `/readyz` send `GET /healthz` back to back on keep-alive connections
+/// through SIGTERM until a new connection is refused; prints how many
+/// requests were sent and never answered. `MEASURE_BIN` picks another
+/// build of the binary (for example the one before the drain phase):
+///
+/// `MEASURE_BIN=/path/to/mobile-backend cargo test --test shutdown -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn measure_requests_lost_by_clients_that_ignore_readyz() {
+    let served = Served::new().await;
+    let bin = std::env::var("MEASURE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mobile-backend").to_owned());
+    for round in 0..5 {
+        let (mut child, addr) = served
+            .start_bin(&bin, &[("SHUTDOWN_GRACE_SECS", "2")])
+            .await;
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let (mut sent, mut lost) = (0usize, 0usize);
+                    let mut stream: Option<BufReader<TcpStream>> = None;
+                    loop {
+                        if stream.is_none() {
+                            match TcpStream::connect(addr).await {
+                                Ok(s) => stream = Some(BufReader::new(s)),
+                                Err(_) => return (sent, lost),
+                            }
+                        }
+                        let Some(conn) = stream.as_mut() else {
+                            continue;
+                        };
+                        sent += 1;
+                        let ok = conn
+                            .get_mut()
+                            .write_all(b"GET /healthz HTTP/1.1\r\nhost: backend\r\n\r\n")
+                            .await
+                            .is_ok();
+                        match if ok { read_answer(conn).await } else { None } {
+                            Some(a) if !a.close => {}
+                            Some(_) => stream = None,
+                            None => {
+                                lost += 1;
+                                stream = None;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let (mut sent, mut lost) = (0, 0);
+        for c in clients {
+            let (s, l) = c.await.unwrap();
+            sent += s;
+            lost += l;
+        }
+        let status = child.wait().await.unwrap();
+        eprintln!("round {round}: {sent} sent, {lost} lost, exit {status:?}");
+    }
     served.drop_database().await;
 }
