@@ -118,7 +118,13 @@ pub struct Config {
     pub store_url_ios: Option<Url>,
     pub store_url_android: Option<Url>,
     pub request_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while the
+    /// service keeps serving (with `Connection: close`) before the listener
+    /// closes (`SHUTDOWN_GRACE_SECS`, 0..=60, default 5).
     pub shutdown_grace: Duration,
+    /// After the listener closes, how long in-flight requests may finish
+    /// (`SHUTDOWN_TIMEOUT_SECS`, 0..=600, default 30).
+    pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub keys: KeyConfig,
     pub auth: AuthConfig,
@@ -167,6 +173,15 @@ pub struct ListenerLimits {
     /// Connections served at once; more wait in the accept backlog
     /// (`MAX_CONNECTIONS`, 1..=1000000, default 4096).
     pub max_connections: usize,
+    /// Request headers larger than this in total are refused with 431
+    /// problem+json (`MAX_HEADER_BYTES`, 4096..=65536, default 32768);
+    /// counted as in HTTP/2's header list size: per header, the name's and
+    /// the value's bytes plus 32.
+    pub max_header_bytes: usize,
+    /// Request targets (path and query, or the absolute URI) longer than
+    /// this are refused with 414 problem+json (`MAX_URI_BYTES`,
+    /// 1024..=32768, default 8192).
+    pub max_uri_bytes: usize,
 }
 
 impl Default for ListenerLimits {
@@ -175,6 +190,8 @@ impl Default for ListenerLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            max_header_bytes: 32 * 1024,
+            max_uri_bytes: 8 * 1024,
         }
     }
 }
@@ -389,7 +406,8 @@ impl Config {
             store_url_ios: r.parse_with("CLIENT_STORE_URL_IOS", parse_url),
             store_url_android: r.parse_with("CLIENT_STORE_URL_ANDROID", parse_url),
             request_timeout: Duration::from_secs(r.parse_or("REQUEST_TIMEOUT_SECS", 15)),
-            shutdown_grace: Duration::from_secs(r.parse_or("SHUTDOWN_GRACE_SECS", 30)),
+            shutdown_grace: Duration::from_secs(r.ranged("SHUTDOWN_GRACE_SECS", 5, 0..=60)),
+            shutdown_timeout: Duration::from_secs(r.ranged("SHUTDOWN_TIMEOUT_SECS", 30, 0..=600)),
             log_format: match r.get("LOG_FORMAT").as_deref() {
                 Some("json") => LogFormat::Json,
                 Some("pretty") => LogFormat::Pretty,
@@ -469,6 +487,8 @@ impl Config {
                 )),
                 idle_timeout: Duration::from_secs(r.ranged("IDLE_TIMEOUT_SECS", 60, 1..=3600)),
                 max_connections: r.ranged("MAX_CONNECTIONS", 4096, 1..=1_000_000),
+                max_header_bytes: r.ranged("MAX_HEADER_BYTES", 32 * 1024, 4096..=65_536),
+                max_uri_bytes: r.ranged("MAX_URI_BYTES", 8 * 1024, 1024..=32_768),
             },
             max_devices_per_user: r.ranged("MAX_DEVICES_PER_USER", 20, 1..=100),
         };
@@ -1130,6 +1150,10 @@ mod tests {
             ("HEADER_READ_TIMEOUT_SECS", "300"),
             ("IDLE_TIMEOUT_SECS", "1"),
             ("MAX_CONNECTIONS", "1"),
+            ("MAX_HEADER_BYTES", "4096"),
+            ("MAX_URI_BYTES", "32768"),
+            ("SHUTDOWN_GRACE_SECS", "0"),
+            ("SHUTDOWN_TIMEOUT_SECS", "600"),
         ])
         .unwrap();
         assert_eq!(c.rate_limit_ipv6_prefix, 48);
@@ -1137,7 +1161,21 @@ mod tests {
         assert_eq!(c.listener.header_read_timeout, Duration::from_secs(300));
         assert_eq!(c.listener.idle_timeout, Duration::from_secs(1));
         assert_eq!(c.listener.max_connections, 1);
+        assert_eq!(c.listener.max_header_bytes, 4096);
+        assert_eq!(c.listener.max_uri_bytes, 32_768);
+        assert_eq!(c.shutdown_grace, Duration::ZERO);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(600));
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
         for (name, bad) in [
+            ("MAX_HEADER_BYTES", "4095"),
+            ("MAX_HEADER_BYTES", "65537"),
+            ("MAX_URI_BYTES", "1023"),
+            ("MAX_URI_BYTES", "32769"),
+            ("SHUTDOWN_GRACE_SECS", "61"),
+            ("SHUTDOWN_GRACE_SECS", "-1"),
+            ("SHUTDOWN_TIMEOUT_SECS", "601"),
             ("RATE_LIMIT_IPV6_PREFIX", "31"),
             ("RATE_LIMIT_IPV6_PREFIX", "129"),
             ("RATE_LIMIT_IPV6_PREFIX", "/64"),

@@ -18,6 +18,7 @@ mod hardening_registration;
 mod headers;
 mod helpers;
 mod key_rings;
+mod limits;
 mod mail;
 mod metrics;
 mod mfa;
