@@ -126,13 +126,22 @@ struct Served {
     db: String,
     env: Vec<(String, String)>,
     _tmp: tempfile::TempDir,
+    /// The throwaway cluster when `DATABASE_URL` is unset (as in the api
+    /// suite): stopped when dropped.
+    _cluster: Option<mobile_backend::dev_db::LocalPostgres>,
 }
 
 impl Served {
     async fn new() -> Self {
-        let admin_url = std::env::var("DATABASE_URL").expect(
-            "DATABASE_URL (the binary is run against the shared server, not a throwaway one)",
-        );
+        let (admin_url, cluster) = match std::env::var("DATABASE_URL") {
+            Ok(url) => (url, None),
+            Err(_) => {
+                let pg = mobile_backend::dev_db::start_throwaway()
+                    .await
+                    .expect("starting a throwaway PostgreSQL (is the server package installed?)");
+                (pg.url("postgres"), Some(pg))
+            }
+        };
         let db = format!("test_{}", uuid::Uuid::new_v4().simple());
         mobile_backend::dev_db::ensure_database(&admin_url, &db)
             .await
@@ -160,6 +169,7 @@ impl Served {
             db,
             env,
             _tmp: tmp,
+            _cluster: cluster,
         }
     }
 
