@@ -3,9 +3,11 @@
 //! Threats: (1) a stolen database: argon2id is memory-hard, so offline
 //! guessing is slow and GPUs gain little; (2) a login flood: each hash takes
 //! ~19 MiB and tens of ms of a core, so at most `max_concurrent` run at once
-//! (on the blocking pool, never on the async workers), at most `max_waiting`
-//! callers queue, and the rest get `Overloaded` at once (the HTTP layer answers
-//! 503 with Retry-After) instead of piling up; (3) account enumeration: an
+//! (on as many dedicated threads, each reusing one argon2 buffer, never on
+//! the async workers: memory stays fixed however many come, see [`Memory`]),
+//! at most `max_waiting` callers queue, and the rest get `Overloaded` at once
+//! (the HTTP layer answers 503 with Retry-After) instead of piling up;
+//! (3) account enumeration: an
 //! unknown email is verified against a dummy hash with the current parameters,
 //! so it costs the same time as a known one.
 //!
@@ -47,13 +49,13 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, KeyId, Params, ParamsBuilder, Version};
+use argon2::password_hash::{Output, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, KeyId, Params, ParamsBuilder, Version};
 use rand::rngs::OsRng;
 use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::policy;
 use crate::config::Argon2Params;
@@ -101,8 +103,13 @@ pub struct PasswordHasher {
     inner: Arc<Inner>,
 }
 
+/// A hashing job: runs on one of the hashing threads with its memory.
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
+
 struct Inner {
     params: Params,
+    /// Jobs for the hashing threads (see [`Memory`]).
+    jobs: std::sync::mpsc::Sender<Job>,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     max_waiting: usize,
@@ -190,8 +197,11 @@ impl PasswordHasher {
         let params = builder
             .build()
             .map_err(|e| HashError::Internal(format!("invalid argon2 parameters: {e}")))?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let standing = params.block_count();
         let mut inner = Inner {
             params,
+            jobs,
             pepper,
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
@@ -205,8 +215,11 @@ impl PasswordHasher {
         let mut dummy_password = Zeroizing::new([0u8; 32]);
         fill_random(dummy_password.as_mut())?;
         let started = std::time::Instant::now();
-        inner.dummy_phc = inner.hash_blocking(dummy_password.as_ref())?;
+        // On this thread, in memory freed (wiped) right after.
+        inner.dummy_phc =
+            inner.hash_blocking(dummy_password.as_ref(), &mut Memory::new(standing))?;
         inner.typical.record(started.elapsed());
+        spawn_threads(max_concurrent, standing, queue)?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -233,7 +246,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
         let password = prepare(password)?;
         let inner = Arc::clone(&self.inner);
-        self.run(move || inner.hash_blocking(password.as_bytes()))
+        self.run(move |memory| inner.hash_blocking(password.as_bytes(), memory))
             .await
     }
 
@@ -271,20 +284,13 @@ impl PasswordHasher {
         let (phc, stale) = usable.unwrap_or_else(|| (self.inner.dummy_phc.clone(), false));
         let inner = Arc::clone(&self.inner);
         let (matches, started) = self
-            .run(move || {
+            .run(move |memory| {
                 let started = std::time::Instant::now();
                 let parsed = PasswordHash::new(&phc).map_err(malformed)?;
                 let stored = Params::try_from(&parsed).map_err(malformed)?;
-                let argon2 = inner.argon2(pepper_id(&stored)?, inner.params.clone())?;
-                // Uses the algorithm, version, parameters and salt in `parsed`,
-                // and the secret of the pepper key its `keyid` names.
-                let matches = match argon2.verify_password(password.as_bytes(), &parsed) {
-                    Ok(()) => true,
-                    Err(argon2::password_hash::Error::Password) => false,
-                    Err(e) => return Err(malformed(e)),
-                };
+                let matches = inner.matches(password.as_bytes(), &parsed, &stored, memory)?;
                 inner.count(&stored);
-                inner.fill_shortfall(&stored)?;
+                inner.fill_shortfall(&stored, memory)?;
                 if same_costs(&stored, &inner.params) {
                     inner.typical.record(started.elapsed());
                 }
@@ -348,28 +354,36 @@ impl PasswordHasher {
             || !same_costs(&stored_params, current))
     }
 
-    /// Runs `work` on the blocking pool once a slot is free. The permit moves
-    /// into the task, so a caller that gives up (client gone) still counts
-    /// until the CPU work really ends.
+    /// Runs `work` on a hashing thread once a slot is free. The permit moves
+    /// into the job, so a caller that gives up (client gone) still counts
+    /// until the CPU work really ends; there are as many threads as slots,
+    /// so a job never waits for a thread.
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
         T: Send + 'static,
-        F: FnOnce() -> Result<T, HashError> + Send + 'static,
+        F: FnOnce(&mut Memory) -> Result<T, HashError> + Send + 'static,
     {
-        // spawn_blocking panics outside a runtime; this reports it instead.
-        let runtime = tokio::runtime::Handle::try_current()
+        // Awaiting the answer needs a runtime; say so rather than hang.
+        tokio::runtime::Handle::try_current()
             .map_err(|e| HashError::Internal(format!("no tokio runtime: {e}")))?;
         let waited = std::time::Instant::now();
         let permit = self.acquire().await?;
         metrics::histogram!("password_hash_wait_duration_seconds")
             .record(waited.elapsed().as_secs_f64());
-        runtime
-            .spawn_blocking(move || {
-                let _permit = permit;
-                work()
-            })
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let result = work(memory);
+            // The slot is free before the caller hears the answer.
+            drop(permit);
+            let _ = answer.send(result);
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| HashError::Internal("hashing threads are gone".into()))?;
+        answered
             .await
-            .map_err(|e| HashError::Internal(format!("hashing task failed: {e}")))?
+            .map_err(|_| HashError::Internal("hashing job failed".into()))?
     }
 
     async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
@@ -532,8 +546,19 @@ impl Inner {
 
     /// An argon2id instance with `params` and the secret of pepper key `id`.
     fn argon2(&self, id: Option<u32>, params: Params) -> Result<Argon2<'_>, HashError> {
+        self.argon2_as(id, Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    /// [`Inner::argon2`] with a stored hash's algorithm and version.
+    fn argon2_as(
+        &self,
+        id: Option<u32>,
+        algorithm: Algorithm,
+        version: Version,
+        params: Params,
+    ) -> Result<Argon2<'_>, HashError> {
         match id {
-            None => Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)),
+            None => Ok(Argon2::new(algorithm, version, params)),
             Some(id) => {
                 let key = self
                     .pepper
@@ -544,27 +569,65 @@ impl Inner {
                             "pepper key {id} is not in PASSWORD_PEPPER_KEYS"
                         ))
                     })?;
-                Argon2::new_with_secret(key.expose(), Algorithm::Argon2id, Version::V0x13, params)
+                Argon2::new_with_secret(key.expose(), algorithm, version, params)
                     .map_err(|e| HashError::Internal(format!("argon2: {e}")))
             }
         }
     }
 
     /// A new hash with the current parameters and pepper and a fresh salt.
-    fn hash_blocking(&self, password: &[u8]) -> Result<String, HashError> {
+    fn hash_blocking(&self, password: &[u8], memory: &mut Memory) -> Result<String, HashError> {
         let mut salt = [0u8; SALT_BYTES];
         fill_random(&mut salt)?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Internal(e.to_string()))?;
         let argon2 = self.argon2(
             self.pepper.as_ref().and_then(PepperKeys::current_id),
             self.params.clone(),
         )?;
-        let phc = argon2
-            .hash_password(password, &salt)
-            .map(|phc| phc.to_string())
-            .map_err(|e| HashError::Internal(format!("argon2: {e}")))?;
+        let mut out = Zeroizing::new([0u8; Params::DEFAULT_OUTPUT_LEN]);
+        memory.hash(&argon2, password, &salt, out.as_mut())?;
         self.count(&self.params);
-        Ok(phc)
+        let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Internal(e.to_string()))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: (&self.params).try_into().map_err(malformed)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(out.as_ref()).map_err(malformed)?),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// Whether `password` gives the stored output, with the algorithm,
+    /// version, parameters and salt in `parsed` and the secret of the
+    /// pepper key its `keyid` names (argon2's own `verify_password`, but in
+    /// this thread's memory instead of a fresh allocation).
+    fn matches(
+        &self,
+        password: &[u8],
+        parsed: &PasswordHash<'_>,
+        stored: &Params,
+        memory: &mut Memory,
+    ) -> Result<bool, HashError> {
+        let algorithm = Algorithm::try_from(parsed.algorithm).map_err(malformed)?;
+        let version = parsed
+            .version
+            .map(Version::try_from)
+            .transpose()
+            .map_err(|e| HashError::Internal(format!("malformed stored password hash: {e}")))?
+            .unwrap_or_default();
+        let expected = parsed
+            .hash
+            .ok_or_else(|| HashError::Internal("stored hash has no output".into()))?;
+        let salt = parsed
+            .salt
+            .ok_or_else(|| HashError::Internal("stored hash has no salt".into()))?;
+        let mut salt_bytes = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_bytes).map_err(malformed)?;
+        let argon2 = self.argon2_as(pepper_id(stored)?, algorithm, version, stored.clone())?;
+        let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+        memory.hash(&argon2, password, salt, out.as_mut())?;
+        // `Output`'s equality is constant-time.
+        Ok(Output::new(out.as_ref()).map_err(malformed)? == expected)
     }
 
     fn count(&self, params: &Params) {
@@ -574,7 +637,7 @@ impl Inner {
     /// After checking a hash cheaper than the current parameters, spends the
     /// difference on a throw-away argon2 run (see the module comment), so
     /// the call costs what checking a current hash (or the dummy) costs.
-    fn fill_shortfall(&self, stored: &Params) -> Result<(), HashError> {
+    fn fill_shortfall(&self, stored: &Params, memory: &mut Memory) -> Result<(), HashError> {
         let Some(filler) = filler(
             work(&self.params).saturating_sub(work(stored)),
             self.params.m_cost(),
@@ -582,12 +645,103 @@ impl Inner {
             return Ok(());
         };
         let mut output = [0u8; 32];
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, filler.clone())
-            .hash_password_into(&[0u8; 32], &[0u8; SALT_BYTES], &mut output)
-            .map_err(|e| HashError::Internal(format!("argon2: {e}")))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, filler.clone());
+        memory.hash(&argon2, &[0u8; 32], &[0u8; SALT_BYTES], &mut output)?;
         self.count(&filler);
         Ok(())
     }
+}
+
+/// One hashing thread's argon2 memory: allocated on the thread's first
+/// hash at the current parameters' size and reused for every later one, so
+/// hashing holds `threads × ARGON2_MEMORY_KIB` however many sign-ins come
+/// (a fresh 19 MiB allocation per hash let glibc keep hundreds of MiB in
+/// its arenas under a login flood, and faulted pages in every time). Wiped
+/// after every hash: its blocks would let whoever reads them test password
+/// guesses cheaply. A stored hash asking for more memory than the current
+/// parameters (bounded by the caps above) gets a temporary buffer of its
+/// own, wiped and freed after.
+pub struct Memory {
+    blocks: Vec<Block>,
+    standing: usize,
+}
+
+impl Memory {
+    fn new(standing: usize) -> Self {
+        Self {
+            blocks: Vec::new(),
+            standing,
+        }
+    }
+
+    fn hash(
+        &mut self,
+        argon2: &Argon2<'_>,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), HashError> {
+        let need = argon2.params().block_count();
+        let argon2_error = |e: argon2::Error| HashError::Internal(format!("argon2: {e}"));
+        if need > self.standing {
+            let mut own = vec![Block::new(); need];
+            let done = argon2.hash_password_into_with_memory(password, salt, out, &mut own[..]);
+            wipe(&mut own);
+            return done.map_err(argon2_error);
+        }
+        if self.blocks.len() < self.standing {
+            // Once per thread; exact size, so it never grows (or moves) later.
+            self.blocks = vec![Block::new(); self.standing];
+        }
+        let blocks = &mut self.blocks[..need];
+        let done = argon2.hash_password_into_with_memory(password, salt, out, &mut *blocks);
+        wipe(blocks);
+        done.map_err(argon2_error)
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        wipe(&mut self.blocks);
+    }
+}
+
+fn wipe(blocks: &mut [Block]) {
+    blocks.iter_mut().for_each(Zeroize::zeroize);
+}
+
+/// The hashing threads: one per slot, each with its own [`Memory`], taking
+/// jobs until every [`PasswordHasher`] clone is gone.
+fn spawn_threads(
+    count: usize,
+    standing: usize,
+    queue: std::sync::mpsc::Receiver<Job>,
+) -> Result<(), HashError> {
+    let queue = Arc::new(std::sync::Mutex::new(queue));
+    for n in 0..count {
+        let queue = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name(format!("password-hash-{n}"))
+            .spawn(move || {
+                let mut memory = Memory::new(standing);
+                loop {
+                    let job = {
+                        let queue = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        queue.recv()
+                    };
+                    let Ok(job) = job else { return };
+                    // A panicking job (none is expected) drops its answer
+                    // channel, which its caller reports; the thread lives on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(&mut memory);
+                    }));
+                }
+            })
+            .map_err(|e| HashError::Internal(format!("starting a hashing thread: {e}")))?;
+    }
+    Ok(())
 }
 
 /// The same m, t, p and output length (equal work is not enough: 12 MiB

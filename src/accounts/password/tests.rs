@@ -4,6 +4,7 @@
 //! Deterministic: a test hook holds the only slot instead of racing a slow hash.
 
 use super::*;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use std::future::Future as _;
 use std::time::Duration;
 
@@ -515,5 +516,43 @@ fn the_report_says_which_pepper_key_may_leave() {
             "$argon2id$v=19$m=1024,t=1,p=1,keyid=AAE{salt_hash}"
         )),
         PepperUse::Unreadable
+    );
+}
+
+/// Hashes written in the hashing threads' own memory are argon2's standard
+/// PHC strings, and hashes argon2 itself wrote (every stored hash from
+/// before) verify here.
+#[tokio::test]
+async fn hashes_are_interchangeable_with_argon2s_own() {
+    let hasher = hasher(FAST);
+    let ours = hasher.hash(&secret(PW)).await.unwrap();
+    let parsed = PasswordHash::new(&ours).unwrap();
+    let params = Params::new(1024, 1, 1, None).unwrap();
+    let theirs_argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    assert!(theirs_argon2
+        .verify_password(PW.as_bytes(), &parsed)
+        .is_ok());
+    let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
+    let theirs = theirs_argon2
+        .hash_password(PW.as_bytes(), &salt)
+        .unwrap()
+        .to_string();
+    assert!(verified(&hasher, PW, &theirs).await.ok);
+    assert!(!verified(&hasher, "tulip-orbit-9-canyoN", &theirs).await.ok);
+    // And an argon2i / older-version hash still verifies (and is stale).
+    let old = Argon2::new(
+        Algorithm::Argon2i,
+        Version::V0x10,
+        Params::new(1024, 1, 1, None).unwrap(),
+    )
+    .hash_password(PW.as_bytes(), &salt)
+    .unwrap()
+    .to_string();
+    assert_eq!(
+        verified(&hasher, PW, &old).await,
+        Verified {
+            ok: true,
+            needs_rehash: true
+        }
     );
 }
