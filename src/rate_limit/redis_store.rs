@@ -84,8 +84,11 @@ const DEPENDENCY: &str = "redis";
 struct Shared {
     prefix: String,
     client: redis::Client,
-    /// The connection in use; replaced by the probe after an outage.
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// The connection in use (a clone per call, under a read lock, so
+    /// requests do not queue for it); replaced by the probe after an outage.
+    conn: std::sync::RwLock<Option<ConnectionManager>>,
+    /// Held while making the first connection, so only one is made.
+    connecting: tokio::sync::Mutex<()>,
     script: Script,
     breaker: Breaker,
     faults: RedisFaults,
@@ -115,14 +118,31 @@ impl Shared {
         .map_err(|_| unavailable("redis connect timed out"))?
     }
 
+    fn current(&self) -> Option<ConnectionManager> {
+        self.conn
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn install(&self, conn: ConnectionManager) {
+        *self
+            .conn
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
+    }
+
     /// The connection in use, made on first use.
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(conn) = self.current() {
+            return Ok(conn);
         }
         let conn = self.connect().await?;
-        *slot = Some(conn.clone());
+        self.install(conn.clone());
         metrics::gauge!("dependency_up", "dependency" => DEPENDENCY).set(1.0);
         Ok(conn)
     }
@@ -178,7 +198,7 @@ async fn probe(store: Weak<Shared>) {
             return;
         };
         if let Ok(conn) = shared.probe_once().await {
-            *shared.conn.lock().await = Some(conn);
+            shared.install(conn);
             if let Some(change) = shared.breaker.on_probe_success() {
                 shared.report(change, None);
             }
@@ -195,7 +215,8 @@ impl RedisStore {
             shared: Arc::new(Shared {
                 prefix: prefix.to_owned(),
                 client: redis::Client::open(url)?,
-                conn: tokio::sync::Mutex::new(None),
+                conn: std::sync::RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
                 script: Script::new(SCRIPT),
                 breaker: Breaker::new(faults.breaker_failures),
                 faults,
