@@ -136,6 +136,9 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     /// Prefix of every Redis key, so several deployments can share a Redis.
     pub redis_key_prefix: String,
+    /// How Redis failures are contained (`REDIS_TIMEOUT_MS`,
+    /// `REDIS_BREAKER_FAILURES`, `REDIS_PROBE_INTERVAL_MS`).
+    pub redis_faults: RedisFaults,
     /// How long audit rows are kept (`AUDIT_RETENTION_DAYS`, default 365).
     pub audit_retention: chrono::Duration,
     /// How long an account may stay unverified before it is deleted
@@ -428,10 +431,7 @@ impl Config {
                 .map(|class| {
                     let quota = r
                         .parse_with(class.env_var(), |s| {
-                            parse_quota(s).ok_or_else(|| {
-                                "expected LIMIT/WINDOW_SECS, e.g. 20/60 (window up to 86400)"
-                                    .to_owned()
-                            })
+                            parse_quota(s).map_err(|e| format!("{e} (e.g. 20/60)"))
                         })
                         .unwrap_or_else(|| class.default_quota());
                     (class, quota)
@@ -441,6 +441,15 @@ impl Config {
             redis_key_prefix: r
                 .get("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "mobile-backend".into()),
+            redis_faults: RedisFaults {
+                timeout: Duration::from_millis(r.ranged("REDIS_TIMEOUT_MS", 50, 1..=10_000)),
+                breaker_failures: r.ranged("REDIS_BREAKER_FAILURES", 3, 1..=100),
+                probe_interval: Duration::from_millis(r.ranged(
+                    "REDIS_PROBE_INTERVAL_MS",
+                    500,
+                    10..=60_000,
+                )),
+            },
             audit_retention: r.duration("AUDIT_RETENTION_DAYS", 365, 86_400),
             unverified_account_ttl: {
                 let hours: i64 = r.parse_or("UNVERIFIED_ACCOUNT_TTL_HOURS", 24);
@@ -454,8 +463,7 @@ impl Config {
                 let d = SpikeThresholds::default();
                 let mut q = |name: &str, default| {
                     r.parse_with(name, |s| {
-                        parse_quota(s)
-                            .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 10/900".to_owned())
+                        parse_quota(s).map_err(|e| format!("{e} (e.g. 10/900)"))
                     })
                     .unwrap_or(default)
                 };
@@ -468,8 +476,7 @@ impl Config {
             geo_country_header: r.get("GEO_COUNTRY_HEADER").map(|h| h.to_ascii_lowercase()),
             alert_profile_views: r
                 .parse_with("ALERT_PROFILE_VIEWS", |s| {
-                    parse_quota(s)
-                        .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 50/300".to_owned())
+                    parse_quota(s).map_err(|e| format!("{e} (e.g. 50/300)"))
                 })
                 .unwrap_or(Quota::per_seconds(50, 300)),
             rate_limit_ipv6_prefix: r.ranged("RATE_LIMIT_IPV6_PREFIX", 64, 32..=128),
@@ -775,16 +782,54 @@ impl Quota {
     }
 }
 
-/// Parses `LIMIT/WINDOW_SECS`, e.g. `20/60`.
-pub fn parse_quota(s: &str) -> Option<Quota> {
-    let (limit, window) = s.split_once('/')?;
-    let limit: u32 = limit.trim().parse().ok().filter(|n| *n > 0)?;
-    let window: i64 = window
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| (1..=86_400).contains(n))?;
-    Some(Quota::per_seconds(limit, window))
+/// The longest quota window, in seconds (a day).
+pub const MAX_QUOTA_WINDOW_SECS: i64 = 86_400;
+/// The highest quota rate, per second per key: the limiter represents
+/// every quota up to it exactly (`rate_limit::gcra`).
+pub const MAX_QUOTA_PER_SEC: u64 = 1_000_000;
+
+/// Parses `LIMIT/WINDOW_SECS`, e.g. `20/60`: `WINDOW_SECS` from 1 to
+/// 86400, `LIMIT` from 1 to 1,000,000 per second of the window (and at
+/// most 4,294,967,295). The error names the range, never echoes the value.
+pub fn parse_quota(s: &str) -> Result<Quota, String> {
+    let shape = || "expected LIMIT/WINDOW_SECS, two whole numbers".to_owned();
+    let (limit, window) = s.split_once('/').ok_or_else(shape)?;
+    let limit: u64 = limit.trim().parse().map_err(|_| shape())?;
+    let window: i64 = window.trim().parse().map_err(|_| shape())?;
+    if !(1..=MAX_QUOTA_WINDOW_SECS).contains(&window) {
+        return Err(format!(
+            "WINDOW_SECS must be from 1 to {MAX_QUOTA_WINDOW_SECS}"
+        ));
+    }
+    let max = (MAX_QUOTA_PER_SEC * window as u64).min(u64::from(u32::MAX));
+    match u32::try_from(limit) {
+        Ok(l) if l >= 1 && u64::from(l) <= max => Ok(Quota::per_seconds(l, window)),
+        _ => Err(format!(
+            "LIMIT must be from 1 to {max} for a {window} s window \
+             (at most {MAX_QUOTA_PER_SEC} per second)"
+        )),
+    }
+}
+
+/// How Redis failures are contained (`rate_limit::breaker`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisFaults {
+    /// The deadline of every Redis call, connecting included.
+    pub timeout: Duration,
+    /// Consecutive failures (errors or timeouts) that open the breaker.
+    pub breaker_failures: u32,
+    /// How often one background probe tries Redis while the breaker is open.
+    pub probe_interval: Duration,
+}
+
+impl Default for RedisFaults {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(50),
+            breaker_failures: 3,
+            probe_interval: Duration::from_millis(500),
+        }
+    }
 }
 
 /// A class of endpoint with its own rate-limit quota, its variable and its
@@ -906,10 +951,51 @@ mod tests {
 
     #[test]
     fn quotas_parse_and_nonsense_is_refused() {
-        assert_eq!(parse_quota("20/60"), Some(Quota::per_seconds(20, 60)));
-        assert_eq!(parse_quota("0/60"), None);
-        assert_eq!(parse_quota("5/0"), None);
-        assert_eq!(parse_quota("five"), None);
+        assert_eq!(parse_quota("20/60"), Ok(Quota::per_seconds(20, 60)));
+        assert!(parse_quota("0/60").is_err());
+        assert!(parse_quota("5/0").is_err());
+        assert!(parse_quota("five").is_err());
+    }
+
+    #[test]
+    fn quotas_up_to_a_million_per_second_are_accepted_and_more_is_refused_by_name() {
+        assert_eq!(
+            parse_quota("1000000/1"),
+            Ok(Quota::per_seconds(1_000_000, 1))
+        );
+        assert_eq!(parse_quota("1001/1"), Ok(Quota::per_seconds(1_001, 1)));
+        assert_eq!(
+            parse_quota("60000000/60"),
+            Ok(Quota::per_seconds(60_000_000, 60))
+        );
+        assert!(parse_quota("1000001/1")
+            .unwrap_err()
+            .contains("1 to 1000000"));
+        assert!(parse_quota("5/86401").unwrap_err().contains("1 to 86400"));
+        // More than a u32 is out of range, not wrapped.
+        assert!(parse_quota("4294967296/86400").is_err());
+        let err = parse(&[("RATE_LIMIT_READS", "2000000/1")]).unwrap_err();
+        let text = err.problems.join("\n");
+        assert!(text.contains("RATE_LIMIT_READS"), "{text}");
+        assert!(text.contains("1 to 1000000"), "{text}");
+        let err = parse(&[("ALERT_FAILED_LOGINS_IP", "1/0")]).unwrap_err();
+        assert!(err.problems.join("\n").contains("ALERT_FAILED_LOGINS_IP"));
+    }
+
+    #[test]
+    fn redis_fault_settings_have_defaults_and_refuse_out_of_range_values_by_name() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.redis_faults, RedisFaults::default());
+        for (name, bad) in [
+            ("REDIS_TIMEOUT_MS", "0"),
+            ("REDIS_TIMEOUT_MS", "10001"),
+            ("REDIS_BREAKER_FAILURES", "0"),
+            ("REDIS_PROBE_INTERVAL_MS", "5"),
+        ] {
+            let err = parse(&[(name, bad)]).unwrap_err();
+            let text = err.problems.join("\n");
+            assert!(text.contains(name) && text.contains(" to "), "{text}");
+        }
     }
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {

@@ -174,6 +174,7 @@ impl Application {
             config.rate_limits.clone(),
             config.redis_url.as_ref().map(|u| u.expose_secret()),
             &config.redis_key_prefix,
+            config.redis_faults,
         )
         .context("REDIS_URL")?;
         let state = AppState {

@@ -421,10 +421,10 @@ pub async fn login(
     // IP (an IPv6 client's whole prefix). Another network (the owner's) is
     // not affected.
     let pair = crate::accounts::soft_lock_key(&account, &client.rate_key);
-    let now_ms = state.clock.now().timestamp_millis();
+    let now_us = state.clock.now().timestamp_micros();
     if let Some(wait) = state
         .limiter
-        .blocked(Class::LoginFailures, &pair, now_ms)
+        .blocked(Class::LoginFailures, &pair, now_us)
         .await?
     {
         let mut conn = state.db.acquire().await?;
@@ -471,7 +471,7 @@ pub async fn login(
             // Count the failure against this (account, IP) pair.
             state
                 .limiter
-                .check(Class::LoginFailures, &pair, now_ms)
+                .check(Class::LoginFailures, &pair, now_us)
                 .await?;
             return Err(invalid_credentials());
         }
