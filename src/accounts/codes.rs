@@ -77,6 +77,16 @@ pub async fn issue(
     purpose: Purpose,
 ) -> sqlx::Result<String> {
     let code = random::numeric_code(DIGITS);
+    // Two requests issuing a code for one account at once (a resend sent
+    // twice) would each retire nothing and both insert: the second would
+    // fail on the one-live-code index. The account's row lock makes the
+    // second wait and then retire the first's code. Found by Schemathesis.
+    sqlx::query!(
+        "SELECT user_id FROM users WHERE user_id = $1 FOR UPDATE",
+        user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     sqlx::query!(
         "UPDATE email_codes SET used_at = $3 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
         user_id,

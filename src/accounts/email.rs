@@ -222,4 +222,71 @@ mod tests {
         assert_eq!(e.lookup(&keys), vec![e.blind_index(&keys).value.to_vec()]);
         assert_eq!(stored_blind_index(&keys, e.as_str()), e.blind_index(&keys));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn parse_never_panics(raw in proptest::prelude::any::<String>()) {
+            let _ = Email::parse(&raw, "email");
+        }
+
+        #[test]
+        fn normalisation_is_idempotent(raw in proptest::prelude::any::<String>()) {
+            // Whatever is accepted is already in normal form: parsing it
+            // again gives the same address, so one account has one index.
+            if let Ok(once) = Email::parse(&raw, "email") {
+                let twice = Email::parse(once.as_str(), "email").unwrap();
+                proptest::prop_assert_eq!(once.as_str(), twice.as_str());
+            }
+        }
+
+        #[test]
+        fn idempotent_on_address_shaped_input(
+            raw in "[ \t]{0,2}[A-Za-z0-9.+_\u{FF21}-\u{FF3A}-]{1,20}@[A-Za-z0-9\u{00E0}-\u{00FC}-]{1,20}\\.[A-Za-z]{2,6}[ \t]{0,2}",
+        ) {
+            if let Ok(once) = Email::parse(&raw, "email") {
+                let twice = Email::parse(once.as_str(), "email").unwrap();
+                proptest::prop_assert_eq!(once.as_str(), twice.as_str());
+                proptest::prop_assert!(once.as_str().is_ascii());
+                proptest::prop_assert_eq!(once.as_str(), once.as_str().to_lowercase());
+            }
+        }
+
+        #[test]
+        fn spellings_of_one_address_are_one_address(
+            local in "[a-z0-9][a-z0-9._+-]{0,20}[a-z0-9]",
+            domain in "[a-z0-9]{1,12}\\.[a-z]{2,6}",
+            upper in proptest::collection::vec(proptest::prelude::any::<bool>(), 64),
+            pad in "[ \t\n]{0,3}",
+        ) {
+            let plain = format!("{local}@{domain}");
+            proptest::prop_assume!(Email::parse(&plain, "email").is_ok());
+            // Random case and surrounding whitespace change nothing.
+            let shouted: String = plain
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let spelled = format!("{pad}{shouted}{pad}");
+            let a = Email::parse(&plain, "email").unwrap();
+            let b = Email::parse(&spelled, "email").unwrap();
+            proptest::prop_assert_eq!(a.as_str(), plain.as_str());
+            proptest::prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn an_invisible_code_point_is_refused_wherever_it_sits(
+            local in "[a-z]{1,10}",
+            domain in "[a-z]{1,10}\\.[a-z]{2,4}",
+            at in 0usize..32,
+            invisible in proptest::sample::select(vec!['\u{200B}', '\u{200D}', '\u{00AD}', '\u{202E}', '\u{2066}', '\u{FEFF}']),
+        ) {
+            let mut raw: Vec<char> = format!("{local}@{domain}").chars().collect();
+            let at = at.min(raw.len());
+            raw.insert(at, invisible);
+            let raw: String = raw.into_iter().collect();
+            proptest::prop_assert!(Email::parse(&raw, "email").is_err());
+        }
+    }
 }

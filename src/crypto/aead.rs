@@ -363,5 +363,40 @@ mod tests {
             prop_assert_eq!(&**open(&ring, &aad, &sealed).unwrap(), &plaintext[..]);
             prop_assert_eq!(key_id_of(&sealed), Ok(9));
         }
+
+        #[test]
+        fn any_altered_byte_or_truncation_fails(
+            plaintext in proptest::collection::vec(any::<u8>(), 0..256),
+            index in any::<proptest::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let ring = ring(1, &[(1, 1), (2, 2)]);
+            let sealed = seal(&ring, &aad(), &plaintext).unwrap();
+            let at = index.index(sealed.len());
+            let mut altered = sealed.clone();
+            altered[at] ^= flip;
+            prop_assert!(open(&ring, &aad(), &altered).is_err());
+            prop_assert!(open(&ring, &aad(), &sealed[..at]).is_err());
+            let mut extended = sealed.clone();
+            extended.push(flip);
+            prop_assert!(open(&ring, &aad(), &extended).is_err());
+        }
+
+        #[test]
+        fn a_value_opens_only_where_it_was_sealed(
+            plaintext in proptest::collection::vec(any::<u8>(), 0..64),
+            column in "[a-z_]{1,16}",
+            row in any::<u128>(),
+        ) {
+            // The table, column and row id are authenticated: a ciphertext
+            // copied to another cell does not open there.
+            let ring = ring(1, &[(1, 1)]);
+            let here = Aad::new("users", "email", Uuid::from_u128(row));
+            let sealed = seal(&ring, &here, &plaintext).unwrap();
+            let other_column = format!("{column}x");
+            prop_assert!(open(&ring, &Aad::new("users", &other_column, Uuid::from_u128(row)), &sealed).is_err());
+            prop_assert!(open(&ring, &Aad::new("users", "email", Uuid::from_u128(row ^ 1)), &sealed).is_err());
+            prop_assert!(open(&ring, &Aad::new("notes", "email", Uuid::from_u128(row)), &sealed).is_err());
+        }
     }
 }

@@ -285,4 +285,62 @@ mod tests {
         assert!(!constant_time_eq(b"same", b"same-but-longer"));
         assert!(!constant_time_eq(b"", b"x"));
     }
+
+    // Refresh and MFA tokens are opaque: the server looks up the SHA-256
+    // of what the client sends (`hash_token`), and email and recovery
+    // codes are checked by `CodeHasher::verify`. Whatever a client sends,
+    // these answer without panicking, and only the exact value matches.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn an_issued_token_matches_only_itself(
+            bytes in 16usize..64,
+            index in proptest::prelude::any::<proptest::sample::Index>(),
+            replacement in proptest::prelude::any::<char>(),
+        ) {
+            let token = crate::crypto::random::token(bytes);
+            let stored = hash_token(&token);
+            proptest::prop_assert!(constant_time_eq(&stored, &hash_token(&token)));
+            // One character changed, one dropped, one added: another row.
+            let at = index.index(token.len());
+            let mut altered = token.clone();
+            altered.replace_range(at..=at, &replacement.to_string());
+            proptest::prop_assume!(altered != token);
+            proptest::prop_assert!(!constant_time_eq(&stored, &hash_token(&altered)));
+            proptest::prop_assert!(!constant_time_eq(&stored, &hash_token(&token[..at])));
+            let extended = format!("{token}{replacement}");
+            proptest::prop_assert!(!constant_time_eq(&stored, &hash_token(&extended)));
+        }
+
+        #[test]
+        fn hash_token_takes_any_text(text in proptest::prelude::any::<String>()) {
+            proptest::prop_assert_eq!(hash_token(&text).len(), 32);
+        }
+
+        #[test]
+        fn a_code_verifies_only_for_its_purpose_subject_and_value(
+            code in "[0-9]{6}",
+            other in proptest::prelude::any::<String>(),
+            subject in proptest::prelude::any::<u128>(),
+        ) {
+            let hasher = CodeHasher::generate();
+            let subject = uuid::Uuid::from_u128(subject).to_string();
+            let stored = hasher.hash("email_verification", &subject, &code);
+            proptest::prop_assert!(hasher.verify(&stored, "email_verification", &subject, &code));
+            proptest::prop_assert_eq!(
+                hasher.verify(&stored, "email_verification", &subject, &other),
+                other == code
+            );
+            proptest::prop_assert!(!hasher.verify(&stored, "password_reset", &subject, &code));
+            let other_subject = format!("{subject}x");
+            proptest::prop_assert!(!hasher.verify(&stored, "email_verification", &other_subject, &code));
+            // Truncated or extended input never matches.
+            proptest::prop_assert!(!hasher.verify(&stored, "email_verification", &subject, &code[..5]));
+            let longer = format!("{code}0");
+            proptest::prop_assert!(!hasher.verify(&stored, "email_verification", &subject, &longer));
+            // A key that left the ring matches nothing.
+            proptest::prop_assert!(!CodeHasher::generate().verify(&stored, "email_verification", &subject, &code));
+        }
+    }
 }

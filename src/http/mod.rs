@@ -26,6 +26,8 @@ pub mod auth;
 pub mod client_gate;
 pub mod client_ip;
 pub mod client_version;
+#[cfg(test)]
+mod client_version_props;
 pub mod cursor;
 pub mod extract;
 pub mod headers;

@@ -85,4 +85,50 @@ mod tests {
         assert_eq!(normalize("short"), None);
         assert_eq!(normalize("UUUU-UUUU-UUUU"), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn normalize_never_panics_and_is_idempotent(input in proptest::prelude::any::<String>()) {
+            if let Some(once) = normalize(&input) {
+                proptest::prop_assert_eq!(once.len(), CHARS);
+                proptest::prop_assert_eq!(normalize(&once), Some(once));
+            }
+        }
+
+        #[test]
+        fn a_code_typed_sloppily_is_the_same_code(
+            index in 0usize..COUNT,
+            lower in proptest::collection::vec(proptest::prelude::any::<bool>(), 14),
+            sep in proptest::sample::select(vec!["", " ", "-", "  ", " - "]),
+        ) {
+            let code = generate().swap_remove(index);
+            let canonical = normalize(&code).unwrap();
+            proptest::prop_assert_eq!(&canonical, &code.replace('-', ""));
+            // Lower case, other separators, O for 0 and I/L for 1 fold back.
+            let typed: String = code
+                .split('-')
+                .collect::<Vec<_>>()
+                .join(sep)
+                .chars()
+                .zip(lower.iter().cycle())
+                .map(|(c, low)| match c {
+                    '0' if *low => 'o',
+                    '1' if *low => 'l',
+                    c if *low => c.to_ascii_lowercase(),
+                    c => c,
+                })
+                .collect();
+            proptest::prop_assert_eq!(normalize(&typed), Some(canonical));
+        }
+
+        #[test]
+        fn a_truncated_or_extended_code_is_not_a_code(index in 0usize..COUNT, cut in 0usize..CHARS, extra in "[0-9A-Z]{1,3}") {
+            let canonical = normalize(&generate().swap_remove(index)).unwrap();
+            proptest::prop_assert_eq!(normalize(&canonical[..cut]), None);
+            let extended = format!("{canonical}{extra}");
+            proptest::prop_assert_eq!(normalize(&extended), None);
+        }
+    }
 }

@@ -865,3 +865,60 @@ fn the_classifier_finds_a_real_difference() {
         .collect();
     assert!(classifier_accuracy(&same) < 0.75);
 }
+
+/// Two requests issuing a code for one account at the same time (a resend
+/// tapped twice): the second waits for the first and replaces its code,
+/// instead of failing on the one-live-code index (found by Schemathesis).
+#[tokio::test]
+async fn codes_issued_concurrently_for_one_account_leave_one_live_code() {
+    use mobile_backend::accounts::codes::{self, Purpose};
+    let app = TestApp::spawn().await;
+    assert_eq!(app.register(VICTIM, VICTIM_PASSWORD).await.status(), 202);
+    let user_id = user_id_of(&app, VICTIM).await.unwrap();
+    let now = app.clock.now();
+    let ttl = Duration::minutes(15);
+
+    let mut first = app.db.begin().await.unwrap();
+    codes::issue(
+        &mut first,
+        &app.state.keys,
+        now,
+        ttl,
+        user_id,
+        Purpose::EmailVerification,
+    )
+    .await
+    .unwrap();
+    let (db, keys) = (app.db.clone(), app.state.keys.clone());
+    let second = tokio::spawn(async move {
+        let mut tx = db.begin().await.unwrap();
+        let issued = codes::issue(
+            &mut tx,
+            &keys,
+            now,
+            ttl,
+            user_id,
+            Purpose::EmailVerification,
+        )
+        .await;
+        tx.commit().await.unwrap();
+        issued
+    });
+    // Commit the first only once the second is blocked behind it.
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    first.commit().await.unwrap();
+    second.await.unwrap().expect("the second code was issued");
+    assert_eq!(live_codes(&app, user_id).await, 1);
+}

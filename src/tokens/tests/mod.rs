@@ -10,6 +10,7 @@
 mod attacks;
 mod claims;
 mod keys;
+mod props;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

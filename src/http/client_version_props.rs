@@ -1,0 +1,74 @@
+//! Property tests of the client-version headers (`X-Client-Platform`,
+//! `X-Client-Version`), which every `/v1` request may carry: whatever the
+//! bytes, the parser answers without panicking, and a well-formed version
+//! reads back as the numbers that were sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::client_version::{ClientVersion, Platform};
+use axum::http::{HeaderMap, HeaderValue};
+use proptest::prelude::*;
+
+fn headers(platform: Option<&[u8]>, version: Option<&[u8]>) -> Option<HeaderMap> {
+    let mut h = HeaderMap::new();
+    if let Some(p) = platform {
+        h.insert("x-client-platform", HeaderValue::from_bytes(p).ok()?);
+    }
+    if let Some(v) = version {
+        h.insert("x-client-version", HeaderValue::from_bytes(v).ok()?);
+    }
+    Some(h)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_header_bytes_never_panic(
+        platform in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+        version in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+    ) {
+        if let Some(h) = headers(platform.as_deref(), version.as_deref()) {
+            let _ = ClientVersion::from_headers(&h);
+        }
+    }
+
+    #[test]
+    fn a_version_reads_back_as_its_numbers(
+        platform in prop::sample::select(vec![("ios", Platform::Ios), ("Android", Platform::Android), ("WEB", Platform::Web)]),
+        major in 0u64..1_000_000_000,
+        minor in 0u64..1_000_000_000,
+        patch in 0u64..1_000_000_000,
+    ) {
+        let version = format!("{major}.{minor}.{patch}");
+        let h = headers(Some(platform.0.as_bytes()), Some(version.as_bytes())).unwrap();
+        let parsed = ClientVersion::from_headers(&h).unwrap().unwrap();
+        prop_assert_eq!(parsed.platform, platform.1);
+        prop_assert_eq!(
+            (parsed.version.major, parsed.version.minor, parsed.version.patch),
+            (major, minor, patch)
+        );
+    }
+
+    #[test]
+    fn pre_release_build_and_partial_versions_are_refused(
+        major in 0u64..1000,
+        minor in 0u64..1000,
+        tail in prop_oneof!["-[0-9A-Za-z.]{1,8}", "\\+[0-9A-Za-z.]{1,8}", "\\.[0-9]{1,3}", "[a-z]{1,3}"],
+    ) {
+        let partial = format!("{major}.{minor}");
+        let h = headers(Some(b"ios"), Some(partial.as_bytes())).unwrap();
+        prop_assert!(ClientVersion::from_headers(&h).is_err());
+        let tagged = format!("{major}.{minor}.0{tail}");
+        let h = headers(Some(b"ios"), Some(tagged.as_bytes())).unwrap();
+        prop_assert!(ClientVersion::from_headers(&h).is_err());
+    }
+
+    #[test]
+    fn one_header_without_the_other_is_refused(value in "[a-z0-9.]{0,12}") {
+        let only_platform = headers(Some(value.as_bytes()), None).unwrap();
+        let only_version = headers(None, Some(value.as_bytes())).unwrap();
+        prop_assert!(ClientVersion::from_headers(&only_platform).is_err());
+        prop_assert!(ClientVersion::from_headers(&only_version).is_err());
+    }
+}
