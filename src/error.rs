@@ -85,9 +85,46 @@ pub enum ApiError {
         code: &'static str,
         retry_after_secs: u64,
     },
+    /// 503 `database_unavailable` with `Retry-After`: the database
+    /// connection a request was using broke under it (the backend was
+    /// terminated, a failover, a network cut). The cause is logged like a
+    /// 500's; the response carries [`ConnectionLost`] so the read-retry
+    /// layer ([`crate::http::retry`]) may run a safe request once more.
+    #[error("database connection lost")]
+    ConnectionLost(#[source] anyhow::Error),
     /// 500 `internal_error`: a bug or an unexpected failure; the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// Marks a response whose request failed because its database connection
+/// was lost (not because the pool was exhausted): nothing the request did
+/// is known to have committed unless it was a read.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLost;
+
+/// Seconds a client waits before retrying after a lost database
+/// connection: a fresh connection is normally there at once, a failover
+/// takes a few seconds.
+pub const CONNECTION_LOST_RETRY_AFTER_SECS: u64 = 1;
+
+/// Whether `e` means the connection to PostgreSQL itself failed (rather
+/// than the statement): an I/O or TLS error, a protocol desync after a
+/// cut, a closed pool or crashed worker, or a server error of SQLSTATE
+/// class 08 (connection exception) or 57P01–57P03 (terminated by an
+/// administrator, `pg_terminate_backend`, a crash or a shutdown).
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
 }
 
 /// The cause of a 5xx, carried to the logging layer in the response extensions.
@@ -95,8 +132,19 @@ pub enum ApiError {
 pub struct ErrorCause(pub Arc<anyhow::Error>);
 
 impl ApiError {
+    /// A 500, unless the cause is a lost database connection somewhere in
+    /// its chain (then the 503 [`Self::ConnectionLost`]).
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
-        Self::Internal(e.into())
+        let e = e.into();
+        let lost = e.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>()
+                .is_some_and(is_connection_error)
+        });
+        if lost {
+            Self::ConnectionLost(e)
+        } else {
+            Self::Internal(e)
+        }
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -130,7 +178,7 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpgradeRequired { .. } => StatusCode::UPGRADE_REQUIRED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::ConnectionLost(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -152,6 +200,7 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::UpgradeRequired { .. } => "client_upgrade_required",
             Self::RateLimited { .. } => "rate_limited",
+            Self::ConnectionLost(_) => "database_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -171,7 +220,7 @@ impl ApiError {
             Self::Validation(_) => "Validation failed",
             Self::UpgradeRequired { .. } => "Client upgrade required",
             Self::RateLimited { .. } => "Too many requests",
-            Self::Unavailable { .. } => "Service unavailable",
+            Self::Unavailable { .. } | Self::ConnectionLost(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
         }
     }
@@ -209,7 +258,7 @@ impl ApiError {
                 code: "request_timeout",
                 ..
             } => "The request took too long and was stopped. Retry later.".into(),
-            Self::Unavailable { .. } => {
+            Self::Unavailable { .. } | Self::ConnectionLost(_) => {
                 "The service is temporarily unavailable. Retry later.".into()
             }
             Self::Internal(_) => "An unexpected error occurred.".into(),
@@ -316,9 +365,18 @@ impl ApiError {
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            Self::ConnectionLost(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(CONNECTION_LOST_RETRY_AFTER_SECS),
+                );
+            }
             _ => {}
         }
-        if let Self::Internal(cause) = self {
+        if matches!(self, Self::ConnectionLost(_)) {
+            response.extensions_mut().insert(ConnectionLost);
+        }
+        if let Self::Internal(cause) | Self::ConnectionLost(cause) = self {
             response
                 .extensions_mut()
                 .insert(ErrorCause(Arc::new(cause)));
@@ -360,6 +418,9 @@ pub fn request_pending() -> ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if is_connection_error(&e) {
+            return Self::ConnectionLost(e.into());
+        }
         match &e {
             sqlx::Error::PoolTimedOut => {
                 return Self::Unavailable {
