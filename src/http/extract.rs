@@ -82,7 +82,7 @@ pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError
         return Err(ApiError::Validation(vec![not_an_object()]));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(from_serde)?;
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| from_serde(e, bytes))?;
     de.end().map_err(|_| ApiError::MalformedJson)?;
     value
         .validate()
@@ -98,9 +98,21 @@ fn not_an_object() -> FieldError {
     }
 }
 
-fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+fn from_serde(err: serde_path_to_error::Error<serde_json::Error>, bytes: &[u8]) -> ApiError {
     use serde_json::error::Category;
     if !matches!(err.inner().classify(), Category::Data) {
+        // serde_json reports a non-string where an enum is expected
+        // (`{"role": null}`, `{"role": 5}`) as a syntax error, though the
+        // JSON is well-formed: that is a wrong type at the path.
+        let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        let path = err.path().to_string();
+        if well_formed && !matches!(path.as_str(), "." | "") {
+            return ApiError::Validation(vec![FieldError {
+                field: printable_prefix_path(&path),
+                code: "invalid_type".into(),
+                message: "Expected one of the allowed values (a string).".into(),
+            }]);
+        }
         return ApiError::MalformedJson;
     }
     let path = err.path().to_string();

@@ -395,3 +395,36 @@ async fn an_unknown_name_comes_back_only_as_a_short_printable_prefix() {
     let text = r.text().await.unwrap();
     assert!(!text.contains('\u{1b}') && text.len() < 1024, "{text:?}");
 }
+
+/// The spec's `AdminUpdateUserRequest` members are optional but never
+/// `null`; the server agrees (serde alone would read `null` as "absent").
+#[tokio::test]
+async fn the_admin_patch_refuses_null_members_as_the_spec_says() {
+    let app = TestApp::spawn().await;
+    let admin = app.staff_user("nulls-admin@example.com", "admin").await;
+    let target = app.signed_up_user("nulls-target@example.com").await;
+    let path = format!("/v1/admin/users/{}", target.user_id);
+    for (body, field) in [
+        (json!({"role": null}), "role"),
+        (json!({"status": null}), "status"),
+        (json!({"role": "user", "status": null}), "status"),
+    ] {
+        let r = app
+            .send_auth(Method::PATCH, &path, admin.access(), Some(&body))
+            .await;
+        assert_eq!(r.status(), 422, "{body}");
+        let p = problem(r).await;
+        assert_eq!(p["errors"][0]["field"], field, "{body}");
+        assert_eq!(p["errors"][0]["code"], "invalid_type", "{body}");
+        assert_no_rust_words(&body.to_string(), &p);
+    }
+    let r = app
+        .send_auth(
+            Method::PATCH,
+            &path,
+            admin.access(),
+            Some(&json!({"status": "locked"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
