@@ -428,3 +428,54 @@ async fn the_admin_patch_refuses_null_members_as_the_spec_says() {
         .await;
     assert_eq!(r.status(), 200);
 }
+
+/// Other optional members the spec does not mark nullable refuse `null`
+/// too (serde alone reads it as "absent").
+#[tokio::test]
+async fn optional_members_that_are_not_nullable_in_the_spec_refuse_null() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("not-nullable@example.com").await;
+    for (path, body, field) in [
+        (
+            "/v1/auth/mfa",
+            json!({"mfa_token": "x", "code": null, "recovery_code": "ABCD-EFGH-JKMN"}),
+            "code",
+        ),
+        (
+            "/v1/auth/mfa",
+            json!({"mfa_token": "x", "code": "123456", "recovery_code": null}),
+            "recovery_code",
+        ),
+        (
+            "/v1/me/rate-limit-requests",
+            json!({"reason": "more reads please", "requested_tier": null}),
+            "requested_tier",
+        ),
+        (
+            "/v1/mfa/totp/setup",
+            json!({"current_password": "x", "code": null}),
+            "code",
+        ),
+    ] {
+        let r = if path == "/v1/auth/mfa" {
+            app.post_json(path, &body).await
+        } else {
+            app.send_auth(Method::POST, path, user.access(), Some(&body))
+                .await
+        };
+        assert_eq!(r.status(), 422, "{path} {body}");
+        let p = problem(r).await;
+        assert_eq!(p["errors"][0]["field"], field, "{path} {body}");
+        assert_eq!(p["errors"][0]["code"], "invalid_type", "{path} {body}");
+    }
+    let r = app
+        .send_auth(
+            Method::DELETE,
+            "/v1/me",
+            user.access(),
+            Some(&json!({"current_password": "x", "code": null})),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(problem(r).await["errors"][0]["field"], "code");
+}
