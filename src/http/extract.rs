@@ -193,6 +193,16 @@ fn describe(path: &str, message: &str, source: Source) -> FieldError {
             message: "This field is required.".into(),
         };
     }
+    if let Some(name) = quoted_after(message, "duplicate field `") {
+        return FieldError {
+            field: field(&join_path(path, Some(name), true)),
+            code: "invalid_value".into(),
+            message: match source {
+                Source::Body => "This field is given more than once.".into(),
+                Source::Query => "This query parameter is given more than once.".into(),
+            },
+        };
+    }
     let field = field(path);
     if let Some(rest) = message.strip_prefix("invalid type: ") {
         if field.is_empty() && source == Source::Body {
@@ -767,6 +777,11 @@ mod tests {
                 "page=2",
                 "page",
                 "This query parameter is not allowed here.",
+            ),
+            (
+                "limit=1&limit=2",
+                "limit",
+                "This query parameter is given more than once.",
             ),
         ] {
             let e = query_errors(query);

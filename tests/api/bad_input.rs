@@ -479,3 +479,27 @@ async fn optional_members_that_are_not_nullable_in_the_spec_refuse_null() {
     assert_eq!(r.status(), 422);
     assert_eq!(problem(r).await["errors"][0]["field"], "code");
 }
+
+/// Development logs written to a pipe (or a file) carry no ANSI colour
+/// codes: colour is for a terminal only.
+#[tokio::test]
+async fn development_logs_to_a_pipe_carry_no_ansi_escapes() {
+    let app = TestApp::spawn().await;
+    let out = app
+        .run_cli_with(
+            &["migrate"],
+            &[("LOG_FORMAT", "pretty"), ("RUST_LOG", "info")],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("migrations applied"), "{stdout}");
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(
+            !stream.contains(&0x1b),
+            "an escape byte in the log: {:?}",
+            String::from_utf8_lossy(stream)
+        );
+    }
+}
