@@ -458,3 +458,43 @@ impl From<crate::crypto::CryptoError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_a_503_with_retry_after_and_a_pool_timeout_stays_one() {
+        let io = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        for e in [
+            ApiError::from(io()),
+            ApiError::from(sqlx::Error::PoolClosed),
+            ApiError::from(sqlx::Error::Protocol("unexpected message".into())),
+            ApiError::internal(anyhow::Error::new(io()).context("loading the user key")),
+        ] {
+            assert!(matches!(e, ApiError::ConnectionLost(_)), "{e:?}");
+            assert_eq!(e.code(), "database_unavailable");
+            let r = e.into_response();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+            assert!(r.extensions().get::<ConnectionLost>().is_some());
+            assert!(
+                r.extensions().get::<ErrorCause>().is_some(),
+                "the cause is logged"
+            );
+        }
+        let timeout = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            timeout.extensions().get::<ConnectionLost>().is_none(),
+            "not retried"
+        );
+        let other = ApiError::from(sqlx::Error::RowNotFound);
+        assert!(matches!(other, ApiError::Internal(_)));
+        assert!(matches!(
+            ApiError::internal(anyhow::anyhow!("a bug")),
+            ApiError::Internal(_)
+        ));
+    }
+}
