@@ -7,7 +7,7 @@
 //! an embedded database, mail written to the log) into refusals.
 
 use crate::{
-    crypto::{BlindIndexKeys, CodeHasher, KeyRing},
+    crypto::{BlindIndexKeys, CodeHasher, KeyRing, PepperKeys},
     tokens::SigningKeys,
 };
 use ipnet::IpNet;
@@ -53,6 +53,9 @@ pub struct KeyConfig {
     pub code_hmac_keys: Option<CodeHasher>,
     /// Ed25519 signing keys for access tokens, current first.
     pub signing_keys: Option<SigningKeys>,
+    /// `PASSWORD_PEPPER_KEYS`: argon2's secret input for password hashes
+    /// (optional; see `accounts::password`), current first.
+    pub password_pepper_keys: Option<PepperKeys>,
 }
 
 /// Tokens, sessions and password hashing.
@@ -115,7 +118,13 @@ pub struct Config {
     pub store_url_ios: Option<Url>,
     pub store_url_android: Option<Url>,
     pub request_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while the
+    /// service keeps serving (with `Connection: close`) before the listener
+    /// closes (`SHUTDOWN_GRACE_SECS`, 0..=60, default 5).
     pub shutdown_grace: Duration,
+    /// After the listener closes, how long in-flight requests may finish
+    /// (`SHUTDOWN_TIMEOUT_SECS`, 0..=600, default 30).
+    pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub keys: KeyConfig,
     pub auth: AuthConfig,
@@ -127,6 +136,9 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     /// Prefix of every Redis key, so several deployments can share a Redis.
     pub redis_key_prefix: String,
+    /// How Redis failures are contained (`REDIS_TIMEOUT_MS`,
+    /// `REDIS_BREAKER_FAILURES`, `REDIS_PROBE_INTERVAL_MS`).
+    pub redis_faults: RedisFaults,
     /// How long audit rows are kept (`AUDIT_RETENTION_DAYS`, default 365).
     pub audit_retention: chrono::Duration,
     /// How long an account may stay unverified before it is deleted
@@ -164,6 +176,15 @@ pub struct ListenerLimits {
     /// Connections served at once; more wait in the accept backlog
     /// (`MAX_CONNECTIONS`, 1..=1000000, default 4096).
     pub max_connections: usize,
+    /// Request headers larger than this in total are refused with 431
+    /// problem+json (`MAX_HEADER_BYTES`, 4096..=65536, default 32768);
+    /// counted as in HTTP/2's header list size: per header, the name's and
+    /// the value's bytes plus 32.
+    pub max_header_bytes: usize,
+    /// Request targets (path and query, or the absolute URI) longer than
+    /// this are refused with 414 problem+json (`MAX_URI_BYTES`,
+    /// 1024..=32768, default 8192).
+    pub max_uri_bytes: usize,
 }
 
 impl Default for ListenerLimits {
@@ -172,6 +193,8 @@ impl Default for ListenerLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            max_header_bytes: 32 * 1024,
+            max_uri_bytes: 8 * 1024,
         }
     }
 }
@@ -299,6 +322,9 @@ impl Config {
             signing_keys: r.parse_with("SIGNING_KEYS", |s| {
                 SigningKeys::parse(s).map_err(|e| e.to_string())
             }),
+            password_pepper_keys: r.parse_with("PASSWORD_PEPPER_KEYS", |s| {
+                PepperKeys::parse(s).map_err(|e| e.to_string())
+            }),
         };
         let default_argon2 = Argon2Params::default();
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -396,7 +422,8 @@ impl Config {
             store_url_ios: r.parse_with("CLIENT_STORE_URL_IOS", parse_url),
             store_url_android: r.parse_with("CLIENT_STORE_URL_ANDROID", parse_url),
             request_timeout: Duration::from_secs(r.ranged("REQUEST_TIMEOUT_SECS", 15, 1..=300)),
-            shutdown_grace: Duration::from_secs(r.parse_or("SHUTDOWN_GRACE_SECS", 30)),
+            shutdown_grace: Duration::from_secs(r.ranged("SHUTDOWN_GRACE_SECS", 5, 0..=60)),
+            shutdown_timeout: Duration::from_secs(r.ranged("SHUTDOWN_TIMEOUT_SECS", 30, 0..=600)),
             log_format: match r.get("LOG_FORMAT").as_deref() {
                 Some("json") => LogFormat::Json,
                 Some("pretty") => LogFormat::Pretty,
@@ -417,10 +444,7 @@ impl Config {
                 .map(|class| {
                     let quota = r
                         .parse_with(class.env_var(), |s| {
-                            parse_quota(s).ok_or_else(|| {
-                                "expected LIMIT/WINDOW_SECS, e.g. 20/60 (window up to 86400)"
-                                    .to_owned()
-                            })
+                            parse_quota(s).map_err(|e| format!("{e} (e.g. 20/60)"))
                         })
                         .unwrap_or_else(|| class.default_quota());
                     (class, quota)
@@ -430,6 +454,15 @@ impl Config {
             redis_key_prefix: r
                 .get("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "mobile-backend".into()),
+            redis_faults: RedisFaults {
+                timeout: Duration::from_millis(r.ranged("REDIS_TIMEOUT_MS", 50, 1..=10_000)),
+                breaker_failures: r.ranged("REDIS_BREAKER_FAILURES", 3, 1..=100),
+                probe_interval: Duration::from_millis(r.ranged(
+                    "REDIS_PROBE_INTERVAL_MS",
+                    500,
+                    10..=60_000,
+                )),
+            },
             audit_retention: chrono::Duration::days(r.ranged(
                 "AUDIT_RETENTION_DAYS",
                 365,
@@ -447,8 +480,7 @@ impl Config {
                 let d = SpikeThresholds::default();
                 let mut q = |name: &str, default| {
                     r.parse_with(name, |s| {
-                        parse_quota(s)
-                            .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 10/900".to_owned())
+                        parse_quota(s).map_err(|e| format!("{e} (e.g. 10/900)"))
                     })
                     .unwrap_or(default)
                 };
@@ -461,8 +493,7 @@ impl Config {
             geo_country_header: r.get("GEO_COUNTRY_HEADER").map(|h| h.to_ascii_lowercase()),
             alert_profile_views: r
                 .parse_with("ALERT_PROFILE_VIEWS", |s| {
-                    parse_quota(s)
-                        .ok_or_else(|| "expected COUNT/WINDOW_SECS, e.g. 50/300".to_owned())
+                    parse_quota(s).map_err(|e| format!("{e} (e.g. 50/300)"))
                 })
                 .unwrap_or(Quota::per_seconds(50, 300)),
             rate_limit_ipv6_prefix: r.ranged("RATE_LIMIT_IPV6_PREFIX", 64, 32..=128),
@@ -480,6 +511,8 @@ impl Config {
                 )),
                 idle_timeout: Duration::from_secs(r.ranged("IDLE_TIMEOUT_SECS", 60, 1..=3600)),
                 max_connections: r.ranged("MAX_CONNECTIONS", 4096, 1..=1_000_000),
+                max_header_bytes: r.ranged("MAX_HEADER_BYTES", 32 * 1024, 4096..=65_536),
+                max_uri_bytes: r.ranged("MAX_URI_BYTES", 8 * 1024, 1024..=32_768),
             },
             max_devices_per_user: r.ranged("MAX_DEVICES_PER_USER", 20, 1..=100),
         };
@@ -748,16 +781,54 @@ impl Quota {
     }
 }
 
-/// Parses `LIMIT/WINDOW_SECS`, e.g. `20/60`.
-pub fn parse_quota(s: &str) -> Option<Quota> {
-    let (limit, window) = s.split_once('/')?;
-    let limit: u32 = limit.trim().parse().ok().filter(|n| *n > 0)?;
-    let window: i64 = window
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| (1..=86_400).contains(n))?;
-    Some(Quota::per_seconds(limit, window))
+/// The longest quota window, in seconds (a day).
+pub const MAX_QUOTA_WINDOW_SECS: i64 = 86_400;
+/// The highest quota rate, per second per key: the limiter represents
+/// every quota up to it exactly (`rate_limit::gcra`).
+pub const MAX_QUOTA_PER_SEC: u64 = 1_000_000;
+
+/// Parses `LIMIT/WINDOW_SECS`, e.g. `20/60`: `WINDOW_SECS` from 1 to
+/// 86400, `LIMIT` from 1 to 1,000,000 per second of the window (and at
+/// most 4,294,967,295). The error names the range, never echoes the value.
+pub fn parse_quota(s: &str) -> Result<Quota, String> {
+    let shape = || "expected LIMIT/WINDOW_SECS, two whole numbers".to_owned();
+    let (limit, window) = s.split_once('/').ok_or_else(shape)?;
+    let limit: u64 = limit.trim().parse().map_err(|_| shape())?;
+    let window: i64 = window.trim().parse().map_err(|_| shape())?;
+    if !(1..=MAX_QUOTA_WINDOW_SECS).contains(&window) {
+        return Err(format!(
+            "WINDOW_SECS must be from 1 to {MAX_QUOTA_WINDOW_SECS}"
+        ));
+    }
+    let max = (MAX_QUOTA_PER_SEC * window as u64).min(u64::from(u32::MAX));
+    match u32::try_from(limit) {
+        Ok(l) if l >= 1 && u64::from(l) <= max => Ok(Quota::per_seconds(l, window)),
+        _ => Err(format!(
+            "LIMIT must be from 1 to {max} for a {window} s window \
+             (at most {MAX_QUOTA_PER_SEC} per second)"
+        )),
+    }
+}
+
+/// How Redis failures are contained (`rate_limit::breaker`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisFaults {
+    /// The deadline of every Redis call, connecting included.
+    pub timeout: Duration,
+    /// Consecutive failures (errors or timeouts) that open the breaker.
+    pub breaker_failures: u32,
+    /// How often one background probe tries Redis while the breaker is open.
+    pub probe_interval: Duration,
+}
+
+impl Default for RedisFaults {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(50),
+            breaker_failures: 3,
+            probe_interval: Duration::from_millis(500),
+        }
+    }
 }
 
 /// A class of endpoint with its own rate-limit quota, its variable and its
@@ -879,10 +950,51 @@ mod tests {
 
     #[test]
     fn quotas_parse_and_nonsense_is_refused() {
-        assert_eq!(parse_quota("20/60"), Some(Quota::per_seconds(20, 60)));
-        assert_eq!(parse_quota("0/60"), None);
-        assert_eq!(parse_quota("5/0"), None);
-        assert_eq!(parse_quota("five"), None);
+        assert_eq!(parse_quota("20/60"), Ok(Quota::per_seconds(20, 60)));
+        assert!(parse_quota("0/60").is_err());
+        assert!(parse_quota("5/0").is_err());
+        assert!(parse_quota("five").is_err());
+    }
+
+    #[test]
+    fn quotas_up_to_a_million_per_second_are_accepted_and_more_is_refused_by_name() {
+        assert_eq!(
+            parse_quota("1000000/1"),
+            Ok(Quota::per_seconds(1_000_000, 1))
+        );
+        assert_eq!(parse_quota("1001/1"), Ok(Quota::per_seconds(1_001, 1)));
+        assert_eq!(
+            parse_quota("60000000/60"),
+            Ok(Quota::per_seconds(60_000_000, 60))
+        );
+        assert!(parse_quota("1000001/1")
+            .unwrap_err()
+            .contains("1 to 1000000"));
+        assert!(parse_quota("5/86401").unwrap_err().contains("1 to 86400"));
+        // More than a u32 is out of range, not wrapped.
+        assert!(parse_quota("4294967296/86400").is_err());
+        let err = parse(&[("RATE_LIMIT_READS", "2000000/1")]).unwrap_err();
+        let text = err.problems.join("\n");
+        assert!(text.contains("RATE_LIMIT_READS"), "{text}");
+        assert!(text.contains("1 to 1000000"), "{text}");
+        let err = parse(&[("ALERT_FAILED_LOGINS_IP", "1/0")]).unwrap_err();
+        assert!(err.problems.join("\n").contains("ALERT_FAILED_LOGINS_IP"));
+    }
+
+    #[test]
+    fn redis_fault_settings_have_defaults_and_refuse_out_of_range_values_by_name() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.redis_faults, RedisFaults::default());
+        for (name, bad) in [
+            ("REDIS_TIMEOUT_MS", "0"),
+            ("REDIS_TIMEOUT_MS", "10001"),
+            ("REDIS_BREAKER_FAILURES", "0"),
+            ("REDIS_PROBE_INTERVAL_MS", "5"),
+        ] {
+            let err = parse(&[(name, bad)]).unwrap_err();
+            let text = err.problems.join("\n");
+            assert!(text.contains(name) && text.contains(" to "), "{text}");
+        }
     }
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -919,6 +1031,23 @@ mod tests {
         ] {
             assert!(all.contains(name), "{name} not named in:\n{all}");
         }
+    }
+
+    #[test]
+    fn the_pepper_is_an_optional_ring_and_a_bad_one_is_named_not_echoed() {
+        let k = |byte: u8| crate::crypto::Key::from_bytes([byte; 32]).to_base64();
+        assert!(parse(&[]).unwrap().keys.password_pepper_keys.is_none());
+        let c = parse(&[("PASSWORD_PEPPER_KEYS", &format!("2:{},1:{}", k(2), k(1)))]).unwrap();
+        let pepper = c.keys.password_pepper_keys.unwrap();
+        assert_eq!((pepper.current_id(), pepper.ids()), (Some(2), vec![2, 1]));
+        let c = parse(&[("PASSWORD_PEPPER_KEYS", &format!("-,1:{}", k(1)))]).unwrap();
+        assert_eq!(c.keys.password_pepper_keys.unwrap().current_id(), None);
+        let short = "c2hvcnQta2V5LXNlY3JldA==";
+        let err = parse(&[("PASSWORD_PEPPER_KEYS", &format!("1:{short}"))])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PASSWORD_PEPPER_KEYS is invalid"), "{err}");
+        assert!(!err.contains(short), "{err}");
     }
 
     #[test]
@@ -1106,6 +1235,10 @@ mod tests {
             ("HEADER_READ_TIMEOUT_SECS", "300"),
             ("IDLE_TIMEOUT_SECS", "1"),
             ("MAX_CONNECTIONS", "1"),
+            ("MAX_HEADER_BYTES", "4096"),
+            ("MAX_URI_BYTES", "32768"),
+            ("SHUTDOWN_GRACE_SECS", "0"),
+            ("SHUTDOWN_TIMEOUT_SECS", "600"),
         ])
         .unwrap();
         assert_eq!(c.rate_limit_ipv6_prefix, 48);
@@ -1113,7 +1246,21 @@ mod tests {
         assert_eq!(c.listener.header_read_timeout, Duration::from_secs(300));
         assert_eq!(c.listener.idle_timeout, Duration::from_secs(1));
         assert_eq!(c.listener.max_connections, 1);
+        assert_eq!(c.listener.max_header_bytes, 4096);
+        assert_eq!(c.listener.max_uri_bytes, 32_768);
+        assert_eq!(c.shutdown_grace, Duration::ZERO);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(600));
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
         for (name, bad) in [
+            ("MAX_HEADER_BYTES", "4095"),
+            ("MAX_HEADER_BYTES", "65537"),
+            ("MAX_URI_BYTES", "1023"),
+            ("MAX_URI_BYTES", "32769"),
+            ("SHUTDOWN_GRACE_SECS", "61"),
+            ("SHUTDOWN_GRACE_SECS", "-1"),
+            ("SHUTDOWN_TIMEOUT_SECS", "601"),
             ("RATE_LIMIT_IPV6_PREFIX", "31"),
             ("RATE_LIMIT_IPV6_PREFIX", "129"),
             ("RATE_LIMIT_IPV6_PREFIX", "/64"),

@@ -64,6 +64,12 @@ pub enum ApiError {
     /// 413 `payload_too_large`: the body exceeds the 64 KiB limit.
     #[error("payload too large")]
     PayloadTooLarge,
+    /// 414 `uri_too_long`: the request target exceeds `MAX_URI_BYTES`.
+    #[error("URI too long")]
+    UriTooLong { max_bytes: usize },
+    /// 431 `headers_too_large`: the request headers exceed `MAX_HEADER_BYTES`.
+    #[error("request headers too large")]
+    HeadersTooLarge { max_bytes: usize },
     /// 415 `unsupported_media_type`: a body that is not `application/json`.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -174,6 +180,8 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpgradeRequired { .. } => StatusCode::UPGRADE_REQUIRED,
@@ -196,6 +204,8 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UriTooLong { .. } => "uri_too_long",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation(_) => "validation_failed",
             Self::UpgradeRequired { .. } => "client_upgrade_required",
@@ -216,6 +226,8 @@ impl ApiError {
             Self::MethodNotAllowed => "Method not allowed",
             Self::Conflict { .. } => "Conflict",
             Self::PayloadTooLarge => "Payload too large",
+            Self::UriTooLong { .. } => "URI too long",
+            Self::HeadersTooLarge { .. } => "Request header fields too large",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::Validation(_) => "Validation failed",
             Self::UpgradeRequired { .. } => "Client upgrade required",
@@ -238,6 +250,12 @@ impl ApiError {
             Self::NotFound => "The resource does not exist.".into(),
             Self::MethodNotAllowed => "This method is not allowed on this resource.".into(),
             Self::PayloadTooLarge => "The request body exceeds 64 KiB.".into(),
+            Self::UriTooLong { max_bytes } => {
+                format!("The request target exceeds {max_bytes} bytes.")
+            }
+            Self::HeadersTooLarge { max_bytes } => {
+                format!("The request headers exceed {max_bytes} bytes in total.")
+            }
             Self::UnsupportedMediaType => {
                 "Request bodies must be sent as Content-Type: application/json.".into()
             }

@@ -31,10 +31,20 @@
 //! bytes postpone the idle timeout, so HTTP/2 control frames (PING,
 //! WINDOW_UPDATE) cannot keep an otherwise idle connection open.
 //!
-//! On shutdown the loop stops accepting, asks every connection to finish
-//! gracefully (in-flight requests complete, idle connections close), and
-//! waits for them; the caller bounds that wait with `SHUTDOWN_GRACE_SECS`,
-//! and dropping this future aborts what is left.
+//! Head limits: hyper's own (HTTP/1 read buffer and header count, HTTP/2
+//! header list size) are set above the service's `MAX_URI_BYTES` and
+//! `MAX_HEADER_BYTES` ([`hyper_head_limit`], [`hyper_max_headers`]), which
+//! the router enforces (`crate::http`) with problem+json answers.
+//!
+//! Shutdown (see `crate::startup` for the whole sequence): during the grace
+//! period the caller marks the service as draining and this loop keeps
+//! accepting. When `shutdown` completes, the loop accepts what is left in
+//! the kernel's backlog, closes the socket, and asks every connection to
+//! finish: HTTP/2 at once (GOAWAY; streams in progress complete), HTTP/1.1
+//! as soon as it is idle after a request (a request in flight or arriving
+//! completes first; a connection that has not sent its first request yet
+//! may send it). It waits for them; the caller bounds that wait with
+//! `SHUTDOWN_TIMEOUT_SECS`, and dropping this future aborts what is left.
 
 use crate::config::ListenerLimits;
 use axum::{extract::ConnectInfo, Router};
@@ -94,6 +104,9 @@ pub async fn serve(
             let permit = permits.clone().acquire_owned().await;
             (permit, listener.accept().await)
         };
+        // Until `shutdown` completes (the end of the shutdown grace period)
+        // connections keep being accepted: the load balancer may still send
+        // some, and those get `Connection: close` answers.
         let (permit, accepted) = tokio::select! {
             () = &mut shutdown => break,
             next = next => next,
@@ -119,10 +132,57 @@ pub async fn serve(
             permit,
         ));
     }
-    drop(listener);
+    // Connections the kernel has completed but we have not accepted yet
+    // would be reset when the socket closes: take them first. A connection
+    // arriving between the last `accept` and the close is still reset.
+    let backlog = take_backlog(listener, &permits);
+    if !backlog.is_empty() {
+        tracing::debug!(
+            connections = backlog.len(),
+            "serving connections left in the accept backlog"
+        );
+    }
+    for (stream, peer, permit) in backlog {
+        connections.spawn(connection(
+            stream,
+            peer,
+            router.clone(),
+            transport.clone(),
+            limits,
+            stop_rx.clone(),
+            permit,
+        ));
+    }
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Closes the listening socket after accepting, without waiting, every
+/// connection already in its backlog (as many as the connection cap allows).
+fn take_backlog(
+    listener: TcpListener,
+    permits: &Arc<Semaphore>,
+) -> Vec<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let mut taken = Vec::new();
+    // Non-blocking, and no longer registered with the runtime: `accept`
+    // asks the kernel directly and says `WouldBlock` once the queue is empty.
+    let Ok(listener) = listener.into_std() else {
+        return taken;
+    };
+    while let Ok(permit) = permits.clone().try_acquire_owned() {
+        let Ok((stream, peer)) = listener.accept() else {
+            break;
+        };
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        if let Ok(stream) = stream {
+            let _ = stream.set_nodelay(true);
+            taken.push((stream, peer, permit));
+        }
+    }
+    taken
 }
 
 /// One connection: the TLS handshake (bounded by the header timeout), then
@@ -190,11 +250,24 @@ async fn http<I>(
             response
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own head limits sit above the service's (`request_limits` in
+    // `crate::http`), so a request a little over ours reaches the router and
+    // gets a problem+json 414/431 with the usual headers; only a head far
+    // beyond them (over `hyper_head_limit`) meets hyper's bare answer.
+    let head = hyper_head_limit(limits);
+    builder
+        .http1()
+        .max_buf_size(head)
+        .max_headers(hyper_max_headers(limits));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
     let mut stopping = false;
+    let mut closing = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -210,10 +283,29 @@ async fn http<I>(
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;
+            }
+            () = activity.closable(), if stopping && !closing => {
+                // HTTP/2: GOAWAY, streams in progress finish. HTTP/1.1:
+                // the connection is idle, so hyper closes it now.
+                closing = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
     }
+}
+
+/// hyper's limit on a request head, in bytes (its HTTP/1 read buffer and
+/// HTTP/2 header list): twice the service's limits plus 16 KiB, 96 KiB with
+/// the defaults.
+pub fn hyper_head_limit(limits: ListenerLimits) -> usize {
+    2 * (limits.max_uri_bytes + limits.max_header_bytes) + 16 * 1024
+}
+
+/// hyper's limit on the number of HTTP/1 header fields (100 by default,
+/// answered with a bare 431): more than a request within `MAX_HEADER_BYTES`
+/// can have, each field counting at least 33 bytes there.
+pub fn hyper_max_headers(limits: ListenerLimits) -> usize {
+    limits.max_header_bytes / 32 + 1
 }
 
 fn closed(reason: &'static str) {
@@ -306,6 +398,26 @@ impl Activity {
         }
         let last = self.last_io_ms.load(Ordering::Relaxed);
         Some((last.saturating_add(ms(limits.idle_timeout)), "idle_timeout"))
+    }
+
+    /// Completes once the connection may be closed at shutdown without
+    /// losing a request: at once on HTTP/2 (hyper's graceful shutdown sends
+    /// GOAWAY and lets streams in progress finish); on HTTP/1.1 once it has
+    /// served a request and has none in flight and none arriving. A
+    /// connection that has not yet served a request (one just taken from
+    /// the backlog) is left to send it, bounded by the header timeout; its
+    /// answer carries `Connection: close`.
+    async fn closable(&self) {
+        loop {
+            if self.h2.load(Ordering::Acquire)
+                || (self.served.load(Ordering::Acquire)
+                    && self.in_flight.load(Ordering::Acquire) == 0
+                    && self.partial_since_ms.load(Ordering::Acquire) == NONE)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Completes when the connection has been slow or idle for too long.
@@ -421,6 +533,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1,
+            ..ListenerLimits::default()
         }
     }
 

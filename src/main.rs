@@ -102,15 +102,16 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Print a fresh set of DATA_KEYS, BLIND_INDEX_KEYS and CODE_HMAC_KEYS
-    /// lines for a production environment (to stdout, nothing is stored).
+    /// Print a fresh set of DATA_KEYS, BLIND_INDEX_KEYS, CODE_HMAC_KEYS and
+    /// PASSWORD_PEPPER_KEYS lines for a production environment (to stdout,
+    /// nothing is stored).
     Generate,
     /// Print a new Ed25519 access-token signing key (PKCS#8 PEM). To rotate,
     /// put it first in SIGNING_KEYS and keep the old key after it until the
     /// longest access-token lifetime has passed.
     GenerateSigning,
     /// Add a new key as current to a ring (`--ring`, default the master
-    /// data keys). With the ring's variable set, prints its two next values
+    /// data keys; `pepper` prints PASSWORD_PEPPER_KEYS values only). With the ring's variable set, prints its two next values
     /// to store in your secret manager in turn (nothing is written): the new
     /// key known but unused, then current. In development, updates
     /// $DATA_DIR/dev-keys.json at once. Then: `keys rewrap` (data), `keys
@@ -153,14 +154,17 @@ enum RingArg {
     BlindIndex,
     /// CODE_HMAC_KEYS.
     Codes,
+    /// PASSWORD_PEPPER_KEYS (from none: introduces the pepper).
+    Pepper,
 }
 
-impl From<RingArg> for RingName {
-    fn from(r: RingArg) -> Self {
-        match r {
-            RingArg::Data => RingName::Data,
-            RingArg::BlindIndex => RingName::BlindIndex,
-            RingArg::Codes => RingName::Codes,
+impl RingArg {
+    fn ring(self) -> Option<RingName> {
+        match self {
+            RingArg::Data => Some(RingName::Data),
+            RingArg::BlindIndex => Some(RingName::BlindIndex),
+            RingArg::Codes => Some(RingName::Codes),
+            RingArg::Pepper => None,
         }
     }
 }
@@ -242,11 +246,41 @@ fn keys(command: &KeysCommand) -> anyhow::Result<()> {
             println!("DATA_KEYS={}", keys.data.to_spec());
             println!("BLIND_INDEX_KEYS={}", keys.blind_index.ring().to_spec());
             println!("CODE_HMAC_KEYS={}", keys.codes.ring().to_spec());
+            // Optional, but a new deployment loses nothing by starting with one.
+            let (_, pepper) = mobile_backend::crypto::PepperKeys::rotation(None)?;
+            println!("PASSWORD_PEPPER_KEYS={}", pepper.to_spec());
         }
         KeysCommand::GenerateSigning => print!("{}", SigningKeys::generate_pem()?),
-        KeysCommand::Rotate { ring } => rotate_ring((*ring).into())?,
+        KeysCommand::Rotate { ring } => match ring.ring() {
+            Some(which) => rotate_ring(which)?,
+            None => rotate_pepper()?,
+        },
         KeysCommand::Rewrap { .. } | KeysCommand::Reindex { .. } | KeysCommand::Status => {}
     }
+    Ok(())
+}
+
+/// `keys rotate --ring pepper`: the two values of PASSWORD_PEPPER_KEYS
+/// (nothing is stored; the development keys file holds no pepper).
+fn rotate_pepper() -> anyhow::Result<()> {
+    use mobile_backend::crypto::PepperKeys;
+    if std::env::var("APP_ENV").as_deref() != Ok("production") {
+        let _ = dotenvy::dotenv();
+    }
+    let given = std::env::var("PASSWORD_PEPPER_KEYS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|spec| PepperKeys::parse(&spec))
+        .transpose()?;
+    let (staged, current) = PepperKeys::rotation(given.as_ref())?;
+    let new_id = current.current_id().unwrap_or_default();
+    eprintln!(
+        "new pepper key {new_id}; store the two PASSWORD_PEPPER_KEYS values below in order, each followed by a restart of every process:"
+    );
+    println!("# 1. every process learns pepper key {new_id}, still unused:");
+    println!("PASSWORD_PEPPER_KEYS={}", staged.to_spec());
+    println!("# 2. then key {new_id} becomes current; each password is re-hashed under it at its next sign-in, and `keys status` says when an older key can go:");
+    println!("PASSWORD_PEPPER_KEYS={}", current.to_spec());
     Ok(())
 }
 
@@ -380,6 +414,14 @@ async fn keys_with_database(config: Config, command: KeysCommand) -> anyhow::Res
             let index = mobile_backend::reindex::index_usage(&mut conn, now).await?;
             let codes = mobile_backend::reindex::code_usage(&mut conn, now).await?;
             for line in mobile_backend::reindex::report(&keys, &index, &codes) {
+                println!("{line}");
+            }
+            let peppers =
+                mobile_backend::accounts::db::password_hashes_by_pepper(&mut conn).await?;
+            for line in mobile_backend::accounts::password::pepper_report(
+                config.keys.password_pepper_keys.as_ref(),
+                &peppers,
+            ) {
                 println!("{line}");
             }
         }

@@ -154,6 +154,7 @@ impl Application {
         telemetry::metrics_handle();
         let hasher = PasswordHasher::new(
             config.auth.argon2.clone(),
+            config.keys.password_pepper_keys.clone(),
             config.auth.password_hash_concurrency,
             config.auth.password_hash_queue,
         )
@@ -173,6 +174,7 @@ impl Application {
             config.rate_limits.clone(),
             config.redis_url.as_ref().map(|u| u.expose_secret()),
             &config.redis_key_prefix,
+            config.redis_faults,
         )
         .context("REDIS_URL")?;
         let state = AppState {
@@ -191,6 +193,7 @@ impl Application {
             outbox: Outbox::new(),
             tls_enabled: tls.is_some(),
             deferred: crate::auth::deferred::Deferred::default(),
+            draining: crate::state::Draining::default(),
         };
         let (router, routes) = http::app(state.clone(), extra);
         // Run-time minimum app versions are in force from the first request.
@@ -233,15 +236,26 @@ impl Application {
         &self.routes
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets
-    /// in-flight requests finish (bounded by `SHUTDOWN_GRACE_SECS`) and
-    /// stops the background tasks (`crate::background`: one `watch`
-    /// channel, set to `true` once, is every task's stop signal).
+    /// Serves until `shutdown` completes, then shuts down without losing a
+    /// request the load balancer sent:
+    ///
+    /// 1. Draining, for `SHUTDOWN_GRACE_SECS`: `/readyz` answers 503 at
+    ///    once, so the load balancer takes the process out of rotation;
+    ///    meanwhile everything is served as before (connections are still
+    ///    accepted), except that HTTP/1 responses carry `Connection: close`.
+    /// 2. The API listener closes (what is left in its backlog is still
+    ///    served); HTTP/2 connections get a GOAWAY; in-flight requests and
+    ///    work deferred after an answer finish within
+    ///    `SHUTDOWN_TIMEOUT_SECS`, and what is still running then is dropped.
+    /// 3. The background tasks and the metrics listener stop
+    ///    (`crate::background`: one `watch` channel, set to `true` once, is
+    ///    every task's stop signal; a pass in progress finishes).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = self.state.config.shutdown_grace;
+        let timeout = self.state.config.shutdown_timeout;
         let (stop_tx, stop_rx) = watch::channel(false);
         let sender = tokio::spawn(mail::sender::run(
             self.state.clone(),
@@ -280,15 +294,23 @@ impl Application {
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let metrics = tokio::spawn(async move { metrics.await });
 
+        let draining = self.state.draining.clone();
+        let (closed_tx, mut closed_rx) = watch::channel(false);
         let shutdown = async move {
             shutdown.await;
-            tracing::info!("shutdown requested: finishing in-flight requests");
-            let _ = stop_tx.send(true);
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutdown requested: /readyz answers 503, serving on with Connection: close"
+            );
+            draining.begin();
+            tokio::time::sleep(grace).await;
+            tracing::info!(
+                "shutdown grace period over: closing the listener, finishing in-flight requests"
+            );
+            let _ = closed_tx.send(true);
         };
-        // Same semantics either way: on shutdown, stop accepting and let
-        // in-flight requests finish within the grace period.
-        // Both go through `crate::listener` (slow-client timeouts and the
-        // connection cap).
+        // Same semantics either way: both go through `crate::listener`
+        // (slow-client timeouts, the connection cap, graceful close).
         let limits = self.state.config.listener;
         let api: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
             match self.tls {
@@ -301,19 +323,32 @@ impl Application {
                     shutdown,
                 )),
             };
-        let deadline = async {
-            stopped(stop_rx.clone()).await;
-            tokio::time::sleep(grace).await;
+        // `SHUTDOWN_TIMEOUT_SECS` counts from the listener's close (`api`
+        // ends only after it, or with an error).
+        tokio::pin!(api);
+        let done = tokio::select! {
+            result = &mut api => {
+                result.context("serving the API")?;
+                true
+            }
+            _ = closed_rx.wait_for(|c| *c) => false,
         };
-        tokio::select! {
-            result = api => result.context("serving the API")?,
-            () = deadline => tracing::warn!(?grace, "shutdown grace period over; dropping remaining requests"),
+        let end = tokio::time::Instant::now() + timeout;
+        if !done {
+            match tokio::time::timeout_at(end, &mut api).await {
+                Ok(result) => result.context("serving the API")?,
+                Err(_) => tracing::warn!(
+                    ?timeout,
+                    "shutdown timeout over; dropping remaining requests"
+                ),
+            }
         }
         // Work handed off after an answer (a code to mail) finishes too,
-        // within the same grace period.
-        if tokio::time::timeout(grace, deferred.idle()).await.is_err() {
+        // within the same timeout.
+        if tokio::time::timeout_at(end, deferred.idle()).await.is_err() {
             tracing::warn!("deferred work still running at shutdown");
         }
+        let _ = stop_tx.send(true);
         let _ = sender.await;
         let _ = maintenance.await;
         let _ = unverified.await;

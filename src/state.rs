@@ -14,7 +14,10 @@ use crate::{
     tokens::TokenSettings,
 };
 use sqlx::PgPool;
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -42,4 +45,23 @@ pub struct AppState {
     pub deferred: crate::auth::deferred::Deferred,
     /// Whether this process terminates TLS itself (HSTS is sent when it does).
     pub tls_enabled: bool,
+    /// Set once shutdown has begun: `/readyz` answers 503 and HTTP/1
+    /// responses carry `Connection: close` (see `crate::startup`).
+    pub draining: Draining,
+}
+
+/// The shutdown grace period's flag: `false` while serving normally, `true`
+/// (for good) from SIGTERM/SIGINT on.
+#[derive(Clone, Debug, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Starts draining (idempotent).
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }

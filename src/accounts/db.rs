@@ -152,6 +152,29 @@ pub async fn set_password_hash(
     Ok(())
 }
 
+/// Replaces the password hash with a re-hash of the same password (new
+/// parameters or pepper), only if it is still `old`: a reset or change
+/// that committed since `old` was read wins. Returns whether it replaced.
+pub async fn upgrade_password_hash(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    old: &str,
+    new: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE users SET password_hash = $3, updated_at = $4
+         WHERE user_id = $1 AND password_hash = $2",
+        user_id,
+        old,
+        new,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Stores the sealed display name chosen at registration.
 pub async fn set_display_name(
     conn: &mut PgConnection,
@@ -265,4 +288,31 @@ pub async fn lock_expired_unverified(
     )
     .fetch_all(conn)
     .await
+}
+
+/// `keys status`: how many password hashes use each pepper key, read with
+/// the same parser that verifies them (a row the SQL and the service read
+/// differently would misguide the operator).
+pub async fn password_hashes_by_pepper(
+    conn: &mut PgConnection,
+) -> sqlx::Result<Vec<(super::password::PepperUse, i64)>> {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut after = Uuid::nil();
+    loop {
+        let rows = sqlx::query!(
+            "SELECT user_id, password_hash FROM users WHERE user_id > $1
+             ORDER BY user_id LIMIT 5000",
+            after
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.user_id;
+        for row in &rows {
+            *counts
+                .entry(super::password::pepper_use(&row.password_hash))
+                .or_insert(0) += 1;
+        }
+    }
+    Ok(counts.into_iter().collect())
 }

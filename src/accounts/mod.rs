@@ -173,10 +173,10 @@ pub async fn verify_current_password(
     drop(conn);
     limit_account_key(state, &account).await?;
     let pair = soft_lock_key(&account, &client.rate_key);
-    let now_ms = state.clock.now().timestamp_millis();
+    let now_us = state.clock.now().timestamp_micros();
     if let Some(wait) = state
         .limiter
-        .blocked(Class::LoginFailures, &pair, now_ms)
+        .blocked(Class::LoginFailures, &pair, now_us)
         .await?
     {
         metrics::counter!("rate_limit_refusals_total", "class" => Class::LoginFailures.name())
@@ -215,7 +215,7 @@ pub async fn verify_current_password(
     metrics::counter!("auth_login_total", "outcome" => "invalid_current_password").increment(1);
     state
         .limiter
-        .check(Class::LoginFailures, &pair, now_ms)
+        .check(Class::LoginFailures, &pair, now_us)
         .await?;
     Ok(false)
 }
@@ -250,10 +250,10 @@ pub fn soft_lock_key(account: &str, client_rate_key: &str) -> String {
 
 async fn limit_account_key(state: &AppState, account: &str) -> Result<(), ApiError> {
     use crate::rate_limit::{policy::Class, Limiter};
-    let now_ms = state.clock.now().timestamp_millis();
+    let now_us = state.clock.now().timestamp_micros();
     let decision = state
         .limiter
-        .check(Class::CredentialsAccount, account, now_ms)
+        .check(Class::CredentialsAccount, account, now_us)
         .await?;
     Limiter::enforce(Class::CredentialsAccount, decision)
 }

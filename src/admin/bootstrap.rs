@@ -50,8 +50,13 @@ pub async fn create(
     let normalised = policy::normalize(password);
     policy::check(&normalised, email.as_str())
         .map_err(|v| anyhow::anyhow!("password refused: {}", v.message))?;
-    let hasher = PasswordHasher::new(config.auth.argon2.clone(), 1, 1)
-        .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
+    let hasher = PasswordHasher::new(
+        config.auth.argon2.clone(),
+        config.keys.password_pepper_keys.clone(),
+        1,
+        1,
+    )
+    .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
     let hash = hasher
         .hash(&SecretString::from(normalised))
         .await

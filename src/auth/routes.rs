@@ -421,10 +421,10 @@ pub async fn login(
     // IP (an IPv6 client's whole prefix). Another network (the owner's) is
     // not affected.
     let pair = crate::accounts::soft_lock_key(&account, &client.rate_key);
-    let now_ms = state.clock.now().timestamp_millis();
+    let now_us = state.clock.now().timestamp_micros();
     if let Some(wait) = state
         .limiter
-        .blocked(Class::LoginFailures, &pair, now_ms)
+        .blocked(Class::LoginFailures, &pair, now_us)
         .await?
     {
         let mut conn = state.db.acquire().await?;
@@ -471,7 +471,7 @@ pub async fn login(
             // Count the failure against this (account, IP) pair.
             state
                 .limiter
-                .check(Class::LoginFailures, &pair, now_ms)
+                .check(Class::LoginFailures, &pair, now_us)
                 .await?;
             return Err(invalid_credentials());
         }
@@ -493,10 +493,25 @@ pub async fn login(
         metrics::counter!("auth_login_total", "outcome" => code).increment(1);
         return Err(ApiError::Forbidden { code, detail });
     }
+    // Re-hash (new parameters or pepper) before the transaction, best
+    // effort: when the pool is busy (every account re-hashes right after a
+    // pepper rotation) the sign-in still succeeds and the next one retries.
+    let rehashed = if verified.needs_rehash {
+        match state.hasher.hash(&password).await {
+            Ok(hash) => Some(hash),
+            Err(crate::accounts::password::HashError::Overloaded) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let mut tx = state.db.begin().await?;
-    if verified.needs_rehash {
-        let rehashed = crate::accounts::hash_password(&state, &password).await?;
-        db::set_password_hash(&mut tx, user.user_id, &rehashed, now, false).await?;
+    if let Some(rehashed) = rehashed {
+        // Only over the hash this sign-in checked: a password reset or
+        // change that committed meanwhile is not overwritten with a hash of
+        // the old password.
+        db::upgrade_password_hash(&mut tx, user.user_id, &user.password_hash, &rehashed, now)
+            .await?;
     }
     // The password was right; with MFA, no tokens until the second factor is.
     let answer = password_proven(tx, &state, &client, &user, req.device.as_ref()).await?;

@@ -22,6 +22,7 @@ pub mod blind_index;
 pub mod hash;
 pub mod keyring;
 pub mod mac_ring;
+pub mod pepper;
 pub mod random;
 
 pub use aead::Aad;
@@ -29,6 +30,7 @@ pub use blind_index::{BlindIndex, BlindIndexKeys};
 pub use hash::{CodeHasher, CodeMac};
 pub use keyring::{Key, KeyRing};
 pub use mac_ring::{MacKeyId, MacKeyRing};
+pub use pepper::PepperKeys;
 
 /// Errors from this module. Messages are safe to log: none of them ever
 /// contains key material or plaintext.

@@ -5,16 +5,21 @@
 //!
 //! 1. `request_id`: echo or mint `X-Request-Id`; scope it for errors and logs.
 //! 2. `security_headers`: nosniff, no-referrer, CSP, no-store, HSTS.
-//! 3. `telemetry::observe`: one span and log line per request; metrics.
-//! 4. catch-panic: a panicking handler becomes an opaque problem+json 500.
-//! 5. `shed_load`: more than `MAX_CONCURRENT_REQUESTS` at once → 503.
-//! 6. `timeout`: a request running past `REQUEST_TIMEOUT_SECS` → 503.
-//! 7. `rate_limit::layer`: per the route's class (declared with the route),
+//! 3. `close_when_draining`: from SIGTERM on, HTTP/1 responses carry
+//!    `Connection: close` (see `crate::startup`).
+//! 4. `telemetry::observe`: one span and log line per request; metrics.
+//! 5. `request_limits`: a request target over `MAX_URI_BYTES` → 414, request
+//!    headers over `MAX_HEADER_BYTES` → 431 (hyper's own limits are set
+//!    above these in `crate::listener`, so these answers are problem+json).
+//! 6. catch-panic: a panicking handler becomes an opaque problem+json 500.
+//! 7. `shed_load`: more than `MAX_CONCURRENT_REQUESTS` at once → 503.
+//! 8. `timeout`: a request running past `REQUEST_TIMEOUT_SECS` → 503.
+//! 9. `rate_limit::layer`: per the route's class (declared with the route),
 //!    per IP or user → 429 with headers.
-//! 8. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
+//! 10. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
 //!    `DefaultBodyLimit` caps streamed (chunked) bodies at the same size.
-//! 9. `client_gate::gate`: `/v1` apps below the platform minimum → 426.
-//! 10. `retry::retry_lost_reads`: a bodiless GET/HEAD whose database
+//! 11. `client_gate::gate`: `/v1` apps below the platform minimum → 426.
+//! 12. `retry::retry_lost_reads`: a bodiless GET/HEAD whose database
 //!     connection was lost under it runs once more.
 //!
 //! Unknown paths and methods answer problem+json 404 / 405 like everything else.
@@ -37,7 +42,7 @@ pub mod validate;
 use crate::{error::ApiError, rate_limit::layer::RouteClasses, state::AppState, telemetry};
 use axum::{
     extract::{DefaultBodyLimit, Request, State},
-    http::Method,
+    http::{header, HeaderMap, HeaderValue, Method, Uri, Version},
     middleware::{from_fn, from_fn_with_state, Next},
     response::{IntoResponse, Response},
     Router,
@@ -88,7 +93,9 @@ pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
         .layer(from_fn_with_state(state.clone(), timeout))
         .layer(from_fn_with_state(state.clone(), shed_load))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(state.clone(), request_limits))
         .layer(from_fn(telemetry::observe))
+        .layer(from_fn_with_state(state.clone(), close_when_draining))
         .layer(from_fn_with_state(state.clone(), headers::security_headers))
         .layer(from_fn(request_id::layer))
         .with_state(state);
@@ -101,6 +108,63 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// The service's own limits on the request head. The request target is
+/// measured as its path and query (all an HTTP/1.1 origin-form target
+/// carries; the authority is the `Host` header, or HTTP/2's `:authority`,
+/// bounded by the HTTP/2 header list limit). Headers are measured as HTTP/2
+/// measures a header list (RFC 9113 §6.5.2): for each field, the bytes of
+/// its name and of its value plus 32, summed; the same on both protocols,
+/// and always above the bytes an HTTP/1.1 client sends for them (name, ": ",
+/// value, CRLF: 4 bytes of overhead, not 32).
+async fn request_limits(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limits = state.config.listener;
+    if uri_bytes(req.uri()) > limits.max_uri_bytes {
+        metrics::counter!("http_requests_refused_total", "reason" => "uri_too_long").increment(1);
+        return ApiError::UriTooLong {
+            max_bytes: limits.max_uri_bytes,
+        }
+        .into_response();
+    }
+    if header_bytes(req.headers()) > limits.max_header_bytes {
+        metrics::counter!("http_requests_refused_total", "reason" => "headers_too_large")
+            .increment(1);
+        return ApiError::HeadersTooLarge {
+            max_bytes: limits.max_header_bytes,
+        }
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The request target's length as [`request_limits`] counts it.
+pub fn uri_bytes(uri: &Uri) -> usize {
+    uri.path_and_query().map_or(0, |p| p.as_str().len())
+}
+
+/// The request headers' size as [`request_limits`] counts it.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
+/// While the service drains before shutdown, every HTTP/1 response asks
+/// the client to close the connection, so no request is sent on a
+/// kept-alive connection that the server is about to close; hyper closes
+/// it after the response. HTTP/2 forbids the header: those connections get
+/// a GOAWAY when the listener closes (hyper's graceful shutdown).
+async fn close_when_draining(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let http1 = req.version() < Version::HTTP_2;
+    let mut response = next.run(req).await;
+    if http1 && state.draining.is_draining() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Load shedding: a request beyond the concurrency bound is refused at
@@ -156,6 +220,25 @@ mod tests {
             .cloned();
         assert!(route.is_some(), "{operation_id} is not routed");
         route.and_then(|r| r.class)
+    }
+
+    #[test]
+    fn head_sizes_are_counted_as_documented() {
+        let uri: Uri = "/v1/users?cursor=abc".parse().unwrap_or_default();
+        assert_eq!(uri_bytes(&uri), 20);
+        // HTTP/2 puts the scheme and authority in the URI: not counted.
+        let uri: Uri = "https://api.example.com/healthz"
+            .parse()
+            .unwrap_or_default();
+        assert_eq!(uri_bytes(&uri), 8);
+        let mut headers = HeaderMap::new();
+        assert_eq!(header_bytes(&headers), 0);
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.append("x-a", HeaderValue::from_static(""));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        // (4 + 11 + 32) + (3 + 0 + 32) + (3 + 1 + 32): repeated fields
+        // count each time.
+        assert_eq!(header_bytes(&headers), 47 + 35 + 36);
     }
 
     #[test]

@@ -3,35 +3,56 @@
 //!
 //! One definition serves both stores: the in-process store applies it
 //! under a mutex, and the Redis store runs the same arithmetic in a Lua
-//! script (`redis_store.rs`), so a limit means the same thing whichever
-//! store enforces it. Time is the service clock in milliseconds, passed in,
-//! so tests move it instead of sleeping and every process sharing Redis
-//! agrees on it to within clock skew.
+//! script (`redis_store.rs`) and derives its decision with the functions
+//! here, so a limit means the same thing whichever store enforces it. Time
+//! is the service clock in microseconds, passed in, so tests move it
+//! instead of sleeping and every process sharing Redis agrees on it to
+//! within clock skew.
 //!
 //! GCRA keeps one number per key, the theoretical arrival time (TAT): a
 //! request is allowed when admitting it keeps TAT within one window of
 //! now. It allows bursts up to the quota and refills smoothly, with none of
 //! a fixed window's double-burst at the boundary.
+//!
+//! Exactness: the emission interval is `window / limit`, a fraction of a
+//! microsecond in general (1,001 per second is 999 + 1/1,001 µs). TAT is
+//! kept as whole microseconds plus a remainder in units of `1 / limit` µs,
+//! so every quota is represented exactly: no rounding of the interval, no
+//! silent cap. Every number stays below 2^53, so the Lua script (whose
+//! numbers are doubles) computes the same integers.
 
 /// `limit` requests per `window_ms`, bursts up to `limit`: a configuration
 /// value (`config::Quota`).
 pub use crate::config::Quota;
 
-/// The emission interval: one request's share of the window.
-fn interval_ms(quota: Quota) -> i64 {
-    (quota.window_ms / i64::from(quota.limit)).max(1)
+/// Microseconds per second.
+const US: i64 = 1_000_000;
+
+/// The window in microseconds.
+pub fn window_us(quota: Quota) -> i64 {
+    quota.window_ms.saturating_mul(1000)
+}
+
+/// The emission interval `window / limit` as whole microseconds and a
+/// remainder in units of `1 / limit` µs.
+fn interval(quota: Quota) -> (i64, i64) {
+    let limit = i64::from(quota.limit.max(1));
+    let w = window_us(quota);
+    (w / limit, w % limit)
 }
 
 /// Everything a store keeps for one key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeyState {
-    /// Theoretical arrival time; 0 when unknown.
-    pub tat_ms: i64,
+    /// Theoretical arrival time, whole microseconds; 0 when unknown.
+    pub tat_us: i64,
+    /// The rest of TAT, in units of `1 / limit` µs (below `limit`).
+    pub tat_frac: i64,
     /// Consecutive refusals not yet forgiven by a quiet period.
     pub violations: u32,
-    pub last_violation_ms: i64,
+    pub last_violation_us: i64,
     /// While in the future, every request is refused (the penalty).
-    pub blocked_until_ms: i64,
+    pub blocked_until_us: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,80 +67,133 @@ pub struct Decision {
 }
 
 /// A quiet period this long forgives past violations.
-pub const QUIET_MS: i64 = 15 * 60 * 1000;
+pub const QUIET_US: i64 = 15 * 60 * US;
 /// The longest penalty block.
-pub const MAX_BLOCK_MS: i64 = 60 * 60 * 1000;
+pub const MAX_BLOCK_US: i64 = 60 * 60 * US;
 
-fn ceil_secs(ms: i64) -> u64 {
-    (ms.max(0) as u64).div_ceil(1000)
+/// Whole seconds, rounded up, in `us` microseconds.
+pub fn ceil_secs(us: i64) -> u64 {
+    (us.max(0) as u64).div_ceil(US as u64)
 }
 
-/// Applies one request at `now_ms`; returns the new state and the decision.
-pub fn check(state: KeyState, now_ms: i64, quota: Quota) -> (KeyState, Decision) {
+/// TAT no earlier than `now_us`, remainder normalised.
+fn base(state: &KeyState, now_us: i64, quota: Quota) -> (i64, i64) {
+    let limit = i64::from(quota.limit.max(1));
+    let (mut tat, mut frac) = (state.tat_us, state.tat_frac.max(0));
+    if frac >= limit {
+        tat = tat.saturating_add(frac / limit);
+        frac %= limit;
+    }
+    if tat < now_us {
+        (now_us, 0)
+    } else {
+        (tat, frac)
+    }
+}
+
+/// `(tat, frac)` plus one emission interval.
+fn advance((tat, frac): (i64, i64), quota: Quota) -> (i64, i64) {
+    let limit = i64::from(quota.limit.max(1));
+    let (q, r) = interval(quota);
+    let (mut t, mut f) = (tat.saturating_add(q), frac + r);
+    if f >= limit {
+        t += 1;
+        f -= limit;
+    }
+    (t, f)
+}
+
+/// How far `(tat, frac)` lies beyond `now_us + window`, rounded up to a
+/// whole microsecond; `<= 0` when within the window.
+fn overshoot_us((tat, frac): (i64, i64), now_us: i64, quota: Quota) -> i64 {
+    tat - now_us - window_us(quota) + i64::from(frac > 0)
+}
+
+/// The decision for an admitted request that left TAT `used_us` µs and
+/// `used_frac / limit` µs after now. The Redis store calls this with the
+/// script's numbers.
+pub fn admitted(quota: Quota, used_us: i64, used_frac: i64) -> Decision {
+    let limit = i128::from(quota.limit.max(1));
+    let w = i128::from(window_us(quota).max(1));
+    // (window - used) / interval = ((window - used_us) * limit - frac) / window
+    let left = (w - i128::from(used_us)) * limit - i128::from(used_frac);
+    let remaining = (left.max(0) / w).clamp(0, i128::from(u32::MAX)) as u32;
+    Decision {
+        allowed: true,
+        remaining,
+        reset_secs: ceil_secs(used_us + i64::from(used_frac > 0)),
+        retry_after_secs: 0,
+    }
+}
+
+/// The decision for a refused request: wait `wait_us`, full again after
+/// `reset_us` (or the wait, if longer).
+pub fn refused(wait_us: i64, reset_us: i64) -> Decision {
+    Decision {
+        allowed: false,
+        remaining: 0,
+        reset_secs: ceil_secs(reset_us.max(wait_us)),
+        retry_after_secs: ceil_secs(wait_us).max(1),
+    }
+}
+
+/// Applies one request at `now_us`; returns the new state and the decision.
+pub fn check(state: KeyState, now_us: i64, quota: Quota) -> (KeyState, Decision) {
     let mut s = state;
-    let t = interval_ms(quota);
-    if s.blocked_until_ms > now_ms {
-        let wait = s.blocked_until_ms - now_ms;
+    if s.blocked_until_us > now_us {
+        let wait = s.blocked_until_us - now_us;
         return (s, refused(wait, wait));
     }
-    let tat = s.tat_ms.max(now_ms);
-    let new_tat = tat + t;
-    if new_tat - now_ms > quota.window_ms {
+    let (tat, frac) = base(&s, now_us, quota);
+    let next = advance((tat, frac), quota);
+    let over = overshoot_us(next, now_us, quota);
+    if over > 0 {
         // Refused: the penalty grows with each violation not forgiven.
-        if now_ms - s.last_violation_ms > QUIET_MS {
+        if now_us - s.last_violation_us > QUIET_US {
             s.violations = 0;
         }
         s.violations = s.violations.saturating_add(1);
-        s.last_violation_ms = now_ms;
-        let natural = new_tat - now_ms - quota.window_ms;
-        let block = penalty_ms(s.violations, natural, quota);
-        s.blocked_until_ms = now_ms + block;
-        return (s, refused(block, tat - now_ms));
+        s.last_violation_us = now_us;
+        let block = penalty_us(s.violations, over, quota);
+        s.blocked_until_us = now_us + block;
+        return (s, refused(block, tat - now_us + i64::from(frac > 0)));
     }
-    s.tat_ms = new_tat;
-    let used = new_tat - now_ms;
-    let remaining = ((quota.window_ms - used) / t).clamp(0, i64::from(u32::MAX)) as u32;
-    (
-        s,
-        Decision {
-            allowed: true,
-            remaining,
-            reset_secs: ceil_secs(used),
-            retry_after_secs: 0,
-        },
-    )
+    (s.tat_us, s.tat_frac) = next;
+    (s, admitted(quota, next.0 - now_us, next.1))
 }
 
 /// Whether a request now would be refused, without recording anything.
-pub fn peek(state: KeyState, now_ms: i64, quota: Quota) -> Option<u64> {
-    if state.blocked_until_ms > now_ms {
-        return Some(ceil_secs(state.blocked_until_ms - now_ms));
+pub fn peek(state: KeyState, now_us: i64, quota: Quota) -> Option<u64> {
+    if state.blocked_until_us > now_us {
+        return Some(ceil_secs(state.blocked_until_us - now_us));
     }
-    let tat = state.tat_ms.max(now_ms);
-    let over = tat + interval_ms(quota) - now_ms - quota.window_ms;
+    let next = advance(base(&state, now_us, quota), quota);
+    let over = overshoot_us(next, now_us, quota);
     (over > 0).then(|| ceil_secs(over).max(1))
 }
 
 /// The first refusal waits only for the next free slot; each further one
-/// (without a quiet period between) doubles a window-long block, capped.
-pub fn penalty_ms(violations: u32, natural_ms: i64, quota: Quota) -> i64 {
+/// (without a quiet period between) doubles a window-long block, capped
+/// (never below the natural wait of the first kind).
+pub fn penalty_us(violations: u32, natural_us: i64, quota: Quota) -> i64 {
+    let natural = natural_us.max(1);
     if violations <= 1 {
-        return natural_ms.max(1);
+        return natural;
     }
     let doublings = (violations - 2).min(20);
-    quota
-        .window_ms
+    window_us(quota)
         .saturating_mul(1i64 << doublings)
-        .clamp(natural_ms.max(1), MAX_BLOCK_MS)
+        .max(natural)
+        .min(MAX_BLOCK_US)
 }
 
-fn refused(wait_ms: i64, reset_ms: i64) -> Decision {
-    Decision {
-        allowed: false,
-        remaining: 0,
-        reset_secs: ceil_secs(reset_ms.max(wait_ms)),
-        retry_after_secs: ceil_secs(wait_ms).max(1),
-    }
+/// Whether a state still matters at `now_us`: it limits, refuses, or
+/// remembers violations. A store may forget the others.
+pub fn live(s: &KeyState, now_us: i64) -> bool {
+    s.tat_us > now_us
+        || (s.tat_us == now_us && s.tat_frac > 0)
+        || s.blocked_until_us > now_us
+        || now_us - s.last_violation_us < QUIET_US
 }
 
 #[cfg(test)]
@@ -155,13 +229,13 @@ mod tests {
         for _ in 0..5 {
             s = check(s, 0, q).0;
         }
-        let (_, d) = check(s, 11_000, q);
+        let (_, d) = check(s, 11_000_000, q);
         assert!(!d.allowed);
         let mut s2 = KeyState::default();
         for _ in 0..5 {
             s2 = check(s2, 0, q).0;
         }
-        let (_, d) = check(s2, 12_000, q);
+        let (_, d) = check(s2, 12_000_000, q);
         assert!(d.allowed, "one slot back after one interval");
     }
 
@@ -185,20 +259,20 @@ mod tests {
         let (next, d1) = check(s, 0, q);
         s = next;
         assert_eq!(d1.retry_after_secs, 10, "first refusal: the natural wait");
-        let (next, d2) = check(s, 10_000, q); // allowed again
+        let (next, d2) = check(s, 10_000_000, q); // allowed again
         assert!(d2.allowed);
         s = next;
-        let (next, d3) = check(s, 10_000, q);
+        let (next, d3) = check(s, 10_000_000, q);
         s = next;
         assert_eq!(d3.retry_after_secs, 10, "second violation: one window");
-        let (next, d4) = check(s, 20_000, q);
+        let (next, d4) = check(s, 20_000_000, q);
         s = next;
         assert!(d4.allowed);
-        let (next, d5) = check(s, 20_000, q);
+        let (next, d5) = check(s, 20_000_000, q);
         s = next;
         assert_eq!(d5.retry_after_secs, 20, "third: doubled");
         // A quiet quarter of an hour forgives.
-        let later = 20_000 + QUIET_MS + 60_000;
+        let later = 20_000_000 + QUIET_US + 60_000_000;
         let (next, d6) = check(s, later, q);
         s = next;
         assert!(d6.allowed);
@@ -209,7 +283,7 @@ mod tests {
     #[test]
     fn the_block_is_capped() {
         let q = Quota::per_seconds(1, 600);
-        assert_eq!(penalty_ms(30, 1, q), MAX_BLOCK_MS);
+        assert_eq!(penalty_us(30, 1, q), MAX_BLOCK_US);
     }
 
     #[test]
@@ -222,6 +296,61 @@ mod tests {
         assert!(!check(s, 0, q).1.allowed);
     }
 
+    /// A client that asks only when `peek` says it may, every `step_us`
+    /// from `start` for `span_us`: how many requests are admitted.
+    fn well_behaved(quota: Quota, start: i64, span_us: i64, step_us: i64) -> i64 {
+        let mut s = KeyState::default();
+        let mut admitted = 0;
+        let mut now = start;
+        while now <= start + span_us {
+            while peek(s, now, quota).is_none() {
+                let (next, d) = check(s, now, quota);
+                assert!(d.allowed, "peek and check agree");
+                s = next;
+                admitted += 1;
+            }
+            now += step_us;
+        }
+        admitted
+    }
+
+    const T0: i64 = 1_772_000_000_000_000;
+
+    #[test]
+    fn a_million_per_second_admits_exactly_a_million_per_second() {
+        let q = Quota::per_seconds(1_000_000, 1);
+        // The burst: exactly the limit at one instant, then a refusal.
+        let mut s = KeyState::default();
+        for i in 0..1_000_000 {
+            let (next, d) = check(s, T0, q);
+            assert!(d.allowed, "request {i} of the burst");
+            s = next;
+        }
+        assert!(!check(s, T0, q).1.allowed, "the 1,000,001st is refused");
+        // Then one per microsecond: a million more in the next second.
+        assert_eq!(well_behaved(q, T0, 1_000_000, 1), 2_000_000);
+    }
+
+    #[test]
+    fn a_thousand_and_one_per_second_is_not_capped_to_a_thousand() {
+        let q = Quota::per_seconds(1_001, 1);
+        // The burst plus exactly 1,001 per second for 10 s.
+        assert_eq!(well_behaved(q, T0, 10_000_000, 100), 1_001 + 10_010);
+        // A rate that is no whole number of microseconds apart, over a
+        // long window: 999,999 per 7 s.
+        let q = Quota::per_seconds(999_999, 7);
+        assert_eq!(well_behaved(q, T0, 14_000_000, 50), 999_999 * 3);
+    }
+
+    #[test]
+    fn remaining_is_exact_for_fractional_intervals() {
+        let q = Quota::per_seconds(1_001, 1);
+        let (s, d) = check(KeyState::default(), T0, q);
+        assert_eq!(d.remaining, 1_000);
+        let (_, d) = check(s, T0, q);
+        assert_eq!(d.remaining, 999);
+    }
+
     proptest::proptest! {
         /// GCRA's conformance bound: by time t (from the first request) at
         /// most `limit` (the burst) plus one per emission interval elapsed
@@ -232,17 +361,17 @@ mod tests {
             gaps in proptest::collection::vec(0i64..5_000, 1..200),
         ) {
             let q = Quota::per_seconds(limit, window);
-            let t_ms = q.window_ms / i64::from(limit);
             let mut s = KeyState::default();
             let mut now = 0;
             let mut admitted = 0i64;
             for g in gaps {
-                now += g;
+                now += g * 1000;
                 let (next, d) = check(s, now, q);
                 s = next;
                 if d.allowed {
                     admitted += 1;
-                    proptest::prop_assert!(admitted <= i64::from(limit) + now / t_ms);
+                    let refill = i128::from(now) * i128::from(limit) / i128::from(window_us(q));
+                    proptest::prop_assert!(i128::from(admitted) <= i128::from(limit) + refill);
                 }
             }
         }

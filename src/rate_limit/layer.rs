@@ -121,10 +121,10 @@ pub async fn layer(
             Err(e) => return e.into_response(),
         }
     }
-    let now_ms = state.clock.now().timestamp_millis();
+    let now_us = state.clock.now().timestamp_micros();
     let decision = match state
         .limiter
-        .check_with(class, quota, &subject, now_ms)
+        .check_with(class, quota, &subject, now_us)
         .await
     {
         Ok(d) => d,

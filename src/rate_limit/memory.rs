@@ -42,15 +42,13 @@ impl Default for MemoryStore {
 }
 
 /// Whether a state still matters: it refuses, or remembers violations.
-fn live(s: &KeyState, now_ms: i64) -> bool {
-    s.tat_ms > now_ms
-        || s.blocked_until_ms > now_ms
-        || now_ms - s.last_violation_ms < gcra::QUIET_MS
+fn live(s: &KeyState, now_us: i64) -> bool {
+    gcra::live(s, now_us)
 }
 
 impl Inner {
     /// Looks at the next `n` entries under the cursor, removing expired ones.
-    fn sweep(&mut self, now_ms: i64, n: usize) {
+    fn sweep(&mut self, now_us: i64, n: usize) {
         for _ in 0..n {
             if self.keys.is_empty() {
                 self.cursor = 0;
@@ -62,7 +60,7 @@ impl Inner {
             let expired = self
                 .keys
                 .get_index(self.cursor)
-                .is_some_and(|(_, s)| !live(s, now_ms));
+                .is_some_and(|(_, s)| !live(s, now_us));
             if expired {
                 // The last entry moves into this slot; look at it next.
                 self.keys.swap_remove_index(self.cursor);
@@ -94,11 +92,11 @@ impl MemoryStore {
         }
     }
 
-    pub fn check(&self, key: &str, now_ms: i64, quota: Quota) -> Decision {
+    pub fn check(&self, key: &str, now_us: i64, quota: Quota) -> Decision {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.sweep(now_ms, SWEEP_PER_CHECK);
+        inner.sweep(now_us, SWEEP_PER_CHECK);
         let state = inner.keys.get(key).copied();
-        let (next, decision) = gcra::check(state.unwrap_or_default(), now_ms, quota);
+        let (next, decision) = gcra::check(state.unwrap_or_default(), now_us, quota);
         match inner.keys.get_mut(key) {
             Some(slot) => *slot = next,
             None => {
@@ -111,11 +109,11 @@ impl MemoryStore {
         decision
     }
 
-    pub fn peek(&self, key: &str, now_ms: i64, quota: Quota) -> Option<u64> {
+    pub fn peek(&self, key: &str, now_us: i64, quota: Quota) -> Option<u64> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         gcra::peek(
             inner.keys.get(key).copied().unwrap_or_default(),
-            now_ms,
+            now_us,
             quota,
         )
     }
@@ -143,8 +141,10 @@ mod tests {
         limit: 5,
         window_ms: 1_000,
     };
-    /// A realistic clock (ms since the epoch).
-    const T0: i64 = 1_772_000_000_000;
+    /// A realistic clock (µs since the epoch).
+    const T0: i64 = 1_772_000_000_000_000;
+    /// Milliseconds in the store's unit.
+    const MS: i64 = 1_000;
 
     #[test]
     fn many_distinct_short_lived_keys_stay_bounded_without_a_full_scan() {
@@ -153,7 +153,7 @@ mod tests {
         // window (1 s), so about 1,000 are live at any moment.
         let mut peak = 0;
         for i in 0..200_000i64 {
-            store.check(&format!("ip:{i}"), T0 + i, Q);
+            store.check(&format!("ip:{i}"), T0 + i * MS, Q);
             peak = peak.max(store.len());
         }
         // Live keys plus what the cursor has not reached yet: a small
@@ -170,12 +170,12 @@ mod tests {
         assert_eq!(store.len(), 10_000);
         // Everything has expired; a single check removes at most
         // SWEEP_PER_CHECK of them (no full scan on the request path)...
-        let later = T0 + 10_000;
+        let later = T0 + 10_000 * MS;
         store.check("fresh", later, Q);
         assert_eq!(store.len(), 10_000 - SWEEP_PER_CHECK + 1);
         // ...and a lap of the cursor clears the rest.
         for i in 0..10_000 / SWEEP_PER_CHECK as i64 {
-            store.check("fresh", later + i, Q);
+            store.check("fresh", later + i * MS, Q);
         }
         assert_eq!(store.len(), 1);
     }
@@ -188,13 +188,13 @@ mod tests {
             window_ms: 60_000,
         };
         assert!(store.check("attacker", T0, q).allowed);
-        assert!(!store.check("attacker", T0 + 1, q).allowed);
+        assert!(!store.check("attacker", T0 + MS, q).allowed);
         // Plenty of other traffic laps the cursor many times.
         for i in 0..50_000i64 {
-            store.check(&format!("other{i}"), T0 + 2 + i / 1000, Q);
+            store.check(&format!("other{i}"), T0 + (2 + i / 1000) * MS, Q);
         }
         assert!(
-            store.peek("attacker", T0 + 100, q).is_some(),
+            store.peek("attacker", T0 + 100 * MS, q).is_some(),
             "still refused"
         );
     }

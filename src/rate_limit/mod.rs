@@ -16,11 +16,17 @@
 //!   tiers; `refusals.rs`: the per-account 429 counts staff see when they
 //!   decide a rate-limit request.
 //!
-//! When Redis is unreachable, credential classes fail closed (503 with
-//! `Retry-After`), because unlimited guessing is worse than a short outage;
-//! the other classes fall back to the in-process store. Both are logged
-//! and counted.
+//! When Redis is unreachable, credential classes fail closed (503
+//! `rate_limit_unavailable` with `Retry-After`), because unlimited guessing
+//! is worse than a short outage; the other classes fall back to the
+//! in-process store. Every Redis call has a short deadline and a circuit
+//! breaker (`breaker.rs`, driven by `redis_store.rs`) stops calling a Redis
+//! that is down or hung, so the degraded path costs a request nothing.
+//! The outage is logged once when it starts and once when it ends, and
+//! each degraded request is counted (`rate_limit_store_errors_total`),
+//! never logged.
 
+pub mod breaker;
 pub mod gcra;
 pub mod layer;
 pub mod memory;
@@ -29,7 +35,7 @@ pub mod redis_store;
 pub mod refusals;
 pub mod tiers;
 
-use crate::error::ApiError;
+use crate::{config::RedisFaults, error::ApiError};
 use gcra::{Decision, Quota};
 use memory::MemoryStore;
 use policy::Class;
@@ -54,14 +60,21 @@ impl Limiter {
         quotas: HashMap<Class, Quota>,
         redis_url: Option<&str>,
         redis_prefix: &str,
+        redis_faults: RedisFaults,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             memory: MemoryStore::default(),
             redis: redis_url
-                .map(|u| RedisStore::new(u, redis_prefix))
+                .map(|u| RedisStore::new(u, redis_prefix, redis_faults))
                 .transpose()?,
             quotas,
         })
+    }
+
+    /// With `REDIS_URL` set, whether Redis is considered unavailable (the
+    /// circuit breaker is open); `None` without Redis.
+    pub fn redis_unavailable(&self) -> Option<bool> {
+        self.redis.as_ref().map(RedisStore::is_open)
     }
 
     pub fn quota(&self, class: Class) -> Quota {
@@ -72,14 +85,14 @@ impl Limiter {
     }
 
     /// Counts one request of `class` for `subject` (an IP, user or account
-    /// key) at `now_ms`.
+    /// key) at `now_us`.
     pub async fn check(
         &self,
         class: Class,
         subject: &str,
-        now_ms: i64,
+        now_us: i64,
     ) -> Result<Decision, ApiError> {
-        self.check_with(class, self.quota(class), subject, now_ms)
+        self.check_with(class, self.quota(class), subject, now_us)
             .await
     }
 
@@ -89,17 +102,17 @@ impl Limiter {
         class: Class,
         quota: Quota,
         subject: &str,
-        now_ms: i64,
+        now_us: i64,
     ) -> Result<Decision, ApiError> {
         let key = format!("{}:{subject}", class.name());
         let Some(redis) = &self.redis else {
-            return Ok(self.memory.check(&key, now_ms, quota));
+            return Ok(self.memory.check(&key, now_us, quota));
         };
-        match redis.check(&key, now_ms, quota).await {
+        match redis.check(&key, now_us, quota).await {
             Ok(d) => Ok(d),
-            Err(e) => self
-                .degraded(class, &e)
-                .map(|()| self.memory.check(&key, now_ms, quota)),
+            Err(_) => self
+                .degraded(class)
+                .map(|()| self.memory.check(&key, now_us, quota)),
         }
     }
 
@@ -108,24 +121,25 @@ impl Limiter {
         &self,
         class: Class,
         subject: &str,
-        now_ms: i64,
+        now_us: i64,
     ) -> Result<Option<u64>, ApiError> {
         let quota = self.quota(class);
         let key = format!("{}:{subject}", class.name());
         let Some(redis) = &self.redis else {
-            return Ok(self.memory.peek(&key, now_ms, quota));
+            return Ok(self.memory.peek(&key, now_us, quota));
         };
-        match redis.peek(&key, now_ms, quota).await {
+        match redis.peek(&key, now_us, quota).await {
             Ok(d) => Ok(d),
-            Err(e) => self
-                .degraded(class, &e)
-                .map(|()| self.memory.peek(&key, now_ms, quota)),
+            Err(_) => self
+                .degraded(class)
+                .map(|()| self.memory.peek(&key, now_us, quota)),
         }
     }
 
-    fn degraded(&self, class: Class, e: &redis::RedisError) -> Result<(), ApiError> {
+    /// The degraded path: counted, not logged (the store logs the outage
+    /// once when it starts and once when it ends).
+    fn degraded(&self, class: Class) -> Result<(), ApiError> {
         let closed = class.fail_closed();
-        tracing::warn!(error = %e, class = class.name(), fail_closed = closed, "rate-limit store unavailable");
         metrics::counter!("rate_limit_store_errors_total", "class" => class.name(), "fail_closed" => closed.to_string()).increment(1);
         if closed {
             Err(store_down())

@@ -367,6 +367,7 @@ async fn a_hash_with_old_parameters_is_upgraded_at_the_next_sign_in() {
             iterations: 1,
             parallelism: 1,
         },
+        None,
         1,
         1,
     )

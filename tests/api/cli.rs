@@ -100,6 +100,9 @@ fn keys_generate_prints_keys_that_production_accepts() {
         .map(str::to_owned)
     });
     assert!(config.is_ok(), "{:?}", config.err());
+    // A new deployment starts with a pepper, key 1 current.
+    let pepper = config.unwrap().keys.password_pepper_keys;
+    assert_eq!(pepper.map(|p| p.current_id()), Some(Some(1)));
     // Two runs never print the same keys.
     let again = clean_command(dir.path())
         .args(["keys", "generate"])

@@ -171,6 +171,9 @@ impl TestAppBuilder {
             ("MAIL_TRANSPORT", format!("file:{}", mail_dir.display())),
             // Tests deliver explicitly (`deliver_mail`), so nothing races them.
             ("MAIL_POLL_SECS", "3600".to_owned()),
+            // A dropped app closes its listener at once (no drain phase):
+            // the shutdown tests in tests/shutdown.rs set their own.
+            ("SHUTDOWN_GRACE_SECS", "0".to_owned()),
             ("DATA_KEYS", keys.data.to_spec()),
             ("BLIND_INDEX_KEYS", keys.blind_index.ring().to_spec()),
             ("CODE_HMAC_KEYS", keys.codes.ring().to_spec()),

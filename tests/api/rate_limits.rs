@@ -340,26 +340,66 @@ async fn beyond_the_concurrency_bound_requests_are_shed_with_503() {
 
 #[tokio::test]
 async fn the_redis_store_and_the_in_process_store_decide_alike() {
+    use mobile_backend::config::RedisFaults;
     use mobile_backend::rate_limit::{gcra::Quota, policy::Class, Limiter};
     use std::collections::HashMap;
-    let quotas: HashMap<Class, Quota> = [(Class::Writes, Quota::per_seconds(3, 10))].into();
-    let memory = Limiter::new(quotas.clone(), None, "unused").unwrap();
-    let redis = Limiter::new(quotas, Some("redis://127.0.0.1:6379"), &unique_prefix()).unwrap();
-    let base = 1_780_000_000_000i64;
-    // Bursts, refusals, penalties and refills at uneven times.
-    let times = [
-        0, 0, 0, 0, 1_000, 3_400, 3_500, 9_000, 9_000, 9_000, 20_000, 20_000, 35_000, 35_000,
-        35_000, 35_000, 36_000, 900_000, 2_000_000, 2_000_000,
-    ];
-    for t in times {
-        let m = memory.check(Class::Writes, "k", base + t).await.unwrap();
-        let r = redis.check(Class::Writes, "k", base + t).await.unwrap();
-        assert_eq!(m, r, "at +{t} ms");
-        let (mp, rp) = (
-            memory.blocked(Class::Writes, "k", base + t).await.unwrap(),
-            redis.blocked(Class::Writes, "k", base + t).await.unwrap(),
-        );
-        assert_eq!(mp, rp, "peek at +{t} ms");
+    // A slow quota, one that is no whole number of microseconds apart
+    // (1,001 per second) and the highest (1,000,000 per second).
+    for (class, quota) in [
+        (Class::Writes, Quota::per_seconds(3, 10)),
+        (Class::Reads, Quota::per_seconds(1_001, 1)),
+        (Class::Refresh, Quota::per_seconds(1_000_000, 1)),
+    ] {
+        let quotas: HashMap<Class, Quota> = [(class, quota)].into();
+        let memory = Limiter::new(quotas.clone(), None, "unused", RedisFaults::default()).unwrap();
+        // A generous deadline: this test is about arithmetic, not faults.
+        let faults = RedisFaults {
+            timeout: std::time::Duration::from_secs(5),
+            ..RedisFaults::default()
+        };
+        let redis = Limiter::new(
+            quotas,
+            Some("redis://127.0.0.1:6379"),
+            &unique_prefix(),
+            faults,
+        )
+        .unwrap();
+        let base = 1_780_000_000_000_000i64;
+        // Bursts, refusals, penalties and refills at uneven times (µs),
+        // scaled to the quota's interval.
+        let unit = quota.window_ms * 1000 / i64::from(quota.limit) / 3 + 1;
+        let mut times: Vec<i64> = [
+            0, 0, 0, 0, 1_000, 3_400, 3_500, 9_000, 9_000, 9_000, 20_000, 20_000, 35_000, 35_000,
+            35_000, 35_000, 36_000, 900_000, 2_000_000, 2_000_000,
+        ]
+        .iter()
+        .map(|t| t * 1000)
+        .collect();
+        if quota.limit > 3 {
+            // The burst at one instant (past it when it is small enough to
+            // send), steps of a third of the interval, and the same after
+            // the longest penalty has passed.
+            let burst = if quota.limit <= 1_100 {
+                quota.limit as usize + 2
+            } else {
+                200
+            };
+            let after = 2 * 3_600_000_000;
+            times = std::iter::repeat_n(0, burst)
+                .chain((0..100).map(|i| i * unit))
+                .chain((0..100).map(|i| after + i * unit))
+                .collect();
+        }
+        for t in times {
+            let m = memory.check(class, "k", base + t).await.unwrap();
+            let r = redis.check(class, "k", base + t).await.unwrap();
+            assert_eq!(m, r, "{quota:?} at +{t} µs");
+            let (mp, rp) = (
+                memory.blocked(class, "k", base + t).await.unwrap(),
+                redis.blocked(class, "k", base + t).await.unwrap(),
+            );
+            assert_eq!(mp, rp, "{quota:?} peek at +{t} µs");
+        }
     }
 }
 
