@@ -249,7 +249,7 @@ impl Config {
             (Some(cert), Some(key)) => Some(TlsConfig {
                 cert_file: PathBuf::from(cert),
                 key_file: PathBuf::from(key),
-                reload_poll: Duration::from_secs(r.parse_or("TLS_RELOAD_POLL_SECS", 5)),
+                reload_poll: Duration::from_secs(r.ranged("TLS_RELOAD_POLL_SECS", 5, 1..=3600)),
             }),
             (None, None) => None,
             (Some(_), None) | (None, Some(_)) => {
@@ -260,9 +260,6 @@ impl Config {
                 None
             }
         };
-        if tls.as_ref().is_some_and(|t| t.reload_poll.is_zero()) {
-            r.problem("TLS_RELOAD_POLL_SECS must be at least 1");
-        }
         let public_base_url = match r.get("PUBLIC_BASE_URL") {
             Some(raw) => match Url::parse(&raw) {
                 Ok(u) => Some(u),
@@ -340,16 +337,28 @@ impl Config {
                 .unwrap_or_else(|| "mobile-backend".into()),
             access_token_ttl: r.duration("ACCESS_TOKEN_TTL_SECS", 600, 1),
             refresh_idle_ttl: r.duration("REFRESH_IDLE_DAYS", 30, 86_400),
-            refresh_absolute_ttl: r.duration("REFRESH_ABSOLUTE_DAYS", 90, 86_400),
+            refresh_absolute_ttl: chrono::Duration::days(r.ranged(
+                "REFRESH_ABSOLUTE_DAYS",
+                90,
+                1..=3650,
+            )),
             refresh_grace: r.duration("REFRESH_GRACE_SECS", 10, 1),
             email_code_ttl: chrono::Duration::minutes(15),
             argon2: Argon2Params {
-                memory_kib: r.parse_or("ARGON2_MEMORY_KIB", default_argon2.memory_kib),
-                iterations: r.parse_or("ARGON2_ITERATIONS", default_argon2.iterations),
-                parallelism: r.parse_or("ARGON2_PARALLELISM", default_argon2.parallelism),
+                memory_kib: r.ranged(
+                    "ARGON2_MEMORY_KIB",
+                    default_argon2.memory_kib,
+                    1024..=4_194_304,
+                ),
+                iterations: r.ranged("ARGON2_ITERATIONS", default_argon2.iterations, 1..=64),
+                parallelism: r.ranged("ARGON2_PARALLELISM", default_argon2.parallelism, 1..=64),
             },
-            password_hash_concurrency: r.parse_or("PASSWORD_HASH_CONCURRENCY", cores),
-            password_hash_queue: r.parse_or("PASSWORD_HASH_QUEUE", 64),
+            password_hash_concurrency: r.ranged(
+                "PASSWORD_HASH_CONCURRENCY",
+                cores.min(1024),
+                1..=1024,
+            ),
+            password_hash_queue: r.ranged("PASSWORD_HASH_QUEUE", 64, 0..=100_000),
             breached_password_api: if r.parse_or("PWNED_PASSWORDS_CHECK", false) {
                 r.parse_with("PWNED_PASSWORDS_URL", parse_url)
                     .or_else(|| Url::parse("https://api.pwnedpasswords.com/").ok())
@@ -378,17 +387,19 @@ impl Config {
         {
             r.problem("REFRESH_GRACE_SECS must be between 0 and 60");
         }
-        if auth.password_hash_concurrency == 0 {
-            r.problem("PASSWORD_HASH_CONCURRENCY must be at least 1");
-        }
         let config = Config {
             app_env,
             database_url,
             migration_database_url: r.get("MIGRATION_DATABASE_URL").map(SecretString::from),
-            database_max_connections: r.parse_or("DATABASE_MAX_CONNECTIONS", 10),
-            database_acquire_timeout: Duration::from_secs(
-                r.parse_or("DATABASE_ACQUIRE_TIMEOUT_SECS", 5),
-            ),
+            database_max_connections: r.ranged("DATABASE_MAX_CONNECTIONS", 10, 1..=1000),
+            // 2 s: a phone waits this long before each refusal (503
+            // `database_unavailable`) when the pool is exhausted; see
+            // docs/operations.md, "PostgreSQL faults".
+            database_acquire_timeout: Duration::from_secs(r.ranged(
+                "DATABASE_ACQUIRE_TIMEOUT_SECS",
+                2,
+                1..=30,
+            )),
             listen_addr,
             metrics_addr,
             tls,
@@ -398,17 +409,19 @@ impl Config {
             mail_from: r
                 .get("MAIL_FROM")
                 .unwrap_or_else(|| "Mobile Backend <no-reply@localhost>".into()),
-            mail_poll_interval: Duration::from_secs(r.parse_or("MAIL_POLL_SECS", 5)),
-            client_policy_refresh: Duration::from_secs(
-                r.parse_or("CLIENT_POLICY_REFRESH_SECS", 10),
-            ),
+            mail_poll_interval: Duration::from_secs(r.ranged("MAIL_POLL_SECS", 5, 1..=86_400)),
+            client_policy_refresh: Duration::from_secs(r.ranged(
+                "CLIENT_POLICY_REFRESH_SECS",
+                10,
+                1..=3600,
+            )),
             redis_url: r.get("REDIS_URL").map(SecretString::from),
             trusted_proxies,
             min_client_version_ios: r.parse_with("MIN_CLIENT_VERSION_IOS", parse_version),
             min_client_version_android: r.parse_with("MIN_CLIENT_VERSION_ANDROID", parse_version),
             store_url_ios: r.parse_with("CLIENT_STORE_URL_IOS", parse_url),
             store_url_android: r.parse_with("CLIENT_STORE_URL_ANDROID", parse_url),
-            request_timeout: Duration::from_secs(r.parse_or("REQUEST_TIMEOUT_SECS", 15)),
+            request_timeout: Duration::from_secs(r.ranged("REQUEST_TIMEOUT_SECS", 15, 1..=300)),
             shutdown_grace: Duration::from_secs(r.ranged("SHUTDOWN_GRACE_SECS", 5, 0..=60)),
             shutdown_timeout: Duration::from_secs(r.ranged("SHUTDOWN_TIMEOUT_SECS", 30, 0..=600)),
             log_format: match r.get("LOG_FORMAT").as_deref() {
@@ -437,7 +450,7 @@ impl Config {
                     (class, quota)
                 })
                 .collect(),
-            max_concurrent_requests: r.parse_or("MAX_CONCURRENT_REQUESTS", 512),
+            max_concurrent_requests: r.ranged("MAX_CONCURRENT_REQUESTS", 512, 1..=1_000_000),
             redis_key_prefix: r
                 .get("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "mobile-backend".into()),
@@ -450,7 +463,11 @@ impl Config {
                     10..=60_000,
                 )),
             },
-            audit_retention: r.duration("AUDIT_RETENTION_DAYS", 365, 86_400),
+            audit_retention: chrono::Duration::days(r.ranged(
+                "AUDIT_RETENTION_DAYS",
+                365,
+                1..=3650,
+            )),
             unverified_account_ttl: {
                 let hours: i64 = r.parse_or("UNVERIFIED_ACCOUNT_TTL_HOURS", 24);
                 if !(1..=720).contains(&hours) {
@@ -499,24 +516,6 @@ impl Config {
             },
             max_devices_per_user: r.ranged("MAX_DEVICES_PER_USER", 20, 1..=100),
         };
-        if config.database_max_connections == 0 {
-            r.problem("DATABASE_MAX_CONNECTIONS must be at least 1");
-        }
-        if config.audit_retention < chrono::Duration::days(1) {
-            r.problem("AUDIT_RETENTION_DAYS must be at least 1");
-        }
-        if config.max_concurrent_requests == 0 {
-            r.problem("MAX_CONCURRENT_REQUESTS must be at least 1");
-        }
-        if config.client_policy_refresh.is_zero() {
-            r.problem("CLIENT_POLICY_REFRESH_SECS must be at least 1");
-        }
-        if config.mail_poll_interval.is_zero() {
-            r.problem("MAIL_POLL_SECS must be at least 1");
-        }
-        if config.request_timeout.is_zero() {
-            r.problem("REQUEST_TIMEOUT_SECS must be at least 1");
-        }
         if prod {
             production_checks(&config, public_base_url.is_some(), &mut r.problems);
         }
@@ -1308,5 +1307,45 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.problems[0].contains("TLS_RELOAD_POLL_SECS"));
+    }
+
+    #[test]
+    fn every_numeric_setting_out_of_its_range_names_the_variable_and_the_range() {
+        for (name, bad, range) in [
+            ("DATABASE_ACQUIRE_TIMEOUT_SECS", "0", "from 1 to 30"),
+            ("DATABASE_ACQUIRE_TIMEOUT_SECS", "31", "from 1 to 30"),
+            ("DATABASE_MAX_CONNECTIONS", "0", "from 1 to 1000"),
+            ("DATABASE_MAX_CONNECTIONS", "-1", "from 1 to 1000"),
+            ("REQUEST_TIMEOUT_SECS", "0", "from 1 to 300"),
+            ("REQUEST_TIMEOUT_SECS", "ten", "from 1 to 300"),
+            ("MAIL_POLL_SECS", "0", "from 1 to 86400"),
+            ("CLIENT_POLICY_REFRESH_SECS", "3601", "from 1 to 3600"),
+            ("MAX_CONCURRENT_REQUESTS", "0", "from 1 to 1000000"),
+            ("ARGON2_MEMORY_KIB", "8", "from 1024 to 4194304"),
+            ("ARGON2_ITERATIONS", "0", "from 1 to 64"),
+            ("ARGON2_PARALLELISM", "65", "from 1 to 64"),
+            ("PASSWORD_HASH_CONCURRENCY", "0", "from 1 to 1024"),
+            ("PASSWORD_HASH_QUEUE", "100001", "from 0 to 100000"),
+            ("AUDIT_RETENTION_DAYS", "0", "from 1 to 3650"),
+            ("AUDIT_RETENTION_DAYS", "99999999999", "from 1 to 3650"),
+            ("REFRESH_ABSOLUTE_DAYS", "3651", "from 1 to 3650"),
+        ] {
+            let err = parse(&[(name, bad)]).unwrap_err();
+            assert!(
+                err.problems
+                    .iter()
+                    .any(|p| p.starts_with(name) && p.contains(range)),
+                "{name}={bad}: {:?}",
+                err.problems
+            );
+        }
+    }
+
+    #[test]
+    fn the_database_acquire_timeout_defaults_to_what_a_phone_can_wait() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.database_acquire_timeout, Duration::from_secs(2));
+        let c = parse(&[("DATABASE_ACQUIRE_TIMEOUT_SECS", "5")]).unwrap();
+        assert_eq!(c.database_acquire_timeout, Duration::from_secs(5));
     }
 }

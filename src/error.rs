@@ -91,9 +91,46 @@ pub enum ApiError {
         code: &'static str,
         retry_after_secs: u64,
     },
+    /// 503 `database_unavailable` with `Retry-After`: the database
+    /// connection a request was using broke under it (the backend was
+    /// terminated, a failover, a network cut). The cause is logged like a
+    /// 500's; the response carries [`ConnectionLost`] so the read-retry
+    /// layer ([`crate::http::retry`]) may run a safe request once more.
+    #[error("database connection lost")]
+    ConnectionLost(#[source] anyhow::Error),
     /// 500 `internal_error`: a bug or an unexpected failure; the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// Marks a response whose request failed because its database connection
+/// was lost (not because the pool was exhausted): nothing the request did
+/// is known to have committed unless it was a read.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLost;
+
+/// Seconds a client waits before retrying after a lost database
+/// connection: a fresh connection is normally there at once, a failover
+/// takes a few seconds.
+pub const CONNECTION_LOST_RETRY_AFTER_SECS: u64 = 1;
+
+/// Whether `e` means the connection to PostgreSQL itself failed (rather
+/// than the statement): an I/O or TLS error, a protocol desync after a
+/// cut, a closed pool or crashed worker, or a server error of SQLSTATE
+/// class 08 (connection exception) or 57P01–57P03 (terminated by an
+/// administrator, `pg_terminate_backend`, a crash or a shutdown).
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
 }
 
 /// The cause of a 5xx, carried to the logging layer in the response extensions.
@@ -101,8 +138,19 @@ pub enum ApiError {
 pub struct ErrorCause(pub Arc<anyhow::Error>);
 
 impl ApiError {
+    /// A 500, unless the cause is a lost database connection somewhere in
+    /// its chain (then the 503 [`Self::ConnectionLost`]).
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
-        Self::Internal(e.into())
+        let e = e.into();
+        let lost = e.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>()
+                .is_some_and(is_connection_error)
+        });
+        if lost {
+            Self::ConnectionLost(e)
+        } else {
+            Self::Internal(e)
+        }
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -138,7 +186,7 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpgradeRequired { .. } => StatusCode::UPGRADE_REQUIRED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::ConnectionLost(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -162,6 +210,7 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::UpgradeRequired { .. } => "client_upgrade_required",
             Self::RateLimited { .. } => "rate_limited",
+            Self::ConnectionLost(_) => "database_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -183,7 +232,7 @@ impl ApiError {
             Self::Validation(_) => "Validation failed",
             Self::UpgradeRequired { .. } => "Client upgrade required",
             Self::RateLimited { .. } => "Too many requests",
-            Self::Unavailable { .. } => "Service unavailable",
+            Self::Unavailable { .. } | Self::ConnectionLost(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
         }
     }
@@ -227,7 +276,7 @@ impl ApiError {
                 code: "request_timeout",
                 ..
             } => "The request took too long and was stopped. Retry later.".into(),
-            Self::Unavailable { .. } => {
+            Self::Unavailable { .. } | Self::ConnectionLost(_) => {
                 "The service is temporarily unavailable. Retry later.".into()
             }
             Self::Internal(_) => "An unexpected error occurred.".into(),
@@ -334,9 +383,18 @@ impl ApiError {
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            Self::ConnectionLost(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(CONNECTION_LOST_RETRY_AFTER_SECS),
+                );
+            }
             _ => {}
         }
-        if let Self::Internal(cause) = self {
+        if matches!(self, Self::ConnectionLost(_)) {
+            response.extensions_mut().insert(ConnectionLost);
+        }
+        if let Self::Internal(cause) | Self::ConnectionLost(cause) = self {
             response
                 .extensions_mut()
                 .insert(ErrorCause(Arc::new(cause)));
@@ -378,6 +436,9 @@ pub fn request_pending() -> ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if is_connection_error(&e) {
+            return Self::ConnectionLost(e.into());
+        }
         match &e {
             sqlx::Error::PoolTimedOut => {
                 return Self::Unavailable {
@@ -415,3 +476,43 @@ impl From<crate::crypto::CryptoError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_a_503_with_retry_after_and_a_pool_timeout_stays_one() {
+        let io = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        for e in [
+            ApiError::from(io()),
+            ApiError::from(sqlx::Error::PoolClosed),
+            ApiError::from(sqlx::Error::Protocol("unexpected message".into())),
+            ApiError::internal(anyhow::Error::new(io()).context("loading the user key")),
+        ] {
+            assert!(matches!(e, ApiError::ConnectionLost(_)), "{e:?}");
+            assert_eq!(e.code(), "database_unavailable");
+            let r = e.into_response();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+            assert!(r.extensions().get::<ConnectionLost>().is_some());
+            assert!(
+                r.extensions().get::<ErrorCause>().is_some(),
+                "the cause is logged"
+            );
+        }
+        let timeout = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            timeout.extensions().get::<ConnectionLost>().is_none(),
+            "not retried"
+        );
+        let other = ApiError::from(sqlx::Error::RowNotFound);
+        assert!(matches!(other, ApiError::Internal(_)));
+        assert!(matches!(
+            ApiError::internal(anyhow::anyhow!("a bug")),
+            ApiError::Internal(_)
+        ));
+    }
+}

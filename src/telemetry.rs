@@ -1,7 +1,8 @@
 //! Logs and metrics.
 //!
 //! * Tracing: JSON lines in production (one object per event, for log
-//!   pipelines), human-readable in development. One span per request with
+//!   pipelines), human-readable in development (coloured only when
+//!   standard output is a terminal). One span per request with
 //!   method, route *template*, request id and, once known, the user id; one
 //!   completion line with status and latency. Bodies, headers and query
 //!   strings are never logged, so no token or password can reach a log.
@@ -38,8 +39,19 @@ pub fn init_tracing(format: LogFormat) {
                     .with_current_span(true),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
+        // Colour only on a terminal: a file or a pipe (a log shipper,
+        // `journald`, `| tee`) would get raw ANSI escapes. `NO_COLOR`
+        // (no-color.org) turns colour off on a terminal too.
+        LogFormat::Pretty => registry
+            .with(fmt::layer().compact().with_ansi(colour_stdout()))
+            .try_init(),
     };
+}
+
+/// Whether development logs on standard output may use ANSI colour.
+fn colour_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -269,7 +269,11 @@ pub async fn admin_get_user(
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
+    /// Left out: unchanged. `null` is refused (the spec's `Role` is not
+    /// nullable, and "no role" means nothing).
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
     pub role: Option<Role>,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
     pub status: Option<Status>,
 }
 

@@ -151,10 +151,12 @@ pub async fn get_client_policy(
     Ok(JsonResponse(view))
 }
 
+/// The same rule as the `X-Client-Version` header (and `openapi.yaml`'s
+/// pattern): [`crate::http::client_version::parse_plain_version`].
 fn plain_version(value: &str) -> Result<(), ValidationError> {
-    match Version::parse(value) {
-        Ok(v) if v.pre.is_empty() && v.build.is_empty() && value.len() <= 32 => Ok(()),
-        _ => {
+    match crate::http::client_version::parse_plain_version(value) {
+        Some(_) => Ok(()),
+        None => {
             let mut e = ValidationError::new("version_format");
             e.message = Some("Use MAJOR.MINOR.PATCH, e.g. 2.4.0.".into());
             Err(e)

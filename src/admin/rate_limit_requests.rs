@@ -232,7 +232,9 @@ impl Decision {
 #[serde(deny_unknown_fields)]
 pub struct DecideRateLimitRequest {
     pub decision: Decision,
-    /// Shown to the user in the app (never mailed).
+    /// Shown to the user in the app (never mailed). Left out: none;
+    /// `null` is refused, as in the spec.
+    #[serde(default, deserialize_with = "validate::non_null")]
     #[validate(
         length(min = 1, max = 500),
         custom(function = "validate::no_control_chars"),
@@ -240,6 +242,7 @@ pub struct DecideRateLimitRequest {
     )]
     pub note: Option<String>,
     /// For an approval: the tier returns to `standard` after this many days.
+    #[serde(default, deserialize_with = "validate::non_null")]
     #[validate(range(min = 1, max = 365))]
     pub expires_in_days: Option<i64>,
 }

@@ -40,7 +40,8 @@ impl ClientVersion {
         match (get("x-client-platform"), get("x-client-version")) {
             (None, None) => Ok(None),
             (Some(p), Some(v)) => {
-                let platform = match p.to_ascii_lowercase().as_str() {
+                // Exactly the spec's enum: lower case, nothing else.
+                let platform = match p {
                     "ios" => Platform::Ios,
                     "android" => Platform::Android,
                     "web" => Platform::Web,
@@ -51,17 +52,12 @@ impl ClientVersion {
                         ))
                     }
                 };
-                // Plain MAJOR.MINOR.PATCH only: no pre-release or build tags.
-                let version = (v.len() <= 32)
-                    .then(|| Version::parse(v).ok())
-                    .flatten()
-                    .filter(|v| v.pre.is_empty() && v.build.is_empty())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_client_version",
-                            "X-Client-Version must be MAJOR.MINOR.PATCH.",
-                        )
-                    })?;
+                let version = parse_plain_version(v).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_client_version",
+                        "X-Client-Version must be MAJOR.MINOR.PATCH.",
+                    )
+                })?;
                 Ok(Some(Self { platform, version }))
             }
             _ => Err(ApiError::bad_request(
@@ -70,6 +66,29 @@ impl ClientVersion {
             )),
         }
     }
+}
+
+/// A plain `MAJOR.MINOR.PATCH` version: three numbers of one to nine
+/// digits without leading zeros (`0` itself is fine), no pre-release or
+/// build tag. This is exactly the pattern `openapi.yaml` gives
+/// `X-Client-Version` and `min_version`:
+/// `^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$`
+/// (SemVer 2.0 §2 refuses leading zeros: `1.02.3` is not a version).
+pub fn parse_plain_version(v: &str) -> Option<Version> {
+    let mut parts = v.split('.');
+    let mut next = || -> Option<u64> {
+        let n = parts.next()?;
+        let digits_ok = (1..=9).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit());
+        let no_leading_zero = n == "0" || !n.starts_with('0');
+        (digits_ok && no_leading_zero)
+            .then(|| n.parse().ok())
+            .flatten()
+    };
+    let (major, minor, patch) = (next()?, next()?, next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Version::new(major, minor, patch))
 }
 
 /// The minimum version and store link of one platform.
@@ -215,6 +234,22 @@ mod tests {
         assert!(client("ios", "1.0").is_err());
         assert!(client("ios", "one").is_err());
         assert!(client("ios", "1.0.0-beta").is_err());
+        assert!(client("ios", "1.0.0+build").is_err());
+        // What the spec's pattern refuses, the server refuses.
+        assert!(client("ios", "1.02.3").is_err());
+        assert!(client("ios", "01.2.3").is_err());
+        assert!(client("ios", "1.2.03").is_err());
+        assert!(client("ios", "1234567890.0.0").is_err());
+        assert!(client("ios", "1.2.3.4").is_err());
+        assert!(client("ios", "1..3").is_err());
+        assert!(client("ios", "+1.2.3").is_err());
+        assert!(client("IOS", "1.0.0").is_err());
+        // …and accepts what it admits.
+        assert!(client("ios", "0.0.0").unwrap().is_some());
+        assert!(client("ios", "10.20.30").unwrap().is_some());
+        assert!(client("ios", "999999999.999999999.999999999")
+            .unwrap()
+            .is_some());
         let mut h = HeaderMap::new();
         h.insert("x-client-platform", HeaderValue::from_static("ios"));
         assert!(ClientVersion::from_headers(&h).is_err());

@@ -72,19 +72,17 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde reads a struct from a JSON array too (`["title", "body"]` as
     // `{title, body}`, fields by position): every body is an object here.
+    // (A string, number or null at the top level fails in serde itself and
+    // is answered the same way by `from_serde`.)
     if bytes
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
         == Some(&b'[')
     {
-        return Err(ApiError::Validation(vec![FieldError {
-            field: String::new(),
-            code: "invalid_type".into(),
-            message: "The body must be a JSON object.".into(),
-        }]));
+        return Err(ApiError::Validation(vec![not_an_object()]));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(from_serde)?;
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| from_serde(e, bytes))?;
     de.end().map_err(|_| ApiError::MalformedJson)?;
     value
         .validate()
@@ -92,35 +90,262 @@ pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError
     Ok(value)
 }
 
-fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+fn not_an_object() -> FieldError {
+    FieldError {
+        field: String::new(),
+        code: "invalid_type".into(),
+        message: "The body must be a JSON object.".into(),
+    }
+}
+
+fn from_serde(err: serde_path_to_error::Error<serde_json::Error>, bytes: &[u8]) -> ApiError {
     use serde_json::error::Category;
     if !matches!(err.inner().classify(), Category::Data) {
+        // serde_json reports a non-string where an enum is expected
+        // (`{"role": null}`, `{"role": 5}`) as a syntax error, though the
+        // JSON is well-formed: that is a wrong type at the path.
+        let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        let path = err.path().to_string();
+        if well_formed && !matches!(path.as_str(), "." | "") {
+            return ApiError::Validation(vec![FieldError {
+                field: printable_prefix_path(&path),
+                code: "invalid_type".into(),
+                message: "Expected one of the allowed values (a string).".into(),
+            }]);
+        }
         return ApiError::MalformedJson;
     }
     let path = err.path().to_string();
-    let path = if path == "." { String::new() } else { path };
     let message = strip_position(&err.inner().to_string());
-    let named = between_backticks(&message);
-    let (code, field) = if message.starts_with("unknown field") {
-        ("unknown_field", join_path(&path, named, true))
-    } else if message.starts_with("missing field") {
-        ("missing_field", join_path(&path, named, false))
-    } else if message.starts_with("invalid type") || message.starts_with("invalid length") {
-        ("invalid_type", path)
+    let error = describe(&path, &message, Source::Body);
+    ApiError::Validation(vec![error])
+}
+
+/// Where a rejected value came from: its wording differs (a query
+/// parameter is text, never a JSON type).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Body,
+    Query,
+}
+
+/// The most characters of a client-supplied name (an unknown field or
+/// parameter) an error repeats.
+pub const MAX_ECHOED_NAME: usize = 64;
+
+/// At most [`MAX_ECHOED_NAME`] characters of `raw`, up to its first
+/// character that is not printable (a control, format or bidirectional
+/// character, e.g. an ANSI escape), with `…` when anything was left out.
+/// Client text goes through this before it reaches an error (and nothing
+/// here logs it).
+pub fn printable_prefix(raw: &str) -> String {
+    let printable = |c: &char| !c.is_control() && !is_invisible_format(*c);
+    let kept: String = raw
+        .chars()
+        .take_while(printable)
+        .take(MAX_ECHOED_NAME)
+        .collect();
+    if kept.len() < raw.len() {
+        format!("{kept}…")
     } else {
-        ("invalid_value", path)
+        kept
+    }
+}
+
+/// Unicode format characters that change how text reads without showing
+/// (bidirectional controls, zero-width characters, the BOM).
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+/// Translates one serde error (`message`, at `path`) into the API's own
+/// words: the field, and what was expected as a JSON type or value. No
+/// Rust type name (`struct LoginRequest`, `u32`, `sequence`), no echo of
+/// the rejected value, and a client-supplied name only as a bounded
+/// printable prefix.
+fn describe(path: &str, message: &str, source: Source) -> FieldError {
+    let path = if path == "." || path == "?" { "" } else { path };
+    let field = |p: &str| printable_prefix_path(p);
+    if let Some(name) = quoted_after(message, "unknown field `") {
+        return FieldError {
+            field: field(&join_path(path, Some(name), true)),
+            code: "unknown_field".into(),
+            message: match source {
+                Source::Body => "This field is not allowed here.".into(),
+                Source::Query => "This query parameter is not allowed here.".into(),
+            },
+        };
+    }
+    if let Some(name) = quoted_after(message, "missing field `") {
+        return FieldError {
+            field: field(&join_path(path, Some(name), false)),
+            code: "missing_field".into(),
+            message: "This field is required.".into(),
+        };
+    }
+    if let Some(name) = quoted_after(message, "duplicate field `") {
+        return FieldError {
+            field: field(&join_path(path, Some(name), true)),
+            code: "invalid_value".into(),
+            message: match source {
+                Source::Body => "This field is given more than once.".into(),
+                Source::Query => "This query parameter is given more than once.".into(),
+            },
+        };
+    }
+    let field = field(path);
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if field.is_empty() && source == Source::Body {
+            return not_an_object();
+        }
+        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let message = match source {
+            Source::Body => format!(
+                "Expected {}, got {}.",
+                expected_json_type(expected),
+                sent_json_type(got)
+            ),
+            Source::Query => format!("Expected {}.", expected_json_type(expected)),
+        };
+        return FieldError {
+            field,
+            code: "invalid_type".into(),
+            message,
+        };
+    }
+    if message.starts_with("invalid length") {
+        return FieldError {
+            field,
+            code: "invalid_type".into(),
+            message: "The array has the wrong number of items.".into(),
+        };
+    }
+    let message = if let Some(rest) = message.strip_prefix("unknown variant `") {
+        // "unknown variant `x`, expected one of `a`, `b`": the allowed
+        // values are the API's own; the rejected one is not repeated.
+        match rest.rsplit_once("`, expected ") {
+            Some((_, allowed)) => format!("Must be {}.", allowed.replace('`', "")),
+            None => "Not one of the allowed values.".into(),
+        }
+    } else if message.starts_with("invalid value: integer")
+        || message.starts_with("invalid value: floating point")
+        || message.contains("number too large")
+        || message.contains("number too small")
+        || message.contains("invalid digit")
+    {
+        if message.contains("invalid digit") {
+            "Expected a whole number.".into()
+        } else {
+            "The number is out of range.".into()
+        }
+    } else if message.contains("UUID") || message.contains("uuid") {
+        "Expected a UUID.".into()
+    } else if message.contains("input contains invalid characters")
+        || message.contains("premature end of input")
+        || message.contains("input is out of range")
+        || message.contains("trailing input")
+        || message.contains("input is not enough")
+    {
+        "Expected a date or time in ISO 8601 / RFC 3339 form.".into()
+    } else if message.contains("provided string was not `true` or `false`") {
+        "Expected true or false.".into()
+    } else {
+        "The value is not valid here.".into()
     };
-    // Keep messages short and free of our type names.
-    let message = match code {
-        "unknown_field" => "This field is not allowed here.".to_owned(),
-        "missing_field" => "This field is required.".to_owned(),
-        _ => message,
-    };
-    ApiError::Validation(vec![FieldError {
+    FieldError {
         field,
-        code: code.to_owned(),
+        code: "invalid_value".into(),
         message,
-    }])
+    }
+}
+
+/// A dotted path whose segments may be client-supplied (map keys, unknown
+/// names): each segment is cut to a printable prefix.
+fn printable_prefix_path(path: &str) -> String {
+    if path.chars().count() <= MAX_ECHOED_NAME
+        && path
+            .chars()
+            .all(|c| !c.is_control() && !is_invisible_format(c))
+    {
+        return path.to_owned();
+    }
+    printable_prefix(path)
+}
+
+/// The name in ``prefix`name`, …`` (serde's own messages), found from the
+/// end so a backtick inside a client's name cannot cut it short.
+fn quoted_after<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?;
+    for tail in ["`, expected ", "`, there are no fields"] {
+        if let Some(i) = rest.rfind(tail) {
+            return Some(&rest[..i]);
+        }
+    }
+    Some(rest.strip_suffix('`').unwrap_or(rest))
+}
+
+/// What serde expected, as a JSON type (`expected` is serde's wording,
+/// e.g. `u32`, `a string`, `struct DeviceInfo`, `a boolean`).
+fn expected_json_type(expected: &str) -> &'static str {
+    let e = expected.trim();
+    let is_int = e.contains("integer")
+        || ["u8", "u16", "u32", "u64", "u128", "usize"]
+            .iter()
+            .chain(&["i8", "i16", "i32", "i64", "i128", "isize"])
+            .any(|t| e == *t || e.ends_with(&format!(" {t}")));
+    if is_int {
+        "a whole number"
+    } else if e == "f32" || e == "f64" || e.contains("float") || e.contains("number") {
+        "a number"
+    } else if e.contains("bool") {
+        "true or false"
+    } else if e.starts_with("struct ") || e.contains("map") || e.contains("object") {
+        "a JSON object"
+    } else if e.contains("sequence") || e.contains("tuple") || e.contains("array") {
+        "a JSON array"
+    } else if e.starts_with("enum ") || e.contains("variant") {
+        "one of the allowed values (a string)"
+    } else if e.contains("date") || e.contains("time") {
+        "a date or time string"
+    } else if e.contains("UUID") || e.contains("uuid") {
+        "a UUID string"
+    } else if e.contains("string") || e.contains("str") || e.contains("char") {
+        "a string"
+    } else {
+        "another type"
+    }
+}
+
+/// What the client sent, as a JSON type (serde's `unexpected` wording:
+/// `string "x"`, `integer `5``, `sequence`, `map`, `unit`, …), without the
+/// value itself.
+fn sent_json_type(got: &str) -> &'static str {
+    let g = got.trim();
+    if g.starts_with("string") || g.starts_with("character") {
+        "a string"
+    } else if g.starts_with("integer") || g.starts_with("floating point") {
+        "a number"
+    } else if g.starts_with("boolean") {
+        "true or false"
+    } else if g == "unit" || g.starts_with("null") || g.starts_with("unit") {
+        "null"
+    } else if g.starts_with("sequence") {
+        "an array"
+    } else if g.starts_with("map") {
+        "an object"
+    } else {
+        "another type"
+    }
 }
 
 /// serde_path_to_error may or may not have pushed the offending key already.
@@ -142,12 +367,6 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-fn between_backticks(msg: &str) -> Option<&str> {
-    let start = msg.find('`')? + 1;
-    let len = msg[start..].find('`')?;
-    Some(&msg[start..start + len])
-}
-
 /// Flattens validator's nested errors into `errors[]`, sorted by field.
 pub fn flatten_validation(prefix: &str, errors: &ValidationErrors) -> Vec<FieldError> {
     let mut out = Vec::new();
@@ -167,7 +386,7 @@ pub fn flatten_validation(prefix: &str, errors: &ValidationErrors) -> Vec<FieldE
                             .message
                             .as_ref()
                             .map(ToString::to_string)
-                            .unwrap_or_else(|| format!("Failed the `{}` rule.", e.code)),
+                            .unwrap_or_else(|| rule_message(e)),
                     }
                 }));
             }
@@ -183,6 +402,24 @@ pub fn flatten_validation(prefix: &str, errors: &ValidationErrors) -> Vec<FieldE
     out
 }
 
+/// The wording of a `validator` rule that has no message of its own,
+/// from its bounds (never the rejected value, which validator also keeps).
+fn rule_message(e: &validator::ValidationError) -> String {
+    let bound = |name: &str| e.params.get(name).map(ToString::to_string);
+    let (min, max) = (bound("min"), bound("max"));
+    match (e.code.as_ref(), min, max) {
+        ("length", Some(min), Some(max)) => format!("Must be {min} to {max} characters long."),
+        ("length", None, Some(max)) => format!("Must be at most {max} characters long."),
+        ("length", Some(min), None) => format!("Must be at least {min} characters long."),
+        ("range", Some(min), Some(max)) => format!("Must be from {min} to {max}."),
+        ("range", None, Some(max)) => format!("Must be at most {max}."),
+        ("range", Some(min), None) => format!("Must be at least {min}."),
+        ("email", _, _) => "Must be an email address.".into(),
+        ("url", _, _) => "Must be a URL.".into(),
+        _ => "The value is not valid here.".into(),
+    }
+}
+
 /// A query string, strictly: unknown parameters (with
 /// `deny_unknown_fields`), wrong types and failed rules are a 422 problem.
 #[derive(Debug)]
@@ -196,25 +433,25 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let value = axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map_err(|rejection| {
-                let text = rejection.body_text();
-                let message = text
-                    .strip_prefix("Failed to deserialize query string: ")
-                    .unwrap_or(&text)
-                    .to_owned();
-                ApiError::Validation(vec![FieldError {
-                    field: "query".into(),
-                    code: "invalid_query".into(),
-                    message,
-                }])
-            })?
-            .0;
+        let value = parse_query::<T>(parts.uri.query().unwrap_or_default())?;
         value
             .validate()
             .map_err(|e| ApiError::Validation(flatten_validation("", &e)))?;
         Ok(Query(value))
     }
+}
+
+/// Deserialises a query string, each failure named by its parameter and
+/// worded like a body's, never in serde's words; the code is always
+/// `invalid_query`.
+fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let mut error = describe(&path, &err.inner().to_string(), Source::Query);
+        error.code = "invalid_query".into();
+        ApiError::Validation(vec![error])
+    })
 }
 
 /// A path parameter; one that does not parse (a malformed id) is answered
@@ -412,6 +649,159 @@ mod tests {
                 "{array}"
             );
         }
+    }
+
+    /// Words that name Rust internals rather than the API.
+    pub(crate) const RUST_WORDS: &[&str] = &[
+        "struct",
+        "enum ",
+        "sequence",
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "i32",
+        "i64",
+        "usize",
+        "Option",
+        "String",
+        "::",
+        "variant",
+        "invalid type",
+        "expected one of",
+    ];
+
+    fn assert_api_words(errors: &[FieldError]) {
+        for e in errors {
+            for word in RUST_WORDS {
+                assert!(!e.message.contains(word), "{word:?} in {e:?}");
+                assert!(!e.field.contains(word), "{word:?} in {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_input_is_described_in_the_apis_words() {
+        for body in [
+            "[1]",
+            "\"text\"",
+            "42",
+            "null",
+            "true",
+            r#"{"name": 5}"#,
+            r#"{"name": ["a"]}"#,
+            r#"{"name": {"a": 1}}"#,
+            r#"{"name": null}"#,
+            r#"{"name": "a", "inner": 5}"#,
+            r#"{"name": "a", "inner": []}"#,
+            r#"{"name": "a", "inner": {"n": "x"}}"#,
+            r#"{"name": "a", "inner": {"n": 300}}"#,
+            r#"{"name": "a", "inner": {"n": -1}}"#,
+            r#"{"name": "a", "inner": {"n": 1.5}}"#,
+            r#"{"name": "a", "inner": {"n": 1, "x": 1}}"#,
+            r#"{"name": "toolong"}"#,
+            r#"{"name": "a", "inner": {"n": 0}}"#,
+        ] {
+            let (code, errors) = err(body);
+            assert_eq!(code, "validation_failed", "{body}");
+            assert!(!errors.is_empty(), "{body}");
+            assert_api_words(&errors);
+        }
+        let (_, e) = err("\"text\"");
+        assert_eq!(
+            (e[0].field.as_str(), e[0].code.as_str()),
+            ("", "invalid_type")
+        );
+        assert_eq!(e[0].message, "The body must be a JSON object.");
+        let (_, e) = err(r#"{"name": ["a"]}"#);
+        assert_eq!(e[0].message, "Expected a string, got an array.");
+        let (_, e) = err(r#"{"name": "a", "inner": {"n": "x"}}"#);
+        assert_eq!(e[0].field, "inner.n");
+        assert_eq!(e[0].message, "Expected a whole number, got a string.");
+        let (_, e) = err(r#"{"name": "a", "inner": {"n": 300}}"#);
+        assert_eq!(
+            (e[0].code.as_str(), e[0].message.as_str()),
+            ("invalid_value", "The number is out of range.")
+        );
+        let (_, e) = err(r#"{"name": "toolong"}"#);
+        assert_eq!(e[0].message, "Must be 1 to 5 characters long.");
+    }
+
+    #[test]
+    fn an_unknown_name_is_echoed_only_as_a_short_printable_prefix() {
+        let (_, e) = err(r#"{"name":"a","\u001b[31mred":1}"#);
+        assert_eq!(
+            (e[0].field.as_str(), e[0].code.as_str()),
+            ("…", "unknown_field")
+        );
+        let (_, e) = err(r#"{"name":"a","ok\u001b[2Jwipe":1}"#);
+        assert_eq!(e[0].field, "ok…");
+        let long = "n".repeat(64 * 1024);
+        let (_, e) = err(&format!(r#"{{"name":"a","{long}":1}}"#));
+        assert_eq!(e[0].field, format!("{}…", "n".repeat(MAX_ECHOED_NAME)));
+        let (_, e) = err(r#"{"name":"a","a`, expected `b":1}"#);
+        assert_eq!(e[0].field, "a`, expected `b");
+        let (_, e) = err(r#"{"name":"a","x\u202Egnp.exe":1}"#);
+        assert_eq!(e[0].field, "x…");
+        assert_eq!(printable_prefix("fine"), "fine");
+    }
+
+    #[derive(Debug, Deserialize, Validate)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Params {
+        limit: Option<u32>,
+        id: Option<uuid::Uuid>,
+        flag: Option<bool>,
+    }
+
+    fn query_errors(query: &str) -> Vec<FieldError> {
+        match parse_query::<Params>(query).unwrap_err() {
+            ApiError::Validation(e) => e,
+            other => vec![FieldError {
+                field: String::new(),
+                code: other.code().into(),
+                message: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter_in_the_apis_words() {
+        for (query, field, message) in [
+            ("limit=x", "limit", "Expected a whole number."),
+            ("limit=-1", "limit", "Expected a whole number."),
+            ("id=1", "id", "Expected a UUID."),
+            ("flag=maybe", "flag", "Expected true or false."),
+            (
+                "page=2",
+                "page",
+                "This query parameter is not allowed here.",
+            ),
+            (
+                "limit=1&limit=2",
+                "limit",
+                "This query parameter is given more than once.",
+            ),
+        ] {
+            let e = query_errors(query);
+            assert_eq!(
+                (
+                    e[0].field.as_str(),
+                    e[0].code.as_str(),
+                    e[0].message.as_str()
+                ),
+                (field, "invalid_query", message),
+                "{query}"
+            );
+            assert_api_words(&e);
+        }
+        let long = format!("{}=1", "p".repeat(5000));
+        let e = query_errors(&long);
+        assert!(e[0].field.chars().count() <= MAX_ECHOED_NAME + 1);
+        let e = query_errors("%1B%5B31m=1");
+        assert_eq!(e[0].field, "…");
+        assert!(parse_query::<Params>("limit=5&flag=true").is_ok());
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! 10. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
 //!    `DefaultBodyLimit` caps streamed (chunked) bodies at the same size.
 //! 11. `client_gate::gate`: `/v1` apps below the platform minimum → 426.
+//! 12. `retry::retry_lost_reads`: a bodiless GET/HEAD whose database
+//!     connection was lost under it runs once more.
 //!
 //! Unknown paths and methods answer problem+json 404 / 405 like everything else.
 
@@ -34,6 +36,7 @@ pub mod headers;
 pub mod health;
 pub mod jwks;
 pub mod request_id;
+pub mod retry;
 pub mod routes;
 pub mod secret;
 pub mod validate;
@@ -81,6 +84,7 @@ pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
     let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn(retry::retry_lost_reads))
         .layer(from_fn_with_state(state.clone(), client_gate::gate))
         .layer(DefaultBodyLimit::max(headers::MAX_BODY_BYTES))
         .layer(from_fn(headers::body_gate))

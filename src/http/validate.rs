@@ -1,6 +1,19 @@
 //! Custom field rules for `validator`, shared by request DTOs.
 
+use serde::{Deserialize, Deserializer};
 use validator::ValidationError;
+
+/// For an optional member that may be left out but is never `null`
+/// (`#[serde(default, deserialize_with = "validate::non_null")]`): serde
+/// reads `null` into `Option` as "absent", which the spec does not allow,
+/// so `null` here is a 422 `invalid_type` like any other wrong type.
+pub fn non_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
 
 fn error(code: &'static str, message: &'static str) -> ValidationError {
     let mut e = ValidationError::new(code);

@@ -81,8 +81,10 @@ pub async fn create(
 pub struct CompleteMfaRequest {
     #[validate(length(min = 1, max = 256))]
     pub mfa_token: String,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
     #[validate(length(min = 1, max = 16))]
     pub code: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
     #[validate(length(min = 1, max = 32))]
     pub recovery_code: Option<String>,
 }

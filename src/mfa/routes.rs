@@ -80,9 +80,11 @@ pub struct CodeRequest {
 #[derive(Default, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct SetupRequest {
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
     /// Required: a session alone must not bind an authenticator.
     #[validate(length(max = 4096))]
     pub current_password: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
     /// Required while MFA is on: a code from the current authenticator.
     #[validate(custom(function = "validate::six_digits"))]
     pub code: Option<String>,

@@ -451,6 +451,7 @@ pub async fn confirm_email_change(
 pub struct DeleteMeRequest {
     #[validate(length(max = 4096))]
     pub current_password: crate::http::secret::SecretText,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
     /// A TOTP code or a recovery code; required when MFA is on.
     #[validate(length(min = 1, max = 64))]
     pub code: Option<String>,

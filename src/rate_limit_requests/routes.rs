@@ -65,6 +65,7 @@ pub struct CreateRateLimitRequest {
         custom(function = "validate::no_bidi_controls")
     )]
     pub reason: String,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
     /// `raised` when absent.
     pub requested_tier: Option<Tier>,
 }

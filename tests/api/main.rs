@@ -10,6 +10,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod client_version;
+mod db_faults;
 mod devices;
 mod hardening_audit;
 mod hardening_mfa;
