@@ -242,7 +242,7 @@ pub struct DecideRateLimitRequest {
     )]
     pub note: Option<String>,
     /// For an approval: the tier returns to `standard` after this many days.
-    #[serde(default, deserialize_with = "validate::non_null")]
+    #[serde(default, deserialize_with = "validate::whole_number")]
     #[validate(range(min = 1, max = 365))]
     pub expires_in_days: Option<i64>,
 }

@@ -35,7 +35,7 @@ proptest! {
 
     #[test]
     fn a_version_reads_back_as_its_numbers(
-        platform in prop::sample::select(vec![("ios", Platform::Ios), ("Android", Platform::Android), ("WEB", Platform::Web)]),
+        platform in prop::sample::select(vec![("ios", Platform::Ios), ("android", Platform::Android), ("web", Platform::Web)]),
         major in 0u64..1_000_000_000,
         minor in 0u64..1_000_000_000,
         patch in 0u64..1_000_000_000,
@@ -48,6 +48,15 @@ proptest! {
             (parsed.version.major, parsed.version.minor, parsed.version.patch),
             (major, minor, patch)
         );
+    }
+
+    /// The platform is exactly one of the spec's lower-case values.
+    #[test]
+    fn a_platform_in_another_case_is_refused(
+        platform in prop::sample::select(vec!["iOS", "IOS", "Android", "ANDROID", "Web", "WEB"]),
+    ) {
+        let h = headers(Some(platform.as_bytes()), Some(b"1.2.3")).unwrap();
+        prop_assert!(ClientVersion::from_headers(&h).is_err());
     }
 
     #[test]

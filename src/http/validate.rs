@@ -15,6 +15,38 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// For an optional whole-number member that is never `null`, and that may be
+/// written with a zero fraction (`30.0`): JSON Schema's `integer` admits
+/// it, so the spec promises it; serde's integer types would refuse it.
+pub fn whole_number<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // Exactly representable whole numbers only (|v| < 2^53).
+            if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Whole).map(Some)
+}
+
 fn error(code: &'static str, message: &'static str) -> ValidationError {
     let mut e = ValidationError::new(code);
     e.message = Some(message.into());
@@ -114,8 +146,34 @@ pub fn country_code(value: &str) -> Result<(), ValidationError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Days {
+        #[serde(default, deserialize_with = "whole_number")]
+        days: Option<i64>,
+    }
+
+    #[test]
+    fn a_whole_number_may_carry_a_zero_fraction_but_nothing_else() {
+        let days = |json: &str| serde_json::from_str::<Days>(json).map(|d| d.days);
+        assert_eq!(days(r#"{"days": 30}"#).unwrap(), Some(30));
+        assert_eq!(days(r#"{"days": 261.0}"#).unwrap(), Some(261));
+        assert_eq!(days(r#"{"days": -2.0}"#).unwrap(), Some(-2));
+        assert_eq!(days("{}").unwrap(), None);
+        for refused in [
+            r#"{"days": 30.5}"#,
+            r#"{"days": null}"#,
+            r#"{"days": "30"}"#,
+            r#"{"days": 1e300}"#,
+            r#"{"days": 18446744073709551615}"#,
+        ] {
+            assert!(days(refused).is_err(), "{refused}");
+        }
+    }
 
     #[test]
     fn rules_accept_and_refuse_what_they_say() {
