@@ -32,7 +32,8 @@ where
             Ok(v)
         }
         fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
-            i64::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            i64::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
         }
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
             // Exactly representable whole numbers only (|v| < 2^53).
