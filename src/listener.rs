@@ -359,8 +359,11 @@ impl Activity {
     /// cannot keep a connection with PINGs alone.
     fn read(&self, bytes: &[u8]) {
         if !self.first_read.swap(true, Ordering::AcqRel) {
+            // At least "PRI": a lone "P" may start POST, PUT or PATCH. (An
+            // HTTP/2 client whose first read is under three bytes is taken
+            // for HTTP/1.1, whose timeouts are the stricter ones.)
             let n = bytes.len().min(H2_PREFACE.len());
-            if n > 0 && bytes[..n] == H2_PREFACE[..n] {
+            if n >= 3 && bytes[..n] == H2_PREFACE[..n] {
                 self.h2.store(true, Ordering::Release);
             }
         }

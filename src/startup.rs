@@ -325,7 +325,7 @@ impl Application {
             };
         // `SHUTDOWN_TIMEOUT_SECS` counts from the listener's close (`api`
         // ends only after it, or with an error).
-        tokio::pin!(api);
+        let mut api = api;
         let done = tokio::select! {
             result = &mut api => {
                 result.context("serving the API")?;
@@ -343,6 +343,9 @@ impl Application {
                 ),
             }
         }
+        // Whatever still runs is dropped now, not after the background
+        // tasks: no handler may commit past the timeout.
+        drop(api);
         // Work handed off after an answer (a code to mail) finishes too,
         // within the same timeout.
         if tokio::time::timeout_at(end, deferred.idle()).await.is_err() {

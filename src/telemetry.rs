@@ -98,7 +98,21 @@ async fn render_metrics(State(handle): State<Option<PrometheusHandle>>) -> Respo
 /// Span, completion log line and request metrics for one request.
 pub async fn observe(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().clone();
+    // A client may send any token as a method: only the standard ones are
+    // named in logs and metric labels, so a stream of invented methods
+    // cannot add a metric series each (or put client text in a log line).
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        axum::http::Method::TRACE => "TRACE",
+        axum::http::Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -141,7 +155,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
         );
     }
     let labels = [
-        ("method", method.to_string()),
+        ("method", method.to_owned()),
         ("route", route),
         ("status", status.as_u16().to_string()),
     ];

@@ -17,7 +17,8 @@ use axum::{
 pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with("/v1/") || req.uri().path() == "/v1" {
         let checked = ClientVersion::from_headers(req.headers())
-            .and_then(|c| c.map_or(Ok(()), |c| state.client_policy.check(&c)));
+            .and_then(|c| c.map_or(Ok(()), |c| state.client_policy.check(&c)))
+            .and_then(|()| crate::http::extract::install_id(req.headers()).map(drop));
         if let Err(e) = checked {
             return e.into_response();
         }

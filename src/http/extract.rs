@@ -299,6 +299,7 @@ fn quoted_after<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
 fn expected_json_type(expected: &str) -> &'static str {
     let e = expected.trim();
     let is_int = e.contains("integer")
+        || e.contains("whole number")
         || ["u8", "u16", "u32", "u64", "u128", "usize"]
             .iter()
             .chain(&["i8", "i16", "i32", "i64", "i128", "isize"])
@@ -549,20 +550,7 @@ impl FromRequestParts<AppState> for ClientInfo {
             .map(str::trim)
             .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
             .map(str::to_ascii_uppercase);
-        let install_id = match parts.headers.get("x-app-install-id") {
-            None => None,
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_install_id",
-                            "X-App-Install-Id must be a UUID.",
-                        )
-                    })?,
-            ),
-        };
+        let install_id = install_id(&parts.headers)?;
         Ok(Self {
             ip,
             rate_key,
@@ -573,6 +561,24 @@ impl FromRequestParts<AppState> for ClientInfo {
             install_id,
         })
     }
+}
+
+/// `X-App-Install-Id`, when present: exactly a hyphenated UUID (36
+/// characters, as the spec says), else 400 `invalid_install_id`. Checked
+/// for every `/v1` request by `client_gate`, and read here.
+pub fn install_id(headers: &axum::http::HeaderMap) -> Result<Option<uuid::Uuid>, ApiError> {
+    let Some(value) = headers.get("x-app-install-id") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|s| s.len() == 36)
+        .and_then(|s| uuid::Uuid::try_parse(s).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_install_id", "X-App-Install-Id must be a UUID.")
+        })
 }
 
 #[cfg(test)]

@@ -278,6 +278,52 @@ async fn a_refresh_from_another_app_install_raises_a_drift_alert_and_the_same_in
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // On every /v1 operation, reads and unaudited changes included (the
+    // spec's 36-character hyphenated form only), before anything happens.
+    let token = user.tokens["access_token"].as_str().unwrap();
+    let note = app
+        .post_auth(
+            "/v1/notes",
+            token,
+            Some(&json!({"title": "t", "body": "b"})),
+        )
+        .await;
+    assert_eq!(note.status(), 201);
+    let note: Value = note.json().await.unwrap();
+    let long = format!("{install}a");
+    let braced = format!("{{{install}}}");
+    for bad in ["not-a-uuid", long.as_str(), braced.as_str()] {
+        for (method, path) in [
+            (reqwest::Method::GET, "/v1/me".to_owned()),
+            (
+                reqwest::Method::PATCH,
+                format!("/v1/notes/{}", note["id"].as_str().unwrap()),
+            ),
+        ] {
+            let r = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .bearer_auth(token)
+                .header("x-app-install-id", bad)
+                .json(&json!({"title": "changed"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{method} {path} {bad}");
+            assert_eq!(
+                crate::helpers::problem(r).await["code"],
+                "invalid_install_id"
+            );
+        }
+    }
+    let r = app
+        .get_auth(
+            &format!("/v1/notes/{}", note["id"].as_str().unwrap()),
+            token,
+        )
+        .await;
+    let unchanged: Value = r.json().await.unwrap();
+    assert_eq!(unchanged["title"], "t");
 }
 
 /// What the receiver got, and how often it was called.
