@@ -207,19 +207,7 @@ impl RingName {
 /// highest id, as its new primary; every old key stays (it still unwraps
 /// until `keys rewrap` has run).
 pub fn rotated(ring: &KeyRing) -> anyhow::Result<KeyRing> {
-    let next = ring
-        .ids()
-        .into_iter()
-        .max()
-        .unwrap_or(0)
-        .checked_add(1)
-        .context("no key id left")?;
-    let spec = format!(
-        "{next}:{},{}",
-        crate::crypto::Key::generate().to_base64(),
-        ring.to_spec()
-    );
-    Ok(KeyRing::parse(&spec)?)
+    Ok(ring.with_new_primary()?)
 }
 
 /// `keys rotate` in development: rotates `which` ring in

@@ -184,6 +184,22 @@ impl KeyRing {
         }
     }
 
+    /// This ring with a fresh key, numbered one above the highest id, as
+    /// its primary; every old key stays (what `keys rotate` prints).
+    pub fn with_new_primary(&self) -> Result<Self, CryptoError> {
+        let next = self
+            .ids()
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| CryptoError::InvalidKey("no key id left".to_owned()))?;
+        let mut keys = Vec::with_capacity(self.others.len() + 2);
+        keys.push((next, Key::generate()));
+        keys.extend(self.entries().map(|(id, key)| (id, key.clone())));
+        Self::new(next, keys)
+    }
+
     pub fn primary_id(&self) -> u32 {
         self.primary.0
     }

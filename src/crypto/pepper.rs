@@ -75,20 +75,34 @@ impl PepperKeys {
     /// while the current one stays current, then current itself. From no
     /// pepper at all (`None`), the new key is key 1.
     pub fn rotation(from: Option<&Self>) -> Result<(Self, Self), CryptoError> {
-        let next = from
-            .and_then(|p| p.ids().into_iter().max())
-            .unwrap_or(0)
-            .checked_add(1)
-            .ok_or_else(|| CryptoError::InvalidKey("no key id left".to_owned()))?;
-        let new = format!("{next}:{}", Key::generate().to_base64());
-        let (staged, current) = match from {
-            None => (format!("-,{new}"), new),
-            Some(p) => (
-                format!("{},{new}", p.to_spec()),
-                format!("{new},{}", p.ring.to_spec()),
-            ),
+        let Some(from) = from else {
+            let ring = KeyRing::generate_single(1);
+            let staged = Self {
+                ring: ring.clone(),
+                current: None,
+            };
+            return Ok((staged, Self::with_current(ring)));
         };
-        Ok((Self::parse(&staged)?, Self::parse(&current)?))
+        let rotated = from.ring.with_new_primary()?;
+        // The same keys, the new one last and the current one unchanged.
+        let mut keys = Vec::with_capacity(rotated.ids().len());
+        for id in from.ids().into_iter().chain([rotated.primary_id()]) {
+            if let Some(key) = rotated.get(id) {
+                keys.push((id, key.clone()));
+            }
+        }
+        let staged = Self {
+            ring: KeyRing::new(from.ring.primary_id(), keys)?,
+            current: from.current,
+        };
+        Ok((staged, Self::with_current(rotated)))
+    }
+
+    fn with_current(ring: KeyRing) -> Self {
+        Self {
+            current: Some(ring.primary_id()),
+            ring,
+        }
     }
 }
 
