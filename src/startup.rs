@@ -43,6 +43,10 @@ pub struct Application {
 }
 
 /// Opens the pool with bounded size and timeouts.
+/// How long a pooled connection may sit unused before it is pinged when
+/// handed out again.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
+
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
     let url = config
         .database_url
@@ -52,6 +56,22 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
         .max_connections(config.database_max_connections)
         .min_connections(0)
         .acquire_timeout(config.database_acquire_timeout)
+        // sqlx pings every connection it hands out by default: a round
+        // trip before each query, the most common cost of a request. A
+        // connection that was in use a moment ago is known good, so only
+        // one idle longer than PING_AFTER_IDLE is pinged (and replaced if
+        // the ping fails). A connection cut in between fails its query as
+        // a 503 `database_unavailable`, and a read runs once more
+        // (`http::retry`): the same answer as a cut during the query.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .idle_timeout(Duration::from_secs(300))
         .max_lifetime(Duration::from_secs(1800))
         .connect(url.expose_secret())
@@ -152,11 +172,12 @@ impl Application {
             .await
             .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
         telemetry::metrics_handle();
-        let hasher = PasswordHasher::new(
+        let hasher = PasswordHasher::with_nice(
             config.auth.argon2.clone(),
             config.keys.password_pepper_keys.clone(),
             config.auth.password_hash_concurrency,
             config.auth.password_hash_queue,
+            config.auth.password_hash_nice,
         )
         .map_err(|e| anyhow::anyhow!("password hasher: {e}"))?;
         let token_settings = TokenSettings {

@@ -146,6 +146,15 @@ impl UserKey {
         Ok(Self::unwrap(master, user_id, &wrapped)?)
     }
 
+    /// The caller's own key, unwrapped from the copy read with their
+    /// session (no query).
+    pub fn of(master: &KeyRing, auth: &crate::http::auth::AuthUser) -> Result<Self, ApiError> {
+        let wrapped = auth.wrapped_key.as_ref().ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("user {} has no data key", auth.user_id))
+        })?;
+        Ok(Self::unwrap(master, auth.user_id, wrapped.as_bytes())?)
+    }
+
     /// Unwraps a wrapped key read along with other rows (a batch job that
     /// joined `user_keys`, such as `keys reindex`).
     pub fn from_wrapped(

@@ -121,7 +121,7 @@ pub async fn register_device(
     }
     // Seal first under the new id; an upsert that hits an existing row keeps
     // that row's own sealed token (same value), so the binding stays right.
-    let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let user_key = UserKey::of(&state.keys.data, &auth)?;
     let sealed = user_key.seal(
         &Aad {
             table: "devices",

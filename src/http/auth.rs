@@ -12,10 +12,16 @@ use crate::{
     audit::{self, events, AuditEvent, Outcome},
     error::ApiError,
     http::extract::ClientInfo,
-    sessions::db,
+    sessions::db::{self, RequestContext},
     state::AppState,
+    tokens::AccessClaims,
 };
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    extract::FromRequestParts,
+    http::{request::Parts, HeaderMap},
+};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Clone, Debug)]
@@ -31,6 +37,27 @@ pub struct AuthUser {
     pub mfa_enabled: bool,
     /// When the person last proved a credential in this session.
     pub auth_time: chrono::DateTime<chrono::Utc>,
+    /// The user's data key as stored (wrapped by the master key), read in
+    /// the same query as the session, so a handler opens it with
+    /// [`crate::user_keys::UserKey::of`] without a query of its own.
+    pub wrapped_key: Option<WrappedKey>,
+}
+
+/// A user's wrapped data key, as read with the session. Ciphertext under
+/// the master key: unwrapping it is the handler's decision.
+#[derive(Clone)]
+pub struct WrappedKey(Arc<[u8]>);
+
+impl WrappedKey {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WrappedKey(..)")
+    }
 }
 
 pub fn invalid_token() -> ApiError {
@@ -41,9 +68,8 @@ pub fn invalid_token() -> ApiError {
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750).
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
@@ -54,37 +80,93 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = ApiError;
+/// What one request's access token proved, worked out once.
+///
+/// The rate-limit layer needs the caller (to count per user, at the user's
+/// tier) before the handler runs, and `AuthUser` needs the same caller
+/// with the session's state. Both come from here: the token's signature
+/// and claims are verified once, and the session, role, MFA state, tier
+/// and wrapped data key are read in one query on one connection
+/// ([`db::request_context`]). The layer keeps the result in the request's
+/// extensions (which only the server's own layers can write), and
+/// `AuthUser` takes it from there instead of verifying and querying again.
+pub struct Authentication {
+    pub claims: AccessClaims,
+    /// `None`: the token's account does not exist (any more).
+    pub context: Option<RequestContext>,
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(invalid_token)?;
-        let now = state.clock.now();
-        let claims = state
-            .keys
-            .signing
-            .verify(&state.token_settings, now, token)
-            .map_err(|e| {
+impl Authentication {
+    /// Verifies the request's bearer token at `now`; `None` when there is
+    /// none or it does not verify (the caller is then anonymous to the
+    /// limiter, and `AuthUser` answers 401).
+    pub fn verify(
+        state: &AppState,
+        headers: &HeaderMap,
+        now: DateTime<Utc>,
+    ) -> Option<AccessClaims> {
+        let token = bearer(headers)?;
+        match state.keys.signing.verify(&state.token_settings, now, token) {
+            Ok(claims) => Some(claims),
+            Err(e) => {
                 tracing::debug!(error = %e, "access token refused");
                 metrics::counter!("auth_access_token_rejected_total").increment(1);
-                invalid_token()
-            })?;
+                None
+            }
+        }
+    }
+
+    /// Reads the context of verified `claims`: one query, one connection.
+    pub async fn load(
+        state: &AppState,
+        claims: AccessClaims,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<Self>, ApiError> {
         let acquired = std::time::Instant::now();
         let mut conn = state.db.acquire().await?;
         metrics::histogram!("db_pool_acquire_duration_seconds")
             .record(acquired.elapsed().as_secs_f64());
-        let live = db::live_session(&mut conn, claims.sub, claims.sid, now)
-            .await?
-            .ok_or_else(invalid_token)?;
-        tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
-        Ok(Self {
-            user_id: claims.sub,
-            session_id: claims.sid,
+        let context = db::request_context(&mut conn, claims.sub, claims.sid, now).await?;
+        Ok(Arc::new(Self { claims, context }))
+    }
+
+    /// The caller, when the session is good.
+    fn user(&self) -> Option<AuthUser> {
+        let context = self.context.as_ref()?;
+        let live = context.live.as_ref()?;
+        Some(AuthUser {
+            user_id: self.claims.sub,
+            session_id: self.claims.sid,
             role: live.role,
             aal: live.aal,
             mfa_enabled: live.mfa_enabled,
             auth_time: live.auth_time,
+            wrapped_key: context
+                .wrapped_key
+                .as_deref()
+                .map(|k| WrappedKey(Arc::from(k))),
         })
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let authentication = match parts.extensions.get::<Arc<Authentication>>() {
+            Some(done) => done.clone(),
+            None => {
+                let now = state.clock.now();
+                let claims =
+                    Authentication::verify(state, &parts.headers, now).ok_or_else(invalid_token)?;
+                let done = Authentication::load(state, claims, now).await?;
+                parts.extensions.insert(done.clone());
+                done
+            }
+        };
+        let user = authentication.user().ok_or_else(invalid_token)?;
+        tracing::Span::current().record("user_id", tracing::field::display(user.user_id));
+        Ok(user)
     }
 }
 

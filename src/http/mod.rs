@@ -14,13 +14,16 @@
 //! 6. catch-panic: a panicking handler becomes an opaque problem+json 500.
 //! 7. `shed_load`: more than `MAX_CONCURRENT_REQUESTS` at once → 503.
 //! 8. `timeout`: a request running past `REQUEST_TIMEOUT_SECS` → 503.
-//! 9. `rate_limit::layer`: per the route's class (declared with the route),
-//!    per IP or user → 429 with headers.
-//! 10. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
+//! 9. `retry::retry_lost_reads`: a bodiless GET/HEAD whose database
+//!    connection was lost under it runs once more (from the rate limiter
+//!    on, which reads the caller's context from the database too).
+//! 10. `rate_limit::layer`: per the route's class (declared with the
+//!    route), per IP or user → 429 with headers. For reads and writes it
+//!    verifies the access token and reads the caller's session context
+//!    once (`auth::Authentication`), which `AuthUser` then reuses.
+//! 11. `body_gate`: declared bodies over 64 KiB → 413, non-JSON bodies → 415;
 //!    `DefaultBodyLimit` caps streamed (chunked) bodies at the same size.
-//! 11. `client_gate::gate`: `/v1` apps below the platform minimum → 426.
-//! 12. `retry::retry_lost_reads`: a bodiless GET/HEAD whose database
-//!     connection was lost under it runs once more.
+//! 12. `client_gate::gate`: `/v1` apps below the platform minimum → 426.
 //!
 //! Unknown paths and methods answer problem+json 404 / 405 like everything else.
 
@@ -84,7 +87,6 @@ pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
     let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn(retry::retry_lost_reads))
         .layer(from_fn_with_state(state.clone(), client_gate::gate))
         .layer(DefaultBodyLimit::max(headers::MAX_BODY_BYTES))
         .layer(from_fn(headers::body_gate))
@@ -92,6 +94,7 @@ pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
             (state.clone(), classes),
             crate::rate_limit::layer::layer,
         ))
+        .layer(from_fn(retry::retry_lost_reads))
         .layer(from_fn_with_state(state.clone(), timeout))
         .layer(from_fn_with_state(state.clone(), shed_load))
         .layer(CatchPanicLayer::custom(panic_response))

@@ -7,8 +7,9 @@
 //! the broken connection, so a second attempt normally gets a fresh one.
 //!
 //! **Where the retry happens, and why here.** This is a layer around the
-//! routes, not a loop around each query: it re-runs the *whole* request
-//! (extractors, authentication, handler) once, only when
+//! rate limiter and the routes, not a loop around each query: it re-runs
+//! the *whole* request (the limiter's read of the caller's session,
+//! extractors, handler) once, only when
 //!
 //! * the method is `GET` or `HEAD` (safe by RFC 9110 §9.2.1: our handlers of
 //!   these methods only read, so running one twice has no effect a client
@@ -25,7 +26,8 @@
 //! cannot know whether a commit reached the database before the cut, so
 //! the client gets the 503 and decides (the API's writes are idempotent or
 //! safe to repeat from the user's point of view). If the retry fails too,
-//! its own answer (a 503) goes back.
+//! its own answer (a 503) goes back. A retried read counts twice against
+//! its rate limit: the limiter is inside, and a lost connection is rare.
 
 use crate::error::ConnectionLost;
 use axum::{

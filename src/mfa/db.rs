@@ -67,7 +67,7 @@ pub async fn lock_account(
 /// MFA is on when the user's `mfa_totp` row has `enabled_at` set (the
 /// constraint `mfa_totp_enabled_has_secret` makes that the same as having
 /// an active secret; a pending enrolment does not count). Statements that
-/// need the answer inside a bigger query (`sessions::db::live_session`,
+/// need the answer inside a bigger query (`sessions::db::request_context`,
 /// `profile::db::user_row`, `profile::db::mfa_state`) spell the predicate
 /// exactly as here, `FROM mfa_totp m WHERE m.user_id = … AND m.enabled_at
 /// IS NOT NULL`, and `tests/architecture.rs` refuses any other spelling.

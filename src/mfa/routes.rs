@@ -241,7 +241,7 @@ pub async fn setup_totp(
         }
     }
     let secret = random::random_bytes::<{ totp::SECRET_BYTES }>();
-    let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let user_key = UserKey::of(&state.keys.data, &auth)?;
     let sealed = user_key.seal(&super::secret_aad(auth.user_id, Secret::Pending), &secret)?;
     db::set_pending_secret(&mut tx, auth.user_id, &sealed, now, Some(auth.session_id)).await?;
     let email = crate::accounts::email_of(&mut tx, &state, auth.user_id).await?;
@@ -345,7 +345,7 @@ pub async fn confirm_totp(
         return Err(f.into_error(false));
     }
     // Re-seal under the active column's binding.
-    let user_key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let user_key = UserKey::of(&state.keys.data, &auth)?;
     let secret = user_key.open(&super::secret_aad(auth.user_id, Secret::Pending), &pending)?;
     let sealed = user_key.seal(&super::secret_aad(auth.user_id, Secret::Active), &secret)?;
     db::activate_pending(&mut tx, auth.user_id, &sealed, now).await?;

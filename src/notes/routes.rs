@@ -148,7 +148,7 @@ pub async fn create_note(
     if db::count(&mut tx, auth.user_id).await? >= MAX_NOTES_PER_USER {
         return Err(too_many_notes());
     }
-    let key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let key = UserKey::of(&state.keys.data, &auth)?;
     let title = key.seal(&note_aad("title", note_id), req.title.as_bytes())?;
     let body = key.seal(&note_aad("body", note_id), req.body.as_bytes())?;
     let row = db::insert(
@@ -197,7 +197,7 @@ pub async fn list_notes(
         .last()
         .filter(|_| more)
         .map(|r| encode_cursor(&state.keys.blind_index, r.note_id));
-    let key = UserKey::load(&mut conn, &state.keys.data, auth.user_id).await?;
+    let key = UserKey::of(&state.keys.data, &auth)?;
     let items = rows
         .into_iter()
         .map(|r| Note::open(&key, r))
@@ -214,7 +214,7 @@ pub async fn get_note(
     let row = db::get(&mut conn, auth.user_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let key = UserKey::load(&mut conn, &state.keys.data, auth.user_id).await?;
+    let key = UserKey::of(&state.keys.data, &auth)?;
     Ok(JsonResponse(Note::open(&key, row)?))
 }
 
@@ -241,7 +241,7 @@ pub async fn update_note(
     };
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let key = UserKey::of(&state.keys.data, &auth)?;
     // Sealed for this note's id; if the caller has no such note nothing is
     // written and the values are dropped.
     let seal = |column: &'static str, value: Option<String>| {

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     error::ProblemLinks,
-    http::{client_ip, routes::RouteSpec},
+    http::{auth::Authentication, client_ip, routes::RouteSpec},
     state::AppState,
 };
 use axum::{
@@ -96,7 +96,7 @@ impl RouteClasses {
 
 pub async fn layer(
     State((state, classes)): State<(AppState, Arc<RouteClasses>)>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let class = req
@@ -106,22 +106,49 @@ pub async fn layer(
     let Some(class) = class else {
         return next.run(req).await;
     };
-    let (mut subject, user) = subject(&state, &req, class);
+    let now = state.clock.now();
+    // Reads and writes with a valid access token count per user, at the
+    // user's tier. The token is verified and the caller's context read
+    // here, once: `AuthUser` takes both from the request's extensions.
+    let caller = if matches!(class, Class::Reads | Class::Writes) {
+        match Authentication::verify(&state, req.headers(), now) {
+            Some(claims) => match Authentication::load(&state, claims, now).await {
+                Ok(done) => {
+                    req.extensions_mut().insert(done.clone());
+                    Some(done)
+                }
+                Err(e) => return e.into_response(),
+            },
+            None => None,
+        }
+    } else {
+        None
+    };
     let mut quota = state.limiter.quota(class);
     let mut tier = Tier::Standard;
-    if let Some(user_id) = user {
-        // A raised tier scales this user's read and write quotas; the tier
-        // is part of the key, so a change starts from a clean slate.
-        match tier_of(&state, user_id).await {
-            Ok(t) => {
-                tier = t;
-                quota = tier.apply(quota);
-                subject = format!("{subject}:{}", tier.as_str());
+    let (subject, user) = match &caller {
+        Some(done) => {
+            let user_id = done.claims.sub;
+            // A raised tier scales this user's read and write quotas; the
+            // tier is part of the key, so a change starts from a clean slate.
+            if let Some(context) = &done.context {
+                tier = tiers::TierInForce::from_row(
+                    &context.rate_limit_tier,
+                    context.rate_limit_tier_expires_at,
+                    now,
+                )
+                .tier;
             }
-            Err(e) => return e.into_response(),
+            quota = tier.apply(quota);
+            (format!("user:{user_id}:{}", tier.as_str()), Some(user_id))
         }
-    }
-    let now_us = state.clock.now().timestamp_micros();
+        None => {
+            let ip = client_ip(&state, &req);
+            let key = client_ip::rate_key(ip, state.config.rate_limit_ipv6_prefix);
+            (format!("ip:{key}"), None)
+        }
+    };
+    let now_us = now.timestamp_micros();
     let decision = match state
         .limiter
         .check_with(class, quota, &subject, now_us)
@@ -166,38 +193,6 @@ pub fn client_ip(state: &AppState, req: &Request) -> IpAddr {
 /// a per-user 429 carries. The route is registered at this path
 /// (`rate_limit_requests::routes`).
 pub const REQUEST_INCREASE_PATH: &str = "/v1/me/rate-limit-requests";
-
-/// The tier in force (an expired one is `standard` already).
-async fn tier_of(state: &AppState, user_id: uuid::Uuid) -> Result<Tier, crate::error::ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let tier = tiers::in_force(&mut conn, user_id, state.clock.now()).await?;
-    Ok(tier.map_or(Tier::Standard, |t| t.tier))
-}
-
-/// The key to count against, and the user when it is a verified one.
-fn subject(state: &AppState, req: &Request, class: Class) -> (String, Option<uuid::Uuid>) {
-    if matches!(class, Class::Reads | Class::Writes) {
-        let token = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
-        if let Some(claims) = token.and_then(|t| {
-            state
-                .keys
-                .signing
-                .verify(&state.token_settings, state.clock.now(), t)
-                .ok()
-        }) {
-            return (format!("user:{}", claims.sub), Some(claims.sub));
-        }
-    }
-    let ip = client_ip(state, req);
-    let key = client_ip::rate_key(ip, state.config.rate_limit_ipv6_prefix);
-    (format!("ip:{key}"), None)
-}
 
 pub fn set_headers(headers: &mut HeaderMap, class: Class, quota: Quota, d: Decision) {
     let policy = format!(

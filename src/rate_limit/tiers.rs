@@ -36,7 +36,7 @@ pub struct TierInForce {
 }
 
 impl TierInForce {
-    fn from_row(tier: &str, expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
+    pub fn from_row(tier: &str, expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
         match expires_at {
             Some(at) if at <= now => Self {
                 tier: Tier::Standard,

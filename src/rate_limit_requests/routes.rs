@@ -141,7 +141,7 @@ pub async fn create_rate_limit_request(
             retry_after_secs: u64::try_from(wait).unwrap_or(1),
         });
     }
-    let key = UserKey::load(&mut tx, &state.keys.data, auth.user_id).await?;
+    let key = UserKey::of(&state.keys.data, &auth)?;
     let sealed = key.seal(&request_aad("reason", request_id), req.reason.as_bytes())?;
     let row = db::insert(
         &mut tx,
@@ -188,7 +188,7 @@ pub async fn list_rate_limit_requests(
     let items = if rows.is_empty() {
         Vec::new()
     } else {
-        let key = UserKey::load(&mut conn, &state.keys.data, auth.user_id).await?;
+        let key = UserKey::of(&state.keys.data, &auth)?;
         rows.into_iter()
             .map(|r| RateLimitRequest::open(&key, r))
             .collect::<Result<_, _>>()?

@@ -255,32 +255,72 @@ pub struct LiveSession {
     pub auth_time: DateTime<Utc>,
 }
 
-/// The session of an access token, if it is still good (not revoked, not
-/// expired, account active). "MFA is on" is `mfa::db::mfa_enabled`'s
-/// predicate, spelled the same, inside this one statement (it runs on
-/// every authenticated request).
-pub async fn live_session(
+/// Everything a request made with an access token needs to know about its
+/// caller, read in one query on one connection: whether the session is
+/// still good, the account's role, MFA state and rate-limit tier, and the
+/// user's wrapped data key (so a handler that opens sealed fields needs no
+/// query of its own for it). `None`: no such account.
+pub struct RequestContext {
+    /// The session when it is still good (not revoked, not expired) and the
+    /// account is active; `None` otherwise. The rest describes the account
+    /// either way, so the rate limiter can count a dead session's requests
+    /// against its account at the account's tier.
+    pub live: Option<LiveSession>,
+    pub rate_limit_tier: String,
+    pub rate_limit_tier_expires_at: Option<DateTime<Utc>>,
+    /// `None` only for an account whose key is gone (a deleted account's
+    /// key is shredded).
+    pub wrapped_key: Option<Vec<u8>>,
+}
+
+/// The [`RequestContext`] of `session_id` for `user_id` at `now`. A session
+/// is good when it is not revoked, neither its idle nor its absolute
+/// lifetime has passed, and the account is active. "MFA is on" is
+/// `mfa::db::mfa_enabled`'s predicate, spelled the same, inside this one
+/// statement (it runs on every authenticated request).
+pub async fn request_context(
     conn: &mut PgConnection,
     user_id: Uuid,
     session_id: Uuid,
     now: DateTime<Utc>,
-) -> sqlx::Result<Option<LiveSession>> {
-    sqlx::query_as!(
-        LiveSession,
-        r#"SELECT u.role AS "role: Role", s.aal AS "aal: Aal",
+) -> sqlx::Result<Option<RequestContext>> {
+    let row = sqlx::query!(
+        r#"SELECT u.role AS "role: Role",
+                  (u.status = 'active' AND s.session_id IS NOT NULL) AS "live!",
+                  s.aal AS "aal?: Aal", s.auth_time AS "auth_time?",
                   EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.user_id AND m.enabled_at IS NOT NULL)
                       AS "mfa_enabled!",
-                  s.auth_time
-           FROM sessions s JOIN users u ON u.user_id = s.user_id
-           WHERE s.session_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL
-             AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
-             AND u.status = 'active'"#,
+                  u.rate_limit_tier, u.rate_limit_tier_expires_at,
+                  k.wrapped_key AS "wrapped_key?"
+           FROM users u
+           LEFT JOIN sessions s
+                  ON s.session_id = $1 AND s.user_id = u.user_id AND s.revoked_at IS NULL
+                 AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
+           LEFT JOIN user_keys k ON k.user_id = u.user_id
+           WHERE u.user_id = $2"#,
         session_id,
         user_id,
         now,
     )
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(|r| {
+        let live = match (r.live, r.aal, r.auth_time) {
+            (true, Some(aal), Some(auth_time)) => Some(LiveSession {
+                role: r.role,
+                aal,
+                mfa_enabled: r.mfa_enabled,
+                auth_time,
+            }),
+            _ => None,
+        };
+        RequestContext {
+            live,
+            rate_limit_tier: r.rate_limit_tier,
+            rate_limit_tier_expires_at: r.rate_limit_tier_expires_at,
+            wrapped_key: r.wrapped_key,
+        }
+    }))
 }
 
 pub struct SessionRow {

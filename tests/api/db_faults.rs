@@ -3,11 +3,14 @@
 //! `database_unavailable` with `Retry-After`, never a 500; a safe read hit
 //! by it is run once more on a fresh connection.
 //!
-//! Determinism: the test holds `LOCK TABLE user_keys IN ACCESS EXCLUSIVE
-//! MODE` in its own transaction, so the request's first read of its user
-//! key waits inside PostgreSQL; the test finds that waiting backend in
-//! `pg_stat_activity`, terminates it, waits until it is gone, and only
-//! then releases the lock. (No periodic task reads `user_keys`.)
+//! Determinism: for a read, the test holds `LOCK TABLE user_keys IN ACCESS
+//! EXCLUSIVE MODE` in its own transaction, so the request's first read (the
+//! caller's session context, which joins the user key) waits inside
+//! PostgreSQL; for a write, it holds the user's row `FOR UPDATE`, which
+//! plain reads pass but the handler's `UPDATE users` waits on. The test
+//! finds that waiting backend in `pg_stat_activity`, terminates it, waits
+//! until it is gone, and only then releases the lock. (No periodic task
+//! reads `user_keys` or writes `users` rows.)
 
 use crate::helpers::{problem, TestApp, TestUser};
 use reqwest::Method;
@@ -24,16 +27,33 @@ async fn lock_user_keys(app: &TestApp) -> Transaction<'static, Postgres> {
     tx
 }
 
+/// Holds `user`'s row the way a write would, so the handler's update waits.
+async fn lock_user_row(app: &TestApp, user: &TestUser) -> Transaction<'static, Postgres> {
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE")
+        .bind(user.user_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
 /// Waits (polling, no deadline asserted) until a backend of this database
 /// is waiting for the `user_keys` lock, terminates it and waits until it is
 /// gone. Returns how many backends were terminated.
 async fn kill_the_waiting_backend(app: &TestApp) -> usize {
+    kill_backend_waiting_in(app, "%user_keys%").await
+}
+
+/// The same for a backend waiting on a lock in a statement like `pattern`.
+async fn kill_backend_waiting_in(app: &TestApp, pattern: &str) -> usize {
     let waiting = loop {
         let pids: Vec<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
               WHERE datname = current_database() AND pid <> pg_backend_pid()
-                AND wait_event_type = 'Lock' AND query ILIKE '%user_keys%'",
+                AND wait_event_type = 'Lock' AND query ILIKE $1",
         )
+        .bind(pattern)
         .fetch_all(&app.db)
         .await
         .unwrap();
@@ -81,7 +101,7 @@ async fn a_write_whose_connection_is_killed_is_a_503_with_retry_after_and_change
     let user = app.signed_up_user("killed-write@example.com").await;
     let before = display_name(&app, &user).await;
 
-    let lock = lock_user_keys(&app).await;
+    let lock = lock_user_row(&app, &user).await;
     let request = {
         let client = app.client.clone();
         let url = app.url("/v1/me");
@@ -96,7 +116,7 @@ async fn a_write_whose_connection_is_killed_is_a_503_with_retry_after_and_change
                 .unwrap()
         })
     };
-    assert_eq!(kill_the_waiting_backend(&app).await, 1);
+    assert_eq!(kill_backend_waiting_in(&app, "%UPDATE users%").await, 1);
     lock.rollback().await.unwrap();
 
     let r = request.await.unwrap();

@@ -110,3 +110,54 @@ async fn logout_all_ends_every_session_of_the_user_only() {
         200
     );
 }
+
+/// Authentication reads the session on every request, in whichever process
+/// serves it: a session ended through one process stops at once in
+/// another that served the same token a moment before (nothing caches
+/// liveness). Logout, logout-everywhere and a password change each.
+#[tokio::test]
+async fn an_ended_session_stops_at_once_in_every_process() {
+    let a = TestApp::spawn().await;
+    let b = TestApp::builder().same_database_as(&a).spawn().await;
+    let ada = a.signed_up_user("two-processes@example.com").await;
+
+    // Logout through A; B served the token just before.
+    assert_eq!(b.get_auth("/v1/me", ada.access()).await.status(), 200);
+    let r = a.post_auth("/v1/auth/logout", ada.access(), None).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = b.get_auth("/v1/me", ada.access()).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(problem(r).await["code"], "invalid_token");
+
+    // Logout everywhere through B ends a session A just served.
+    let first: Value = a
+        .login(&ada.email, &ada.password)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Value = b
+        .login(&ada.email, &ada.password)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let first = first["access_token"].as_str().unwrap();
+    let second = second["access_token"].as_str().unwrap();
+    assert_eq!(a.get_auth("/v1/sessions", first).await.status(), 200);
+    let r = b.post_auth("/v1/auth/logout-all", second, None).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(a.get_auth("/v1/sessions", first).await.status(), 401);
+    assert_eq!(b.get_auth("/v1/sessions", first).await.status(), 401);
+
+    // A write is refused the same way as a read.
+    let r = a
+        .send_auth(
+            reqwest::Method::PATCH,
+            "/v1/me",
+            first,
+            Some(&json!({"display_name": "After logout"})),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+}
