@@ -71,6 +71,9 @@ pub struct AuthConfig {
     pub argon2: Argon2Params,
     pub password_hash_concurrency: usize,
     pub password_hash_queue: usize,
+    /// How many nice steps the hashing threads run below the rest of the
+    /// process (`PASSWORD_HASH_NICE`, 0 to 19, default 10).
+    pub password_hash_nice: i32,
     /// The Pwned Passwords range API, when the optional check is on.
     pub breached_password_api: Option<Url>,
     /// How long after the last real sign-in a staff session may still use
@@ -359,6 +362,7 @@ impl Config {
                 1..=1024,
             ),
             password_hash_queue: r.ranged("PASSWORD_HASH_QUEUE", 64, 0..=100_000),
+            password_hash_nice: r.ranged("PASSWORD_HASH_NICE", 10, 0..=19),
             breached_password_api: if r.parse_or("PWNED_PASSWORDS_CHECK", false) {
                 r.parse_with("PWNED_PASSWORDS_URL", parse_url)
                     .or_else(|| Url::parse("https://api.pwnedpasswords.com/").ok())
@@ -1326,6 +1330,8 @@ mod tests {
             ("ARGON2_PARALLELISM", "65", "from 1 to 64"),
             ("PASSWORD_HASH_CONCURRENCY", "0", "from 1 to 1024"),
             ("PASSWORD_HASH_QUEUE", "100001", "from 0 to 100000"),
+            ("PASSWORD_HASH_NICE", "20", "from 0 to 19"),
+            ("PASSWORD_HASH_NICE", "-1", "from 0 to 19"),
             ("AUDIT_RETENTION_DAYS", "0", "from 1 to 3650"),
             ("AUDIT_RETENTION_DAYS", "99999999999", "from 1 to 3650"),
             ("REFRESH_ABSOLUTE_DAYS", "3651", "from 1 to 3650"),

@@ -82,9 +82,12 @@ pub async fn accept_new_password(
     field: &str,
 ) -> Result<SecretString, ApiError> {
     let normalised = policy::normalize(raw);
-    policy::check_off_thread(&normalised, email.as_str())
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("password policy check: {e}")))?
+    let candidate = zeroize::Zeroizing::new(normalised.clone());
+    let address = email.as_str().to_owned();
+    state
+        .hasher
+        .on_hashing_thread(move || policy::check(&candidate, &address))
+        .await?
         .map_err(|v| ApiError::invalid_field(field, v.code, &v.message))?;
     if let Some(check) = &state.breached_passwords {
         if check.is_breached(&normalised).await == Some(true) {

@@ -180,6 +180,22 @@ impl PasswordHasher {
         max_concurrent: usize,
         max_waiting: usize,
     ) -> Result<Self, HashError> {
+        Self::with_nice(params, pepper, max_concurrent, max_waiting, 0)
+    }
+
+    /// [`PasswordHasher::new`], with hashing threads `nice` steps below the
+    /// process's priority (`PASSWORD_HASH_NICE`; Linux only, elsewhere
+    /// ignored). Hashing is the one long CPU task of the service: under a
+    /// flood of sign-ins, a lower priority lets the kernel run the async
+    /// workers first, so reads and refreshes keep their latency while the
+    /// hashes take the CPU time that is left.
+    pub fn with_nice(
+        params: Argon2Params,
+        pepper: Option<PepperKeys>,
+        max_concurrent: usize,
+        max_waiting: usize,
+        nice: i32,
+    ) -> Result<Self, HashError> {
         if max_concurrent == 0 || max_concurrent > Semaphore::MAX_PERMITS {
             return Err(HashError::Internal(format!(
                 "max_concurrent must be 1..={}",
@@ -219,7 +235,7 @@ impl PasswordHasher {
         inner.dummy_phc =
             inner.hash_blocking(dummy_password.as_ref(), &mut Memory::new(standing))?;
         inner.typical.record(started.elapsed());
-        spawn_threads(max_concurrent, standing, queue)?;
+        spawn_threads(max_concurrent, standing, queue, nice)?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -352,6 +368,18 @@ impl PasswordHasher {
             || older_pepper
             || stored.version != Some(Version::V0x13.into())
             || !same_costs(&stored_params, current))
+    }
+
+    /// Runs other CPU work of the password pipeline (the strength estimate
+    /// of a new password) on a hashing thread, under the same bound as the
+    /// hashes: a flood of sign-ups cannot occupy more cores than
+    /// `PASSWORD_HASH_CONCURRENCY`, nor stall an async worker.
+    pub async fn on_hashing_thread<T, F>(&self, work: F) -> Result<T, HashError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.run(move |_memory| Ok(work())).await
     }
 
     /// Runs `work` on a hashing thread once a slot is free. The permit moves
@@ -716,6 +744,7 @@ fn spawn_threads(
     count: usize,
     standing: usize,
     queue: std::sync::mpsc::Receiver<Job>,
+    nice: i32,
 ) -> Result<(), HashError> {
     let queue = Arc::new(std::sync::Mutex::new(queue));
     for n in 0..count {
@@ -723,6 +752,7 @@ fn spawn_threads(
         std::thread::Builder::new()
             .name(format!("password-hash-{n}"))
             .spawn(move || {
+                lower_priority(nice);
                 let mut memory = Memory::new(standing);
                 loop {
                     let job = {
@@ -743,6 +773,25 @@ fn spawn_threads(
     }
     Ok(())
 }
+
+/// Lowers the calling thread's priority by `nice` steps (Linux: the nice
+/// value is per thread). A failure is logged, never fatal: hashing at the
+/// process's priority is slower for reads, not wrong.
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    let tid = rustix::thread::gettid();
+    let lowered = rustix::process::getpriority_process(Some(tid))
+        .and_then(|now| rustix::process::setpriority_process(Some(tid), (now + nice).min(19)));
+    if let Err(e) = lowered {
+        tracing::warn!(error = %e, nice, "could not lower a password-hashing thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: i32) {}
 
 /// The same m, t, p and output length (equal work is not enough: 12 MiB
 /// with 3 passes and 9 MiB with 4 fill as many blocks at another speed).

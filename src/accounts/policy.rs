@@ -7,8 +7,9 @@
 //! password so what is checked is exactly what gets hashed, and the length
 //! limits are checked first so no attacker-sized input reaches zxcvbn (slow on
 //! long inputs) or argon2. zxcvbn is CPU work measured in milliseconds, so
-//! request handlers call [`check_off_thread`], which runs it on tokio's
-//! blocking pool instead of an async worker serving other requests.
+//! request handlers run [`check`] on a password-hashing thread
+//! (`PasswordHasher::on_hashing_thread`): never on an async worker serving
+//! other requests, and never on more cores than hashing may use.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -135,18 +136,6 @@ pub fn check(password: &str, email: &str) -> Result<(), PolicyViolation> {
     Ok(())
 }
 
-/// [`check`] on the blocking thread pool (`spawn_blocking`), so zxcvbn's
-/// CPU time never stalls an async worker. The outer error is the blocking
-/// task failing (a panic), not a policy refusal.
-pub async fn check_off_thread(
-    password: &str,
-    email: &str,
-) -> Result<Result<(), PolicyViolation>, tokio::task::JoinError> {
-    let password = zeroize::Zeroizing::new(password.to_owned());
-    let email = email.to_owned();
-    tokio::task::spawn_blocking(move || check(&password, &email)).await
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -168,36 +157,51 @@ mod tests {
 
     const EMAIL: &str = "marguerite.dupont@example.com";
 
-    static CHECK_THREADS: std::sync::Mutex<Vec<(String, std::thread::ThreadId)>> =
-        std::sync::Mutex::new(Vec::new());
+    type Seen = (std::thread::ThreadId, String);
+    static CHECK_THREADS: std::sync::Mutex<Vec<(String, Seen)>> = std::sync::Mutex::new(Vec::new());
 
     /// Which thread checked a password for `email` (test builds only).
     pub(super) fn record_thread(email: &str) {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or_default().to_owned();
         if let Ok(mut seen) = CHECK_THREADS.lock() {
-            seen.push((email.to_owned(), std::thread::current().id()));
+            seen.push((email.to_owned(), (thread.id(), name)));
         }
     }
 
     #[tokio::test]
-    async fn the_async_check_runs_zxcvbn_off_the_async_worker() {
+    async fn the_check_runs_on_a_hashing_thread_under_its_bound() {
         // A current-thread runtime: its only async worker is this thread.
         let worker = std::thread::current().id();
-        let email = "blocking-pool-probe@example.com";
-        let weak = check_off_thread("aaaaaaaaaaaaaaaa", email).await.unwrap();
+        let params = crate::config::Argon2Params {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher = crate::accounts::password::PasswordHasher::new(params, None, 1, 4).unwrap();
+        let email = "hashing-thread-probe@example.com";
+        let weak = hasher
+            .on_hashing_thread(move || check("aaaaaaaaaaaaaaaa", email))
+            .await
+            .unwrap();
         assert_eq!(weak.unwrap_err().code, "password_too_weak");
-        let strong = check_off_thread("tulip-orbit-9-canyon", email).await;
-        assert!(strong.unwrap().is_ok());
+        let strong = hasher
+            .on_hashing_thread(move || check("tulip-orbit-9-canyon", email))
+            .await
+            .unwrap();
+        assert!(strong.is_ok());
         let seen: Vec<_> = CHECK_THREADS
             .lock()
             .unwrap()
             .iter()
             .filter(|(e, _)| e == email)
-            .map(|(_, t)| *t)
+            .map(|(_, t)| t.clone())
             .collect();
         assert_eq!(seen.len(), 2);
         assert!(
-            seen.iter().all(|t| *t != worker),
-            "zxcvbn ran on the worker"
+            seen.iter()
+                .all(|t| t.0 != worker && t.1.starts_with("password-hash-")),
+            "zxcvbn ran off the hashing threads: {seen:?}"
         );
     }
 
