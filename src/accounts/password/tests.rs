@@ -556,3 +556,34 @@ async fn hashes_are_interchangeable_with_argon2s_own() {
         }
     );
 }
+
+/// The hashing threads run `nice` steps below the thread that made the
+/// hasher, and the work given to them (hashes and strength checks) runs
+/// there, not on an async worker.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn hashing_threads_run_below_the_process_priority() {
+    let own = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+    let lowered = PasswordHasher::with_nice(FAST, None, 1, 4, 5).unwrap();
+    let (name, nice) = lowered
+        .on_hashing_thread(|| {
+            let tid = rustix::thread::gettid();
+            (
+                std::thread::current().name().map(str::to_owned),
+                rustix::process::getpriority_process(Some(tid)).unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("password-hash-0"));
+    assert_eq!(nice, (own + 5).min(19));
+    // 0 leaves them at the process's priority.
+    let level = PasswordHasher::with_nice(FAST, None, 1, 4, 0).unwrap();
+    let nice = level
+        .on_hashing_thread(|| {
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+        })
+        .await
+        .unwrap();
+    assert_eq!(nice, own);
+}
