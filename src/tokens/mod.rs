@@ -19,8 +19,13 @@
 //! - Every verification failure is a [`TokenError`] that the HTTP layer turns
 //!   into one indistinguishable 401; the variants exist for logs and tests.
 //!
+//! - A token that verified is remembered by its SHA-256 for the process's
+//!   life (bounded), so the signature is checked once per token, not once
+//!   per request; the time claims are checked on every use (`verified`).
+//!
 //! Layout: `signing` holds the key ring (parsing, kids, JWKS), `spec`
-//! reads `SIGNING_KEYS`, `claims` issues, `verify` verifies; the JWKS
+//! reads `SIGNING_KEYS`, `claims` issues, `verify` verifies, `verified`
+//! remembers; the JWKS
 //! document is served by `http::jwks` (this leaf names no http type).
 
 mod claims;
@@ -28,6 +33,7 @@ mod signing;
 mod spec;
 #[cfg(test)]
 mod tests;
+mod verified;
 mod verify;
 
 pub use claims::{AccessClaims, TokenSettings};

@@ -113,6 +113,8 @@ impl fmt::Debug for SigningKey {
 pub struct SigningKeys {
     current: SigningKey,
     previous: Vec<SigningKey>,
+    /// Tokens this ring has verified (shared by clones; see `verified`).
+    pub(super) verified: std::sync::Arc<super::verified::VerifiedTokens>,
 }
 
 impl SigningKeys {
@@ -126,7 +128,11 @@ impl SigningKeys {
             .next()
             .ok_or_else(|| TokenError::InvalidKey("no keys".into()))??;
         let previous = ring.collect::<Result<Vec<_>, _>>()?;
-        let this = Self { current, previous };
+        let this = Self {
+            current,
+            previous,
+            verified: Default::default(),
+        };
         // The same key twice is a configuration slip (say, a rotation half
         // done); refuse it rather than publish a JWKS with duplicate kids.
         for (i, key) in this.iter().enumerate() {

@@ -11,6 +11,7 @@ mod attacks;
 mod claims;
 mod keys;
 mod props;
+mod remembered;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
