@@ -478,20 +478,24 @@ pub async fn login(
     };
     // Only a caller who knows the password learns the account's state.
     let denial = if user.status != Status::Active {
-        Some(("account_locked", "This account is locked. Contact support."))
+        Some(ApiError::Forbidden {
+            code: "account_locked",
+            detail: "This account is locked. Contact support.",
+        })
     } else if user.email_verified_at.is_none() {
-        Some((
-            "email_not_verified",
-            "Verify your email address before signing in.",
-        ))
+        Some(ApiError::Forbidden {
+            code: "email_not_verified",
+            detail: "Verify your email address before signing in.",
+        })
     } else {
         None
     };
-    if let Some((code, detail)) = denial {
+    if let Some(denial) = denial {
+        let code = denial.code();
         let mut conn = state.db.acquire().await?;
         audit::record(&mut conn, now, &refuse(code, Some(user.user_id))).await?;
         metrics::counter!("auth_login_total", "outcome" => code).increment(1);
-        return Err(ApiError::Forbidden { code, detail });
+        return Err(denial);
     }
     // Re-hash (new parameters or pepper) before the transaction, best
     // effort: when the pool is busy (every account re-hashes right after a

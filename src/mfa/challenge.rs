@@ -36,8 +36,11 @@ pub fn router() -> ApiRouter {
     )
 }
 
-/// The login answer for an account with MFA: no tokens yet.
+/// The login answer for an account with MFA: no tokens yet. Serialized
+/// with `"result": "mfa_required"` in front (see `TokenPair`);
+/// `mfa_required: true` stays for apps that branch on its presence.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename = "mfa_required")]
 pub struct MfaRequired {
     pub mfa_required: bool,
     pub mfa_token: String,

@@ -26,8 +26,12 @@ use sqlx::{types::ipnetwork::IpNetwork, PgConnection};
 use uuid::Uuid;
 use validator::Validate;
 
-/// The body of every successful sign-in and refresh.
+/// The body of every successful sign-in and refresh. It is serialized with
+/// `"result": "tokens"` in front (the `discriminator` of `LoginResponse` in
+/// `openapi.yaml`), so an app tells it from an `MfaRequired` by one member
+/// on every operation that can sign in, whichever struct literal built it.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename = "tokens")]
 pub struct TokenPair {
     pub token_type: String,
     pub access_token: String,

@@ -36,6 +36,7 @@ mod refresh;
 mod review_attacks;
 mod rotation;
 mod sessions;
+mod sign_in_result;
 mod storage;
 mod tls;
 mod tokens;
