@@ -107,6 +107,7 @@ pub struct PlatformView {
 pub struct ClientPolicyView {
     pub ios: PlatformView,
     pub android: PlatformView,
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 

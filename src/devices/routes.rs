@@ -85,7 +85,9 @@ pub struct Device {
     pub id: Uuid,
     pub platform: String,
     pub name: Option<String>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub last_seen_at: DateTime<Utc>,
 }
 

@@ -37,5 +37,6 @@ mod review_attacks;
 mod rotation;
 mod sessions;
 mod storage;
+mod timestamps;
 mod tls;
 mod tokens;
