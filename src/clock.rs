@@ -92,6 +92,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn response_timestamps_have_exactly_three_fractional_digits() {
+        let whole = DateTime::parse_from_rfc3339("2026-12-03T17:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rfc3339_millis(&whole), "2026-12-03T17:00:00.000Z");
+        let micro = whole + Duration::microseconds(123_987);
+        assert_eq!(rfc3339_millis(&micro), "2026-12-03T17:00:00.123Z");
+        #[derive(serde::Serialize)]
+        struct View {
+            #[serde(serialize_with = "millis")]
+            at: DateTime<Utc>,
+            #[serde(serialize_with = "millis_opt")]
+            maybe: Option<DateTime<Utc>>,
+            #[serde(serialize_with = "millis_opt")]
+            never: Option<DateTime<Utc>>,
+        }
+        let json = serde_json::to_string(&View {
+            at: micro,
+            maybe: Some(whole),
+            never: None,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"at":"2026-12-03T17:00:00.123Z","maybe":"2026-12-03T17:00:00.000Z","never":null}"#
+        );
+    }
+
+    #[test]
     fn a_manual_clock_moves_only_when_advanced_and_clones_share_it() {
         let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
             .unwrap()
