@@ -18,7 +18,9 @@
 # ---------------------------------------------------------------------------
 # Builder
 # ---------------------------------------------------------------------------
-# The crate's rust-version is 1.85. Any current stable release builds it.
+# The minimum Rust is the crate's rust-version, 1.89 (Cargo.toml; the highest
+# rust-version among the locked dependencies, uuid's). `rust:1-bookworm` is the
+# current stable release, which is newer.
 FROM rust:1-bookworm AS builder
 
 ENV SQLX_OFFLINE=true \

@@ -58,10 +58,67 @@ fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or(t)
 }
 
+/// How every timestamp in a JSON response is written: RFC 3339 in UTC with
+/// exactly three fractional digits, `2026-12-03T17:00:00.000Z`. A fixed
+/// shape, because decoders on phones are strict: iOS's `.iso8601` date
+/// strategy and `ISO8601DateFormatter` parse fractional seconds only when
+/// told to, and then only when every value has them; chrono's default
+/// writes none for a whole second and up to nine digits otherwise.
+/// (Sub-millisecond digits are dropped, not rounded.)
+pub fn rfc3339_millis(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `#[serde(serialize_with = "crate::clock::millis")]` on a response's
+/// `DateTime<Utc>` field: [`rfc3339_millis`].
+pub fn millis<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339_millis(t))
+}
+
+/// [`millis`] for an `Option<DateTime<Utc>>` field (`None` is `null`).
+pub fn millis_opt<S: serde::Serializer>(
+    t: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&rfc3339_millis(t)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_timestamps_have_exactly_three_fractional_digits() {
+        let whole = DateTime::parse_from_rfc3339("2026-12-03T17:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rfc3339_millis(&whole), "2026-12-03T17:00:00.000Z");
+        let micro = whole + Duration::microseconds(123_987);
+        assert_eq!(rfc3339_millis(&micro), "2026-12-03T17:00:00.123Z");
+        #[derive(serde::Serialize)]
+        struct View {
+            #[serde(serialize_with = "millis")]
+            at: DateTime<Utc>,
+            #[serde(serialize_with = "millis_opt")]
+            maybe: Option<DateTime<Utc>>,
+            #[serde(serialize_with = "millis_opt")]
+            never: Option<DateTime<Utc>>,
+        }
+        let json = serde_json::to_string(&View {
+            at: micro,
+            maybe: Some(whole),
+            never: None,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"at":"2026-12-03T17:00:00.123Z","maybe":"2026-12-03T17:00:00.000Z","never":null}"#
+        );
+    }
 
     #[test]
     fn a_manual_clock_moves_only_when_advanced_and_clones_share_it() {

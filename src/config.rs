@@ -7,12 +7,12 @@
 //! an embedded database, mail written to the log) into refusals.
 
 use crate::{
+    app_version::AppVersion,
     crypto::{BlindIndexKeys, CodeHasher, KeyRing, PepperKeys},
     tokens::SigningKeys,
 };
 use ipnet::IpNet;
 use secrecy::SecretString;
-use semver::Version;
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 use url::Url;
 
@@ -66,7 +66,6 @@ pub struct AuthConfig {
     pub access_token_ttl: chrono::Duration,
     pub refresh_idle_ttl: chrono::Duration,
     pub refresh_absolute_ttl: chrono::Duration,
-    pub refresh_grace: chrono::Duration,
     pub email_code_ttl: chrono::Duration,
     pub argon2: Argon2Params,
     pub password_hash_concurrency: usize,
@@ -116,8 +115,8 @@ pub struct Config {
     pub client_policy_refresh: Duration,
     pub redis_url: Option<SecretString>,
     pub trusted_proxies: Vec<IpNet>,
-    pub min_client_version_ios: Option<Version>,
-    pub min_client_version_android: Option<Version>,
+    pub min_client_version_ios: Option<AppVersion>,
+    pub min_client_version_android: Option<AppVersion>,
     pub store_url_ios: Option<Url>,
     pub store_url_android: Option<Url>,
     pub request_timeout: Duration,
@@ -345,7 +344,6 @@ impl Config {
                 90,
                 1..=3650,
             )),
-            refresh_grace: r.duration("REFRESH_GRACE_SECS", 10, 1),
             email_code_ttl: chrono::Duration::minutes(15),
             argon2: Argon2Params {
                 memory_kib: r.ranged(
@@ -385,11 +383,6 @@ impl Config {
             || auth.refresh_idle_ttl > auth.refresh_absolute_ttl
         {
             r.problem("REFRESH_IDLE_DAYS must be at least 1 and at most REFRESH_ABSOLUTE_DAYS");
-        }
-        if auth.refresh_grace < chrono::Duration::zero()
-            || auth.refresh_grace > chrono::Duration::seconds(60)
-        {
-            r.problem("REFRESH_GRACE_SECS must be between 0 and 60");
         }
         let config = Config {
             app_env,
@@ -716,8 +709,10 @@ impl Reader<'_> {
     }
 }
 
-fn parse_version(s: &str) -> Result<Version, String> {
-    Version::parse(s).map_err(|_| "expected MAJOR.MINOR.PATCH, e.g. 2.4.0".to_owned())
+/// The grammar of `X-Client-Version` ([`AppVersion`]): `2`, `2.3`, `2.3.0`,
+/// `2.3.0-beta.1`.
+fn parse_version(s: &str) -> Result<AppVersion, String> {
+    AppVersion::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_url(s: &str) -> Result<Url, String> {

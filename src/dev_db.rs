@@ -36,9 +36,9 @@ pub struct LocalPostgres {
 }
 
 /// Finds the directory holding `initdb` and `pg_ctl`: `pg_config
-/// --bindir`, then the usual install paths (newest version first), then `PATH`.
+/// --bindir`, then the usual install paths in [`candidate_dirs`]'s order,
+/// then `PATH`.
 pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
-    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Ok(out) = std::process::Command::new("pg_config")
         .arg("--bindir")
         .output()
@@ -48,20 +48,68 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
             return Ok(dir);
         }
     }
+    candidate_dirs(Path::new("/"), std::env::var_os("PATH").as_deref())
+        .into_iter()
+        .find(|d| has_tools(d))
+        .ok_or_else(|| anyhow::anyhow!(INSTALL_HINT))
+}
+
+fn has_tools(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()
+}
+
+/// Where server binaries are looked for, in order, under `root` (`/`; a
+/// scratch directory in the tests), then the directories of `path`:
+///
+/// 1. Debian and Ubuntu: `/usr/lib/postgresql/<N>/bin`, then
+///    `/usr/local/lib/postgresql/<N>/bin`, newest `N` first.
+/// 2. Homebrew's keg-only formulae (`brew install postgresql@16` does not
+///    link `initdb` into `bin`): `/opt/homebrew/opt/postgresql@<N>/bin`
+///    (Apple silicon), then `/usr/local/opt/postgresql@<N>/bin` (Intel),
+///    newest `N` first, each followed by its unversioned `postgresql`.
+/// 3. Postgres.app: `/Applications/Postgres.app/Contents/Versions/latest/bin`.
+/// 4. `/usr/local/pgsql/bin` (built from source), `/opt/homebrew/bin`,
+///    `/usr/local/bin`, `/usr/pgsql/bin`.
+/// 5. `PATH`.
+pub fn candidate_dirs(root: &Path, path: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    // The entries of `dir` named `<prefix><N>`, newest N first.
+    let versions = |dir: &Path, prefix: &str| -> Vec<(u32, PathBuf)> {
+        let mut found: Vec<(u32, PathBuf)> = fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let v = name.strip_prefix(prefix)?.parse::<u32>().ok()?;
+                        Some((v, e.path()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort_by_key(|v| std::cmp::Reverse(v.0));
+        found
+    };
     let mut candidates: Vec<PathBuf> = Vec::new();
-    for root in ["/usr/lib/postgresql", "/usr/local/lib/postgresql"] {
-        if let Ok(entries) = fs::read_dir(root) {
-            let mut versions: Vec<(u32, PathBuf)> = entries
-                .filter_map(Result::ok)
-                .filter_map(|e| {
-                    let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-                    Some((v, e.path().join("bin")))
-                })
-                .collect();
-            versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-            candidates.extend(versions.into_iter().map(|(_, p)| p));
-        }
+    for dir in ["/usr/lib/postgresql", "/usr/local/lib/postgresql"] {
+        candidates.extend(
+            versions(&at(dir), "")
+                .into_iter()
+                .map(|(_, p)| p.join("bin")),
+        );
     }
+    for opt in ["/opt/homebrew/opt", "/usr/local/opt"] {
+        let opt = at(opt);
+        candidates.extend(
+            versions(&opt, "postgresql@")
+                .into_iter()
+                .map(|(_, p)| p.join("bin")),
+        );
+        candidates.push(opt.join("postgresql").join("bin"));
+    }
+    candidates.push(at(
+        "/Applications/Postgres.app/Contents/Versions/latest/bin",
+    ));
     candidates.extend(
         [
             "/usr/local/pgsql/bin",
@@ -69,15 +117,12 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
             "/usr/local/bin",
             "/usr/pgsql/bin",
         ]
-        .map(PathBuf::from),
+        .map(at),
     );
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path));
+    if let Some(path) = path {
+        candidates.extend(std::env::split_paths(path));
     }
     candidates
-        .into_iter()
-        .find(|d| has_tools(d))
-        .ok_or_else(|| anyhow::anyhow!(INSTALL_HINT))
 }
 
 impl LocalPostgres {
@@ -352,4 +397,81 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(contents)?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn server_at(root: &Path, dir: &str) -> PathBuf {
+        let bin = root.join(dir);
+        fs::create_dir_all(&bin).unwrap();
+        for tool in ["initdb", "pg_ctl"] {
+            fs::write(bin.join(tool), b"").unwrap();
+        }
+        bin
+    }
+
+    #[test]
+    fn the_search_order_covers_debian_homebrew_kegs_and_postgres_app() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let on_path = root.join("on-path");
+        let dirs = [
+            "usr/lib/postgresql/16/bin",
+            "usr/lib/postgresql/9/bin",
+            "opt/homebrew/opt/postgresql@16/bin",
+            "opt/homebrew/opt/postgresql@17/bin",
+            "usr/local/opt/postgresql@16/bin",
+            "Applications/Postgres.app/Contents/Versions/latest/bin",
+            "opt/homebrew/bin",
+        ];
+        for dir in dirs {
+            server_at(root, dir);
+        }
+        let found: Vec<PathBuf> = candidate_dirs(root, Some(on_path.as_os_str()))
+            .into_iter()
+            .filter(|d| has_tools(d) || *d == on_path)
+            .collect();
+        let expected: Vec<PathBuf> = [
+            "usr/lib/postgresql/16/bin",
+            "usr/lib/postgresql/9/bin",
+            "opt/homebrew/opt/postgresql@17/bin",
+            "opt/homebrew/opt/postgresql@16/bin",
+            "usr/local/opt/postgresql@16/bin",
+            "Applications/Postgres.app/Contents/Versions/latest/bin",
+            "opt/homebrew/bin",
+            "on-path",
+        ]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn on_a_mac_without_debian_paths_the_homebrew_keg_comes_before_postgres_app() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let app = server_at(
+            root,
+            "Applications/Postgres.app/Contents/Versions/latest/bin",
+        );
+        let intel = server_at(root, "usr/local/opt/postgresql@16/bin");
+        let first = |root: &Path| {
+            candidate_dirs(root, None)
+                .into_iter()
+                .find(|d| has_tools(d))
+        };
+        assert_eq!(first(root), Some(intel.clone()));
+        fs::remove_dir_all(&intel).unwrap();
+        assert_eq!(first(root), Some(app));
+        // A keg directory without the tools is passed over.
+        fs::create_dir_all(root.join("opt/homebrew/opt/postgresql@18/bin")).unwrap();
+        assert_eq!(
+            first(root),
+            Some(root.join("Applications/Postgres.app/Contents/Versions/latest/bin"))
+        );
+    }
 }

@@ -9,6 +9,9 @@ pub mod accounts;
 pub mod admin;
 /// Security alerts: anomaly rules, webhook delivery, admin listing.
 pub mod alerts;
+/// An app's version as phones report it: the one grammar and order of
+/// `X-Client-Version` and the minimum versions.
+pub mod app_version;
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
 /// Sign-up, verification, sign-in and recovery flows, enumeration-safe.

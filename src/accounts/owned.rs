@@ -359,6 +359,10 @@ pub const OWNED: &[OwnedTable] = &[
             clear("push_token_index_key_id", KEY_ID),
             clear("created_at", TIME),
             clear("last_seen_at", TIME),
+            clear(
+                "session_id",
+                "the session that registered it: the registration ends with that session",
+            ),
         ],
     },
     OwnedTable {

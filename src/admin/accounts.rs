@@ -84,6 +84,7 @@ pub struct AdminUserView {
     pub status: Status,
     pub mfa_enabled: bool,
     pub rate_limit_tier: String,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
     pub active_sessions: i64,
     /// Whether personal fields are masked in this view (support).

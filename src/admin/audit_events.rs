@@ -45,6 +45,7 @@ pub struct AuditQuery {
 #[derive(Serialize)]
 pub struct AuditEventView {
     pub id: Uuid,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub occurred_at: DateTime<Utc>,
     pub event_type: String,
     pub outcome: String,

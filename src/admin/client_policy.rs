@@ -15,7 +15,7 @@ use crate::{
     error::ApiError,
     http::{
         auth::{Admin, RequireRole},
-        client_version::{Overrides, PlatformPolicy},
+        client_version::{AppVersion, Overrides, PlatformPolicy},
         extract::{ClientInfo, Json},
         routes::ApiRouter,
     },
@@ -24,7 +24,6 @@ use crate::{
 };
 use axum::{extract::State, http::Method, Json as JsonResponse};
 use chrono::{DateTime, Utc};
-use semver::Version;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use validator::{Validate, ValidationError};
@@ -56,7 +55,7 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Overrides> {
     let mut out = Overrides::default();
     for row in rows {
         let version = row.min_version.as_deref().and_then(|v| {
-            let parsed = Version::parse(v).ok();
+            let parsed = AppVersion::parse(v).ok();
             if parsed.is_none() {
                 tracing::warn!(platform = %row.platform, "ignoring an unparsable stored minimum version");
             }
@@ -108,10 +107,11 @@ pub struct PlatformView {
 pub struct ClientPolicyView {
     pub ios: PlatformView,
     pub android: PlatformView,
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-fn platform_view(runtime: Option<&Version>, fallback: &PlatformPolicy) -> PlatformView {
+fn platform_view(runtime: Option<&AppVersion>, fallback: &PlatformPolicy) -> PlatformView {
     let (min, source) = match (runtime, &fallback.min_version) {
         (Some(v), _) => (Some(v.to_string()), "runtime"),
         (None, Some(v)) => (Some(v.to_string()), "configuration"),
@@ -151,14 +151,14 @@ pub async fn get_client_policy(
     Ok(JsonResponse(view))
 }
 
-/// The same rule as the `X-Client-Version` header (and `openapi.yaml`'s
-/// pattern): [`crate::http::client_version::parse_plain_version`].
+/// The same grammar as the `X-Client-Version` header (and `openapi.yaml`'s
+/// pattern): [`AppVersion`].
 fn plain_version(value: &str) -> Result<(), ValidationError> {
-    match crate::http::client_version::parse_plain_version(value) {
-        Some(_) => Ok(()),
-        None => {
+    match AppVersion::parse(value) {
+        Ok(_) => Ok(()),
+        Err(why) => {
             let mut e = ValidationError::new("version_format");
-            e.message = Some("Use MAJOR.MINOR.PATCH, e.g. 2.4.0.".into());
+            e.message = Some(why.to_string().into());
             Err(e)
         }
     }

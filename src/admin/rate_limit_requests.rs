@@ -80,6 +80,7 @@ pub struct AdminRateLimitRequestView {
     pub pii_masked: bool,
     /// The tier in force now, and when it ends (`null`: it does not).
     pub current_tier: Tier,
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub current_tier_expires_at: Option<DateTime<Utc>>,
     pub requested_tier: Tier,
     /// As the user wrote it (JSON-encoded here; render it as text, never
@@ -87,11 +88,14 @@ pub struct AdminRateLimitRequestView {
     pub reason: String,
     pub status: Status,
     pub note: Option<String>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub decided_at: Option<DateTime<Utc>>,
     /// The administrator who approved or denied it.
     pub decided_by: Option<Uuid>,
     /// For an approval with a time limit: when the granted tier ends.
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub expires_at: Option<DateTime<Utc>>,
     /// Requests of this account refused with 429 on `reads`/`writes` in
     /// the last 30 days.

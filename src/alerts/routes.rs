@@ -50,12 +50,14 @@ pub struct AlertQuery {
 #[derive(Serialize)]
 pub struct AlertView {
     pub id: Uuid,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
     pub rule: String,
     pub severity: String,
     pub user_id: Option<Uuid>,
     pub ip: Option<String>,
     pub details: serde_json::Value,
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub acknowledged_by: Option<Uuid>,
 }

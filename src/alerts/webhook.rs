@@ -64,7 +64,7 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> anyhow::
     for alert in due {
         let body = json!({
             "id": alert.security_alert_id,
-            "created_at": alert.created_at,
+            "created_at": crate::clock::rfc3339_millis(&alert.created_at),
             "rule": alert.rule,
             "severity": alert.severity,
             "user_id": alert.user_id,

@@ -26,12 +26,13 @@ pub const LOGIN_SUCCEEDED: &str = "auth.login.succeeded";
 /// A sign-in was refused. Details: `reason` (`invalid_credentials`,
 /// `email_not_verified`, `account_locked`); user id when the account exists.
 pub const LOGIN_FAILED: &str = "auth.login.failed";
-/// A refresh token was rotated. Details: `grace_retry`.
+/// A refresh token was rotated. Details: `retry` (true when a retired
+/// token whose successor was unused got that same successor again).
 pub const REFRESH_ROTATED: &str = "auth.refresh.rotated";
 /// A refresh was refused. Details: `reason` (the refresh failure code).
 pub const REFRESH_FAILED: &str = "auth.refresh.failed";
-/// A retired refresh token was presented after the grace window; the
-/// session was revoked. Details: `seconds_since_use`.
+/// A retired refresh token was presented after its successor had been
+/// used; the session was revoked. Details: `seconds_since_use`.
 pub const REFRESH_REUSE_DETECTED: &str = "auth.refresh.reuse_detected";
 /// The current session was ended by its user.
 pub const LOGOUT: &str = "auth.session.logout";

@@ -1,5 +1,8 @@
 //! Queries over `devices`; each takes the owner, so "not yours" and
-//! "missing" are the same empty result.
+//! "missing" are the same empty result. Two statements reach other
+//! accounts' rows, each by something the caller proves: [`release_token`]
+//! by the blind index of a push token the caller holds, and
+//! [`delete_for_ended_sessions`] by sessions of the user that just ended.
 
 use crate::crypto::BlindIndex;
 use chrono::{DateTime, Utc};
@@ -28,6 +31,8 @@ pub struct NewDevice<'a> {
     pub token_ciphertext: &'a [u8],
     /// The token's index under the current key.
     pub token_index: &'a BlindIndex,
+    /// The session that registered it: the registration ends with it.
+    pub session_id: Uuid,
     pub now: DateTime<Utc>,
 }
 
@@ -43,6 +48,64 @@ pub async fn lock_owner(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Serialises registrations of one push token, whoever registers it, until
+/// the transaction ends: the token's index under every key of the ring, in
+/// order (so two processes mid-rotation, whose rings share a key, still
+/// meet on it). Taken after [`lock_owner`]; namespace 0x70757368, "push".
+pub async fn lock_token(conn: &mut PgConnection, lookup: &[Vec<u8>]) -> sqlx::Result<()> {
+    let mut keys: Vec<&Vec<u8>> = lookup.iter().collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_xact_lock(1886745448, hashtext(encode($1, 'hex')))")
+            .bind(&key[..])
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A push token belongs to one account at most, the latest to register it:
+/// removes it from every other account (found by the token's blind index
+/// under any key of the ring) and returns `(user_id, device_id)` of each
+/// registration removed. The caller holds the token, and learns nothing
+/// from this (not even whether anything was removed).
+pub async fn release_token(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    lookup: &[Vec<u8>],
+) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    let rows = sqlx::query!(
+        r#"DELETE FROM devices WHERE push_token_index = ANY($2) AND user_id <> $1
+           RETURNING user_id, device_id"#,
+        user_id,
+        lookup,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.user_id, r.device_id)).collect())
+}
+
+/// Removes the push registrations made through `user_id`'s sessions that
+/// have ended (revoked): signing out of a phone stops its notifications,
+/// so the next person to sign in on it does not get this account's.
+/// Registrations made before sessions were recorded (`session_id` NULL)
+/// stay until deleted. Returns how many were removed.
+pub async fn delete_for_ended_sessions(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> sqlx::Result<u64> {
+    let r = sqlx::query!(
+        r#"DELETE FROM devices d USING sessions s
+           WHERE d.user_id = $1 AND d.session_id = s.session_id
+             AND s.user_id = $1 AND s.revoked_at IS NOT NULL"#,
+        user_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
 }
 
 /// How many devices the user has, and whether this push token is one of
@@ -79,15 +142,22 @@ pub async fn registered(
     Ok((r.n, r.known))
 }
 
-/// Registers (or refreshes) a device for its owner.
+/// Registers (or refreshes) a device for its owner, bound to the session
+/// that registers it (a refresh moves it to that session). The token is
+/// the caller's alone by then ([`release_token`], under [`lock_token`]);
+/// should another account's row still meet it, nothing is updated and the
+/// statement returns no row (an error, not a takeover).
 pub async fn upsert(conn: &mut PgConnection, d: &NewDevice<'_>) -> sqlx::Result<DeviceRow> {
     sqlx::query_as!(
         DeviceRow,
         r#"INSERT INTO devices (device_id, user_id, platform, name, push_token_ciphertext,
-                               push_token_index, push_token_index_key_id, created_at, last_seen_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
-           ON CONFLICT ON CONSTRAINT devices_user_token_key
-           DO UPDATE SET platform = EXCLUDED.platform, name = EXCLUDED.name, last_seen_at = EXCLUDED.last_seen_at
+                               push_token_index, push_token_index_key_id, created_at, last_seen_at,
+                               session_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
+           ON CONFLICT ON CONSTRAINT devices_push_token_key
+           DO UPDATE SET platform = EXCLUDED.platform, name = EXCLUDED.name,
+                         last_seen_at = EXCLUDED.last_seen_at, session_id = EXCLUDED.session_id
+           WHERE devices.user_id = EXCLUDED.user_id
            RETURNING device_id, platform, name, created_at, last_seen_at, (xmax = 0) AS "inserted!""#,
         d.device_id,
         d.user_id,
@@ -97,6 +167,7 @@ pub async fn upsert(conn: &mut PgConnection, d: &NewDevice<'_>) -> sqlx::Result<
         &d.token_index.value[..],
         d.token_index.key_id,
         d.now,
+        d.session_id,
     )
     .fetch_one(conn)
     .await

@@ -1,6 +1,13 @@
 //! `/v1/devices`: register, list, read and delete the caller's own push
 //! registrations. A user may hold at most `MAX_DEVICES_PER_USER` (409
 //! `too_many_devices` beyond it; re-registering a known token is a refresh).
+//!
+//! Phones are shared and change hands: a push token belongs to **one**
+//! account at most, the latest to register it (registering a token another
+//! account holds removes it from that account, and the answer is the same
+//! as for a new token), and a registration ends with the session that made
+//! it (`db::delete_for_ended_sessions`, run by every revocation), unless
+//! the app registers it again from a newer session.
 
 use super::db;
 use crate::{
@@ -78,7 +85,9 @@ pub struct Device {
     pub id: Uuid,
     pub platform: String,
     pub name: Option<String>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub last_seen_at: DateTime<Utc>,
 }
 
@@ -115,6 +124,21 @@ pub async fn register_device(
     // to commit, so concurrent registrations cannot all see room for one
     // more. A token already registered is a refresh and always allowed.
     db::lock_owner(&mut tx, auth.user_id).await?;
+    // One account per push token: the latest registration wins. The
+    // account it leaves is not named to the caller, who gets the answer a
+    // new token gets; the removal is in that account's audit trail.
+    db::lock_token(&mut tx, &lookup).await?;
+    for (previous_owner, removed) in db::release_token(&mut tx, auth.user_id, &lookup).await? {
+        audit::record(
+            &mut tx,
+            now,
+            &AuditEvent::new(events::DEVICE_DELETED, Outcome::Success)
+                .user(previous_owner)
+                .detail("device_id", removed.to_string())
+                .detail("reason", "push_token_registered_by_another_account"),
+        )
+        .await?;
+    }
     let (count, known) = db::registered(&mut tx, auth.user_id, &lookup, &index).await?;
     if !known && count >= state.config.max_devices_per_user {
         return Err(too_many_devices());
@@ -139,6 +163,7 @@ pub async fn register_device(
             name: req.name.as_deref(),
             token_ciphertext: &sealed,
             token_index: &index,
+            session_id: auth.session_id,
             now,
         },
     )

@@ -6,11 +6,14 @@
 //! the minimum is the kill switch. The minimum lives in [`ClientPolicy`],
 //! seeded from `MIN_CLIENT_VERSION_*` and replaceable at run time. Clients
 //! that send no version headers (web, scripts) pass; a half-sent or
-//! malformed pair is a 400, because a real app always sends both.
+//! malformed pair is a 400, because a real app always sends both. The
+//! version's grammar and order are [`AppVersion`]'s: `2`, `2.3`, `2.3.0`,
+//! `2.3.0-beta.1` and `2.3.0+45` are all versions, compared numerically
+//! with the tags ignored.
 
+pub use crate::app_version::AppVersion;
 use crate::{config::Config, error::ApiError};
 use axum::http::HeaderMap;
-use semver::Version;
 use serde::{Deserialize, Serialize};
 use std::sync::{PoisonError, RwLock};
 use url::Url;
@@ -27,7 +30,7 @@ pub enum Platform {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientVersion {
     pub platform: Platform,
-    pub version: Version,
+    pub version: AppVersion,
 }
 
 impl ClientVersion {
@@ -52,10 +55,10 @@ impl ClientVersion {
                         ))
                     }
                 };
-                let version = parse_plain_version(v).ok_or_else(|| {
+                let version = AppVersion::parse(v).map_err(|e| {
                     ApiError::bad_request(
                         "invalid_client_version",
-                        "X-Client-Version must be MAJOR.MINOR.PATCH.",
+                        format!("X-Client-Version is not valid. {e}"),
                     )
                 })?;
                 Ok(Some(Self { platform, version }))
@@ -68,33 +71,10 @@ impl ClientVersion {
     }
 }
 
-/// A plain `MAJOR.MINOR.PATCH` version: three numbers of one to nine
-/// digits without leading zeros (`0` itself is fine), no pre-release or
-/// build tag. This is exactly the pattern `openapi.yaml` gives
-/// `X-Client-Version` and `min_version`:
-/// `^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$`
-/// (SemVer 2.0 §2 refuses leading zeros: `1.02.3` is not a version).
-pub fn parse_plain_version(v: &str) -> Option<Version> {
-    let mut parts = v.split('.');
-    let mut next = || -> Option<u64> {
-        let n = parts.next()?;
-        let digits_ok = (1..=9).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit());
-        let no_leading_zero = n == "0" || !n.starts_with('0');
-        (digits_ok && no_leading_zero)
-            .then(|| n.parse().ok())
-            .flatten()
-    };
-    let (major, minor, patch) = (next()?, next()?, next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(Version::new(major, minor, patch))
-}
-
 /// The minimum version and store link of one platform.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlatformPolicy {
-    pub min_version: Option<Version>,
+    pub min_version: Option<AppVersion>,
     pub store_url: Option<Url>,
 }
 
@@ -118,8 +98,8 @@ pub struct Policies {
 /// Minimums set at run time; `None` means "use the configured fallback".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
-    pub ios: Option<Version>,
-    pub android: Option<Version>,
+    pub ios: Option<AppVersion>,
+    pub android: Option<AppVersion>,
 }
 
 impl ClientPolicy {
@@ -206,50 +186,60 @@ mod tests {
         let policy = ClientPolicy::default();
         policy.set(Policies {
             ios: PlatformPolicy {
-                min_version: Some(Version::new(2, 10, 0)),
+                min_version: Some(AppVersion::parse("2.10.0").unwrap()),
                 store_url: None,
             },
-            android: PlatformPolicy::default(),
+            android: PlatformPolicy {
+                min_version: Some(AppVersion::parse("2.3").unwrap()),
+                store_url: None,
+            },
         });
-        assert!(policy
-            .check(&client("ios", "2.9.9").unwrap().unwrap())
-            .is_err());
-        assert!(policy
-            .check(&client("ios", "2.10.0").unwrap().unwrap())
-            .is_ok());
-        assert!(policy
-            .check(&client("ios", "10.0.0").unwrap().unwrap())
-            .is_ok());
-        assert!(policy
-            .check(&client("android", "0.0.1").unwrap().unwrap())
-            .is_ok());
-        assert!(policy
-            .check(&client("web", "0.0.1").unwrap().unwrap())
-            .is_ok());
+        let check = |p, v| policy.check(&client(p, v).unwrap().unwrap());
+        assert!(check("ios", "2.9.9").is_err());
+        assert!(check("ios", "2.9").is_err());
+        assert!(check("ios", "2.10.0").is_ok());
+        assert!(check("ios", "2.10").is_ok(), "missing parts are 0");
+        assert!(check("ios", "10").is_ok());
+        assert!(check("android", "2.3.0-beta.1").is_ok(), "tags ignored");
+        assert!(check("android", "2.3.0-debug").is_ok());
+        assert!(check("android", "2.3+45").is_ok());
+        assert!(check("android", "2.2.9-rc.1").is_err());
+        assert!(check("android", "2.2.99.99").is_err());
+        assert!(check("web", "0.0.1").is_ok());
     }
 
     #[test]
     fn malformed_headers_are_refused() {
         assert!(client("symbian", "1.0.0").is_err());
-        assert!(client("ios", "1.0").is_err());
         assert!(client("ios", "one").is_err());
-        assert!(client("ios", "1.0.0-beta").is_err());
-        assert!(client("ios", "1.0.0+build").is_err());
-        // What the spec's pattern refuses, the server refuses.
-        assert!(client("ios", "1.02.3").is_err());
-        assert!(client("ios", "01.2.3").is_err());
-        assert!(client("ios", "1.2.03").is_err());
-        assert!(client("ios", "1234567890.0.0").is_err());
-        assert!(client("ios", "1.2.3.4").is_err());
+        assert!(client("ios", "v1.0").is_err());
         assert!(client("ios", "1..3").is_err());
+        assert!(client("ios", "1.2.3.4.5").is_err());
+        assert!(client("ios", "1234567890.0.0").is_err());
         assert!(client("ios", "+1.2.3").is_err());
+        assert!(client("ios", "1.0.0-").is_err());
+        assert!(client("ios", "1.0.0-beta_1").is_err());
+        assert!(client("ios", "1.0.0-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_err());
         assert!(client("IOS", "1.0.0").is_err());
-        // …and accepts what it admits.
-        assert!(client("ios", "0.0.0").unwrap().is_some());
-        assert!(client("ios", "10.20.30").unwrap().is_some());
-        assert!(client("ios", "999999999.999999999.999999999")
-            .unwrap()
-            .is_some());
+        // …and accepts what phones send.
+        for ok in [
+            "2",
+            "2.3",
+            "2.3.1",
+            "2.3.1.4",
+            "2.3.0-beta.1",
+            "2.3.0+45",
+            "2024.01.15",
+        ] {
+            let parsed = client("android", ok).unwrap().unwrap();
+            assert_eq!(parsed.version.as_str(), ok);
+        }
+        let refused = client("ios", "v2.3").unwrap_err();
+        assert!(
+            matches!(&refused, ApiError::BadRequest { code: "invalid_client_version", detail }
+                if detail.contains("must be a number")),
+            "{refused:?}"
+        );
         let mut h = HeaderMap::new();
         h.insert("x-client-platform", HeaderValue::from_static("ios"));
         assert!(ClientVersion::from_headers(&h).is_err());

@@ -44,10 +44,29 @@ proptest! {
         let h = headers(Some(platform.0.as_bytes()), Some(version.as_bytes())).unwrap();
         let parsed = ClientVersion::from_headers(&h).unwrap().unwrap();
         prop_assert_eq!(parsed.platform, platform.1);
-        prop_assert_eq!(
-            (parsed.version.major, parsed.version.minor, parsed.version.patch),
-            (major, minor, patch)
-        );
+        prop_assert_eq!(parsed.version.parts(), [major, minor, patch, 0]);
+    }
+
+    /// One to four numbers, leading zeros or not, and any tag: the numbers
+    /// read back, missing ones as 0, and the text is kept as sent.
+    #[test]
+    fn one_to_four_parts_with_any_tag_read_back(
+        parts in proptest::collection::vec(0u64..1000, 1..=4),
+        zeros in 0usize..2,
+        tag in prop_oneof![Just(String::new()), "-[0-9A-Za-z.-]{1,6}", "\\+[0-9A-Za-z.-]{1,6}", "-[a-z]{1,4}\\+[0-9]{1,4}"],
+    ) {
+        let text = parts
+            .iter()
+            .map(|n| format!("{}{n}", "0".repeat(zeros)))
+            .collect::<Vec<_>>()
+            .join(".")
+            + &tag;
+        let h = headers(Some(b"android"), Some(text.as_bytes())).unwrap();
+        let parsed = ClientVersion::from_headers(&h).unwrap().unwrap();
+        let mut expected = [0u64; 4];
+        expected[..parts.len()].copy_from_slice(&parts);
+        prop_assert_eq!(parsed.version.parts(), expected);
+        prop_assert_eq!(parsed.version.as_str(), text.as_str());
     }
 
     /// The platform is exactly one of the spec's lower-case values.
@@ -59,17 +78,43 @@ proptest! {
         prop_assert!(ClientVersion::from_headers(&h).is_err());
     }
 
+    /// The gate reads a tagged or shortened version as its numbers.
     #[test]
-    fn pre_release_build_and_partial_versions_are_refused(
+    fn tags_and_missing_parts_do_not_change_the_order(
         major in 0u64..1000,
         minor in 0u64..1000,
-        tail in prop_oneof!["-[0-9A-Za-z.]{1,8}", "\\+[0-9A-Za-z.]{1,8}", "\\.[0-9]{1,3}", "[a-z]{1,3}"],
+        tail in prop_oneof!["-[0-9A-Za-z.]{1,8}", "\\+[0-9A-Za-z.]{1,8}"],
     ) {
-        let partial = format!("{major}.{minor}");
-        let h = headers(Some(b"ios"), Some(partial.as_bytes())).unwrap();
-        prop_assert!(ClientVersion::from_headers(&h).is_err());
-        let tagged = format!("{major}.{minor}.0{tail}");
-        let h = headers(Some(b"ios"), Some(tagged.as_bytes())).unwrap();
+        let short = format!("{major}.{minor}");
+        let full = format!("{major}.{minor}.0");
+        let tagged = format!("{full}{tail}");
+        let read = |v: &str| {
+            ClientVersion::from_headers(&headers(Some(b"ios"), Some(v.as_bytes())).unwrap())
+                .unwrap()
+                .unwrap()
+                .version
+        };
+        prop_assert_eq!(read(&short), read(&full));
+        prop_assert_eq!(read(&tagged), read(&full));
+    }
+
+    /// Letters first, an empty part, a fifth number: refused.
+    #[test]
+    fn garbage_versions_are_refused(
+        major in 0u64..1000,
+        bad in prop_oneof![
+            "[a-zA-Z][0-9.]{0,6}",
+            "[0-9]{1,3}\\.\\.[0-9]{1,3}",
+            "[0-9]{1,3}\\.",
+            "[0-9]\\.[0-9]\\.[0-9]\\.[0-9]\\.[0-9]",
+            "[0-9]{1,3}[-+]",
+            "[0-9]{1,3}-[a-z]{1,3}_[a-z]{1,3}",
+        ],
+    ) {
+        let h = headers(Some(b"ios"), Some(bad.as_bytes())).unwrap();
+        prop_assert!(ClientVersion::from_headers(&h).is_err(), "{bad:?}");
+        let long = format!("{major}.0.0-{}", "a".repeat(40));
+        let h = headers(Some(b"ios"), Some(long.as_bytes())).unwrap();
         prop_assert!(ClientVersion::from_headers(&h).is_err());
     }
 

@@ -41,7 +41,9 @@ pub struct Note {
     pub id: Uuid,
     pub title: String,
     pub body: String,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -73,6 +73,7 @@ pub struct MeResponse {
     pub email_verified: bool,
     pub role: Role,
     pub mfa_enabled: bool,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
     pub profile: Profile,
 }

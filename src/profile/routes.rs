@@ -568,6 +568,7 @@ pub async fn delete_me(
 #[derive(Serialize)]
 pub struct MfaExport {
     pub totp_enabled: bool,
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub enabled_at: Option<DateTime<Utc>>,
     pub recovery_codes_remaining: i64,
 }
@@ -575,6 +576,7 @@ pub struct MfaExport {
 /// One of the caller's own audit events.
 #[derive(Serialize)]
 pub struct AuditExport {
+    #[serde(serialize_with = "crate::clock::millis")]
     pub occurred_at: DateTime<Utc>,
     pub event_type: String,
     pub outcome: String,
@@ -586,6 +588,7 @@ pub struct AuditExport {
 /// and 20), decrypted, and nothing about anyone else.
 #[derive(Serialize)]
 pub struct ExportResponse {
+    #[serde(serialize_with = "crate::clock::millis")]
     pub exported_at: DateTime<Utc>,
     pub account: MeResponse,
     pub sessions: Vec<crate::sessions::routes::SessionView>,

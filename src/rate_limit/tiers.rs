@@ -118,7 +118,10 @@ pub async fn set(
             .user(user_id)
             .detail("from", from.as_str())
             .detail("to", tier.as_str())
-            .detail("expires_at", expires_at.map(|t| t.to_rfc3339())),
+            .detail(
+                "expires_at",
+                expires_at.map(|t| crate::clock::rfc3339_millis(&t)),
+            ),
     )
     .await?;
     Ok(Some(TierChange {
@@ -191,7 +194,7 @@ pub async fn expire_due(state: &AppState) -> Result<u64, ApiError> {
                 &AuditEvent::new(events::RATE_LIMIT_TIER_EXPIRED, Outcome::Success)
                     .user(r.user_id)
                     .detail("from", r.rate_limit_tier.clone())
-                    .detail("expired_at", r.expires_at.to_rfc3339()),
+                    .detail("expired_at", crate::clock::rfc3339_millis(&r.expires_at)),
             )
             .await?;
         }

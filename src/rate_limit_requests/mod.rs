@@ -94,11 +94,14 @@ pub struct RateLimitRequest {
     pub reason: String,
     /// The deciding administrator's note to the user, if any.
     pub note: Option<String>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
     /// When it was approved, denied or withdrawn.
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub decided_at: Option<DateTime<Utc>>,
     /// For an approval with a time limit: when the tier returns to
     /// `standard`.
+    #[serde(serialize_with = "crate::clock::millis_opt")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 

@@ -140,8 +140,8 @@ pub async fn successor_used(
     Ok(row)
 }
 
-/// Retires a token on its first use, keeping its successor sealed for
-/// the retry grace, and forgets the sealed copy of this token that its
+/// Retires a token on its first use, keeping its successor sealed until
+/// the successor's own first use, and forgets the sealed copy of this token that its
 /// parent kept (this token is now used: no retry of the parent may have
 /// it any more).
 pub async fn retire_token(
@@ -213,9 +213,29 @@ pub async fn revoke_session(
         now,
         reason,
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    end_with_sessions(conn, user_id).await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// What ends with `user_id`'s revoked sessions, in the revoking
+/// transaction: the sealed successor each kept for a lost refresh answer
+/// (an ended session never refreshes again, so nothing may keep a copy of
+/// its live token), and the push registrations made through them (a phone
+/// signed out gets no more of this account's notifications).
+async fn end_with_sessions(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE refresh_tokens rt SET successor_ciphertext = NULL
+           FROM sessions s
+           WHERE rt.successor_ciphertext IS NOT NULL AND s.session_id = rt.session_id
+             AND s.user_id = $1 AND s.revoked_at IS NOT NULL"#,
+        user_id,
+    )
+    .execute(&mut *conn)
+    .await?;
+    crate::devices::db::delete_for_ended_sessions(conn, user_id).await?;
+    Ok(())
 }
 
 /// Revokes every live session of a user except `keep`, and ends every
@@ -242,6 +262,7 @@ pub async fn revoke_all_sessions(
     )
     .execute(&mut *conn)
     .await?;
+    end_with_sessions(conn, user_id).await?;
     Ok(r.rows_affected())
 }
 

@@ -3,9 +3,9 @@
 //!
 //! Every refresh token, the first of a session and each successor, is 256
 //! random bits, stored only as its SHA-256. A successor is kept sealed in
-//! its parent's row for the retry grace window only, so that a retry of a
-//! just-used token gets the same successor (see [`refresh`] and
-//! [`successor`]).
+//! its parent's row until its own first use (or the session's end), so
+//! that a retry of a retired token whose answer was lost gets the same
+//! successor (see [`refresh`] and [`successor`]).
 
 pub mod db;
 pub mod refresh;

@@ -1,16 +1,19 @@
-//! Refresh-token rotation with a retry grace and reuse detection.
+//! Refresh-token rotation, lost responses and reuse detection.
 //!
 //! * Every refresh retires the presented token and answers with its
 //!   successor: 256 fresh random bits, derived from nothing, so no key and
 //!   no old token predicts it. Tokens are stored as SHA-256 hashes.
-//! * A retry of the token just retired, within `REFRESH_GRACE_SECS` and
-//!   while its successor is unused, gets the *same* successor: a phone
-//!   whose response was lost (or that refreshed twice at once) stays
-//!   signed in. For that window only, the retired token's row keeps the
-//!   successor sealed under the master data key ring ([`super::successor`]).
-//! * Any other presentation of a retired token is reuse (a stolen token
-//!   raced its owner): the whole session is revoked, audited, and every
-//!   token of it answers `refresh_token_reused`.
+//! * A retired token whose successor has **never been used** gets the
+//!   *same* successor again (and a fresh access token), however much later,
+//!   as long as the session is live (not revoked, within its idle and
+//!   absolute lifetimes): a phone whose response was lost because the app
+//!   was suspended or killed mid-refresh, or that refreshed twice at once,
+//!   stays signed in. Until the successor's first use, the retired token's
+//!   row keeps the successor sealed under the master data key ring
+//!   ([`super::successor`]).
+//! * A retired token whose successor *has* been used is reuse (a stolen
+//!   token raced its owner): the whole session is revoked, audited, an
+//!   alert is raised, and every token of it answers `refresh_token_reused`.
 //!
 //! The token row and its session are locked (`FOR UPDATE`) for the whole
 //! transaction, so concurrent refreshes of one token are serialised and all
@@ -77,7 +80,6 @@ pub async fn refresh(
     presented: &str,
 ) -> Result<TokenPair, ApiError> {
     let now = state.clock.now();
-    let grace = state.config.auth.refresh_grace;
     let mut tx = state.db.begin().await?;
     let Some(row) = db::lock_refresh_token(&mut tx, &hash::hash_token(presented)).await? else {
         return Err(fail(state, client, None, RefreshFailure::Invalid).await);
@@ -123,10 +125,9 @@ pub async fn refresh(
             successor
         }
         (Some(used_at), sealed) => {
-            // The sealed successor is kept only within the window and until
-            // the successor's first use: without it, no retry.
+            // The sealed successor is kept until the successor's first use
+            // (or the session's end): without it, no retry.
             let retry_ok = sealed.is_some()
-                && now - used_at <= grace
                 && db::successor_used(&mut tx, row.refresh_token_id).await? == Some(false);
             if let Some(sealed) = sealed.filter(|_| retry_ok) {
                 super::successor::open(
@@ -216,7 +217,7 @@ pub async fn refresh(
             .user(row.user_id)
             .session(row.session_id)
             .client(client)
-            .detail("grace_retry", row.used_at.is_some()),
+            .detail("retry", row.used_at.is_some()),
     )
     .await?;
     let pair = issue_pair(

@@ -119,7 +119,9 @@ pub struct SessionView {
     pub id: Uuid,
     pub device_name: Option<String>,
     pub platform: Option<String>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::clock::millis")]
     pub last_seen_at: DateTime<Utc>,
     pub ip: Option<String>,
     pub current: bool,

@@ -7,22 +7,25 @@
 //! device backup, could compute every later token, the live one included,
 //! and refresh with it without tripping reuse detection.)
 //!
-//! A retry of the just-retired token within `REFRESH_GRACE_SECS`, while the
-//! successor is unused, must get the *same* successor. So, for that window
-//! only, the parent's row keeps the successor sealed (AES-256-GCM under the
-//! master data key ring, [`crate::crypto::aead`]) with associated data
-//! naming the table, the column, the session and the parent row: a sealed
-//! successor copied to another row or session does not open. It is cleared
-//! (set to NULL) when the successor is first used ([`super::db`]), and
-//! [`run_sweeper`] clears what the grace window has left behind, so a copy
-//! of the database holds a sealed live token for at most the grace window
-//! plus one sweep interval ([`SWEEP_INTERVAL`]).
+//! A retired token presented again while its successor has never been used
+//! (the answer was lost: the app was suspended or killed mid-refresh) must
+//! get the *same* successor. So, until the successor's first use, the
+//! parent's row keeps the successor sealed (AES-256-GCM under the master
+//! data key ring, [`crate::crypto::aead`]) with associated data naming the
+//! table, the column, the session and the parent row: a sealed successor
+//! copied to another row or session does not open. It is cleared (set to
+//! NULL) when the successor is first used ([`super::db::retire_token`]) and
+//! when the session is revoked ([`super::db::revoke_session`],
+//! [`super::db::revoke_all_sessions`]); [`run_sweeper`] clears those of
+//! sessions that expired (idle or absolute lifetime). So a copy of the
+//! database holds, per live session, at most one sealed token: the live
+//! one, which only the master data key opens.
 
 use crate::{
     crypto::{aead, random, Aad, CryptoError, KeyRing},
     state::AppState,
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -30,8 +33,9 @@ use zeroize::Zeroizing;
 /// Bytes of randomness in every refresh token (256 bits).
 pub const TOKEN_BYTES: usize = 32;
 
-/// How often [`run_sweeper`] clears sealed successors past the grace window.
-pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often [`run_sweeper`] clears the sealed successors of expired
+/// sessions (revocation clears them at once; this is for expiry).
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A fresh refresh token from the OS CSPRNG, base64url (43 characters).
 pub fn new_token() -> String {
@@ -76,13 +80,17 @@ pub fn open(
     )
 }
 
-/// Clears every sealed successor whose parent was retired more than
-/// `grace` before `now` (no retry can use it any more); returns how many.
-pub async fn clear_expired(db: &PgPool, now: DateTime<Utc>, grace: Duration) -> sqlx::Result<u64> {
+/// Clears every sealed successor whose session can no longer refresh at
+/// `now`: revoked, idle-expired or past its absolute lifetime (no retry
+/// can use it any more); returns how many.
+pub async fn clear_expired(db: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64> {
     let cleared = sqlx::query!(
-        r#"UPDATE refresh_tokens SET successor_ciphertext = NULL
-           WHERE successor_ciphertext IS NOT NULL AND used_at < $1"#,
-        now - grace,
+        r#"UPDATE refresh_tokens rt SET successor_ciphertext = NULL
+           FROM sessions s
+           WHERE rt.successor_ciphertext IS NOT NULL AND s.session_id = rt.session_id
+             AND (s.revoked_at IS NOT NULL OR s.idle_expires_at <= $1
+                  OR s.absolute_expires_at <= $1)"#,
+        now,
     )
     .execute(db)
     .await?;
@@ -93,7 +101,7 @@ pub async fn clear_expired(db: &PgPool, now: DateTime<Utc>, grace: Duration) -> 
 pub async fn run_sweeper(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         let now = state.clock.now();
-        match clear_expired(&state.db, now, state.config.auth.refresh_grace).await {
+        match clear_expired(&state.db, now).await {
             Ok(n) if n > 0 => {
                 metrics::counter!("refresh_successors_cleared_total").increment(n);
             }

@@ -409,12 +409,21 @@ async fn the_client_policy_is_changed_at_run_time_and_falls_back_to_configuratio
     assert_ne!(ios_call(&app, "2.0.0").await.status(), 426);
 
     for bad in [
-        json!({"ios": {"min_version": "2.0"}}),
-        json!({"ios": {"min_version": "2.0.0-beta"}}),
+        json!({"ios": {"min_version": "v2.0"}}),
+        json!({"ios": {"min_version": "2..0"}}),
+        json!({"ios": {"min_version": "1.2.3.4.5"}}),
         json!({"windows": {"min_version": "1.0.0"}}),
     ] {
         assert_eq!(put(bad.clone()).await.status(), 422, "{bad}");
     }
+    // The header's grammar: a short version is a minimum too ("2.1" is 2.1.0).
+    let r = put(json!({"ios": {"min_version": "2.1"}})).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ios"]["min_version"], "2.1");
+    assert_eq!(ios_call(&app, "2.0.9").await.status(), 426);
+    assert_ne!(ios_call(&app, "2.1.0").await.status(), 426);
+    assert_ne!(ios_call(&app, "2.1").await.status(), 426);
 
     // null removes the run-time minimum: the configured one applies again.
     let r = put(json!({"ios": {"min_version": null}})).await;
@@ -427,7 +436,7 @@ async fn the_client_policy_is_changed_at_run_time_and_falls_back_to_configuratio
     .fetch_one(&app.db)
     .await
     .unwrap();
-    assert_eq!(changes, 2);
+    assert_eq!(changes, 3);
 }
 
 #[tokio::test]

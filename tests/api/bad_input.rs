@@ -346,7 +346,7 @@ async fn wrong_input_of_every_kind_is_described_in_the_apis_own_words() {
     assert_no_rust_words("path", &problem(r).await);
     // Headers.
     for (name, value) in [
-        ("x-client-version", "1.02.3"),
+        ("x-client-version", "v1.2.3"),
         ("x-app-install-id", "not-a-uuid"),
     ] {
         let mut req = app

@@ -38,5 +38,6 @@ mod rotation;
 mod sessions;
 mod sign_in_result;
 mod storage;
+mod timestamps;
 mod tls;
 mod tokens;

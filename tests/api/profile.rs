@@ -533,3 +533,122 @@ async fn the_last_admin_cannot_delete_their_own_account() {
     assert_eq!(problem(r).await["code"], "last_admin");
     assert_eq!(me(&app, &admin).await["role"], "admin");
 }
+
+/// `PATCH /v1/me` with a raw body and content type.
+async fn patch_me_as(
+    app: &TestApp,
+    user: &TestUser,
+    content_type: &str,
+    body: &str,
+) -> reqwest::Response {
+    app.client
+        .patch(app.url("/v1/me"))
+        .bearer_auth(user.access())
+        .header("content-type", content_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_merge_patch_clears_with_null_keeps_what_is_absent_and_json_behaves_the_same() {
+    let app = TestApp::spawn().await;
+    let set = r#"{"display_name": "Ada", "phone": "+447700900123"}"#;
+    let clear = r#"{"phone": null}"#;
+    let mut results = Vec::new();
+    for (i, content_type) in [
+        "application/merge-patch+json",
+        "application/merge-patch+json; charset=utf-8",
+        "application/json",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let user = app.signed_up_user(&format!("user{i}@example.com")).await;
+        let r = patch_me_as(&app, &user, content_type, set).await;
+        assert_eq!(r.status(), 200, "{content_type}");
+        let r = patch_me_as(&app, &user, content_type, clear).await;
+        assert_eq!(r.status(), 200, "{content_type}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body["profile"]["phone"],
+            Value::Null,
+            "{content_type}: null clears"
+        );
+        assert_eq!(
+            body["profile"]["display_name"], "Ada",
+            "{content_type}: absent keeps"
+        );
+        assert_eq!(me(&app, &user).await["profile"], body["profile"]);
+        // The same refusals too: an unknown member changes nothing.
+        let r = patch_me_as(
+            &app,
+            &user,
+            content_type,
+            r#"{"role": "admin", "display_name": "X"}"#,
+        )
+        .await;
+        assert_eq!(r.status(), 422, "{content_type}");
+        assert_eq!(problem(r).await["errors"][0]["code"], "unknown_field");
+        results.push(me(&app, &user).await["profile"].clone());
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
+
+    // Any other content type is 415, and changes nothing.
+    let user = app.signed_up_user("other@example.com").await;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/merge-patch",
+    ] {
+        let r = patch_me_as(&app, &user, content_type, r#"{"display_name": "Eve"}"#).await;
+        assert_eq!(r.status(), 415, "{content_type}");
+        assert_eq!(problem(r).await["code"], "unsupported_media_type");
+    }
+    assert_eq!(
+        me(&app, &user).await["profile"]["display_name"],
+        Value::Null
+    );
+}
+
+#[tokio::test]
+async fn a_body_failing_three_fields_lists_all_three_with_messages_for_people() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("ada@example.com").await;
+    let r = patch_me(
+        &app,
+        &user,
+        json!({
+            "display_name": "x".repeat(65),
+            "phone": "0044 7700 900123",
+            "address": {"line1": "221B Baker Street", "city": "London", "postal_code": "NW1 6XE", "country": "Britain"},
+        }),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let body = problem(r).await;
+    let errors = body["errors"].as_array().unwrap();
+    let fields: Vec<&str> = errors
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["address.country", "display_name", "phone"],
+        "{body}"
+    );
+    for e in errors {
+        let message = e["message"].as_str().unwrap();
+        assert!(message.ends_with('.') && message.len() > 10, "{e}");
+        for word in ["Failed", "rule", "`", "length", "regex", "validator"] {
+            assert!(!message.contains(word), "{word:?} in {e}");
+        }
+    }
+    assert_eq!(errors[1]["message"], "Must be 1 to 64 characters long.");
+    // Nothing changed.
+    assert_eq!(
+        me(&app, &user).await["profile"]["display_name"],
+        Value::Null
+    );
+}

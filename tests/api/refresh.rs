@@ -1,108 +1,246 @@
-//! Refresh-token rotation, the retry grace, reuse detection, concurrency
+//! Refresh-token rotation, lost answers retried, reuse detection, concurrency
 //! and session lifetimes (moved with the test clock, never slept).
 
 use crate::helpers::{decode_claims, problem, TestApp};
 use chrono::Duration;
 use serde_json::Value;
 
+/// The refresh token of a token-pair answer.
+async fn pair(r: reqwest::Response) -> (String, String) {
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    (
+        v["refresh_token"].as_str().unwrap().to_owned(),
+        v["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// How many times reuse was detected for the user, and how many alerts.
+async fn reuse_counts(app: &TestApp, user_id: uuid::Uuid) -> (i64, i64) {
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE event_type = 'auth.refresh.reuse_detected' AND user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let alerts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM security_alerts WHERE rule = 'refresh_token_reuse'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    (audited, alerts)
+}
+
 #[tokio::test]
-async fn rotation_returns_a_new_token_and_the_old_one_dies_after_the_grace_window() {
+async fn rotation_returns_a_new_token_and_the_old_one_dies_once_its_successor_is_used() {
     let app = TestApp::spawn().await;
     let user = app.signed_up_user("ada@example.com").await;
     let first = user.refresh_token().to_owned();
-    let r = app.refresh(&first).await;
-    assert_eq!(r.status(), 200);
-    let next: Value = r.json().await.unwrap();
-    let second = next["refresh_token"].as_str().unwrap();
+    let (second, _) = pair(app.refresh(&first).await).await;
     assert_ne!(second, first);
     assert!(second.len() >= 43, "at least 256 bits, base64url");
 
-    app.clock.advance(Duration::seconds(11));
+    // Minutes later, the successor still unused: the same successor.
+    app.clock.advance(Duration::minutes(10));
+    let (again, _) = pair(app.refresh(&first).await).await;
+    assert_eq!(again, second);
+
+    // The successor's first use retires the first token for good.
+    pair(app.refresh(&second).await).await;
     let r = app.refresh(&first).await;
     assert_eq!(r.status(), 401);
     assert_eq!(problem(r).await["code"], "refresh_token_reused");
 }
 
 #[tokio::test]
-async fn a_retry_within_the_grace_window_gets_the_same_successor() {
+async fn a_lost_answer_retried_days_later_gets_the_same_successor_and_a_fresh_access_token() {
     let app = TestApp::spawn().await;
     let user = app.signed_up_user("ada@example.com").await;
-    let a: Value = app
-        .refresh(user.refresh_token())
-        .await
-        .json()
-        .await
-        .unwrap();
-    app.clock.advance(Duration::seconds(5));
-    let r = app.refresh(user.refresh_token()).await;
+    // The app refreshed, and was killed before it stored the answer.
+    let (lost, lost_access) = pair(app.refresh(user.refresh_token()).await).await;
+    // It comes back a day later, then again much later, still within the
+    // 30-day idle lifetime (each refresh slides it).
+    for later in [Duration::hours(26), Duration::days(29)] {
+        app.clock.advance(later);
+        let (refresh, access) = pair(app.refresh(user.refresh_token()).await).await;
+        assert_eq!(refresh, lost, "the same refresh token value");
+        assert_ne!(access, lost_access, "a fresh access token");
+        let claims = decode_claims(&access);
+        assert!(claims["exp"].as_i64().unwrap() > app.clock.now().timestamp());
+        assert_eq!(
+            app.get_auth("/v1/sessions", &access).await.status(),
+            200,
+            "signed in"
+        );
+    }
     assert_eq!(
-        r.status(),
-        200,
-        "a lost response is retried without signing out"
+        reuse_counts(&app, user.user_id).await,
+        (0, 0),
+        "no revocation, no alert: nothing was stolen"
     );
-    let b: Value = r.json().await.unwrap();
-    assert_eq!(a["refresh_token"], b["refresh_token"]);
-    // The successor works, once.
-    let c = app.refresh(b["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(c.status(), 200);
-}
-
-#[tokio::test]
-async fn reuse_after_the_window_revokes_the_whole_session_and_is_audited() {
-    let app = TestApp::spawn().await;
-    let user = app.signed_up_user("ada@example.com").await;
-    let stolen = user.refresh_token().to_owned();
-    // The owner keeps refreshing.
-    let owner: Value = app.refresh(&stolen).await.json().await.unwrap();
-    app.clock.advance(Duration::seconds(30));
-    let owner2: Value = app
-        .refresh(owner["refresh_token"].as_str().unwrap())
-        .await
-        .json()
-        .await
-        .unwrap();
-
-    // The thief replays the stolen token.
-    let r = app.refresh(&stolen).await;
-    assert_eq!(problem(r).await["code"], "refresh_token_reused");
-    // Every token of the session is dead, with the same reason.
-    let r = app.refresh(owner2["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(problem(r).await["code"], "refresh_token_reused");
-    assert_eq!(
-        app.get_auth("/v1/sessions", owner2["access_token"].as_str().unwrap())
-            .await
-            .status(),
-        401
-    );
-
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_events WHERE event_type = 'auth.refresh.reuse_detected' AND user_id = $1",
+    let retries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE event_type = 'auth.refresh.rotated'
+           AND user_id = $1 AND (details->>'retry')::boolean",
     )
     .bind(user.user_id)
     .fetch_one(&app.db)
     .await
     .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(retries, 2, "each retry audited as one");
+    // The successor works, once.
+    let (third, _) = pair(app.refresh(&lost).await).await;
+    assert_ne!(third, lost);
 }
 
 #[tokio::test]
-async fn a_retry_after_the_successor_was_used_is_reuse_even_within_the_grace_window() {
+async fn a_thief_replaying_the_retired_token_after_the_owner_used_the_successor_ends_the_session() {
     let app = TestApp::spawn().await;
     let user = app.signed_up_user("ada@example.com").await;
-    let next: Value = app
-        .refresh(user.refresh_token())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stolen = user.refresh_token().to_owned();
+    // The owner keeps refreshing.
+    let (owner, _) = pair(app.refresh(&stolen).await).await;
+    app.clock.advance(Duration::seconds(30));
+    let (owner2, owner2_access) = pair(app.refresh(&owner).await).await;
+
+    // The thief replays the stolen token.
+    let r = app.refresh(&stolen).await;
+    assert_eq!(r.status(), 401);
+    let body = problem(r).await;
+    assert_eq!(body["code"], "refresh_token_reused");
+    assert!(body.get("refresh_token").is_none());
+    // Every token of the session is dead, with the same reason.
+    let r = app.refresh(&owner2).await;
+    assert_eq!(problem(r).await["code"], "refresh_token_reused");
     assert_eq!(
-        app.refresh(next["refresh_token"].as_str().unwrap())
-            .await
-            .status(),
-        200
+        app.get_auth("/v1/sessions", &owner2_access).await.status(),
+        401
     );
+    assert_eq!(
+        reuse_counts(&app, user.user_id).await,
+        (1, 1),
+        "audited, alerted"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_the_successor_was_used_is_reuse_even_seconds_later() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("ada@example.com").await;
+    let (next, _) = pair(app.refresh(user.refresh_token()).await).await;
+    pair(app.refresh(&next).await).await;
     let r = app.refresh(user.refresh_token()).await;
     assert_eq!(problem(r).await["code"], "refresh_token_reused");
+    assert_eq!(reuse_counts(&app, user.user_id).await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_thief_racing_the_owner_gets_the_same_successor_and_whoever_uses_it_first_exposes_the_other(
+) {
+    for thief_first in [false, true] {
+        let app = TestApp::spawn().await;
+        let user = app.signed_up_user("ada@example.com").await;
+        let stolen = user.refresh_token().to_owned();
+        // Both present the same token before the successor is used: both
+        // hold the same successor, nothing the owner did not hold already.
+        let (owner_next, _) = pair(app.refresh(&stolen).await).await;
+        let (thief_next, _) = pair(app.refresh(&stolen).await).await;
+        assert_eq!(owner_next, thief_next);
+        assert_eq!(reuse_counts(&app, user.user_id).await, (0, 0));
+
+        // One of them uses the successor; the other, still behind, later
+        // replays the retired token: that is reuse, and the session ends.
+        let (first_user, _) = pair(app.refresh(&owner_next).await).await;
+        let r = app.refresh(&stolen).await;
+        assert_eq!(
+            problem(r).await["code"],
+            "refresh_token_reused",
+            "thief first: {thief_first}"
+        );
+        assert_eq!(reuse_counts(&app, user.user_id).await, (1, 1));
+        // Whoever moved ahead is cut off too: the session is gone.
+        let r = app.refresh(&first_user).await;
+        assert_eq!(problem(r).await["code"], "refresh_token_reused");
+    }
+}
+
+#[tokio::test]
+async fn a_chain_of_three_only_the_last_retired_token_retries() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("ada@example.com").await;
+    let t1 = user.refresh_token().to_owned();
+    let (t2, _) = pair(app.refresh(&t1).await).await;
+    let (t3, _) = pair(app.refresh(&t2).await).await;
+    // t2 is retired and t3 unused: t2 still gets t3.
+    app.clock.advance(Duration::hours(3));
+    let (again, _) = pair(app.refresh(&t2).await).await;
+    assert_eq!(again, t3);
+    // t1's successor (t2) was used: t1 is reuse, and ends the session.
+    let r = app.refresh(&t1).await;
+    assert_eq!(problem(r).await["code"], "refresh_token_reused");
+    for token in [&t2, &t3] {
+        let r = app.refresh(token).await;
+        assert_eq!(problem(r).await["code"], "refresh_token_reused");
+    }
+
+    // In another session: rotated twice more, t2 and t1 are both reuse.
+    let user = app.signed_up_user("bob@example.com").await;
+    let t1 = user.refresh_token().to_owned();
+    let (t2, _) = pair(app.refresh(&t1).await).await;
+    let (t3, _) = pair(app.refresh(&t2).await).await;
+    pair(app.refresh(&t3).await).await;
+    let r = app.refresh(&t2).await;
+    assert_eq!(problem(r).await["code"], "refresh_token_reused");
+}
+
+#[tokio::test]
+async fn a_retired_token_after_logout_logout_all_or_expiry_gets_no_successor() {
+    let app = TestApp::spawn().await;
+    // Logout, logout-all, and revocation from the session list.
+    for (i, route) in ["/v1/auth/logout", "/v1/auth/logout-all"]
+        .iter()
+        .enumerate()
+    {
+        let user = app.signed_up_user(&format!("user{i}@example.com")).await;
+        let (_, access) = pair(app.refresh(user.refresh_token()).await).await;
+        assert!(sealed_successor(&app, user.refresh_token()).await.is_some());
+        let r = app.post_auth(route, &access, None).await;
+        assert!(r.status().is_success(), "{route}: {}", r.status());
+        // Ending the session forgets the sealed successor at once.
+        assert_eq!(
+            sealed_successor(&app, user.refresh_token()).await,
+            None,
+            "{route}"
+        );
+        let r = app.refresh(user.refresh_token()).await;
+        assert_eq!(r.status(), 401, "{route}");
+        let body = problem(r).await;
+        assert_eq!(body["code"], "session_revoked", "{route}");
+        assert!(body.get("refresh_token").is_none());
+        assert_eq!(reuse_counts(&app, user.user_id).await, (0, 0), "no alert");
+    }
+
+    // Idle expiry: 30 days without use.
+    let user = app.signed_up_user("idle@example.com").await;
+    pair(app.refresh(user.refresh_token()).await).await;
+    app.clock.advance(Duration::days(30) + Duration::seconds(1));
+    let r = app.refresh(user.refresh_token()).await;
+    assert_eq!(problem(r).await["code"], "session_expired_idle");
+
+    // Absolute expiry: used every 20 days, the retired token's retry ends
+    // with the session's 90 days.
+    let user = app.signed_up_user("absolute@example.com").await;
+    let mut token = user.refresh_token().to_owned();
+    let mut retired = token.clone();
+    for _ in 0..4 {
+        app.clock.advance(Duration::days(20));
+        retired = token;
+        token = pair(app.refresh(&retired).await).await.0;
+    }
+    app.clock.advance(Duration::days(11));
+    let r = app.refresh(&retired).await;
+    assert_eq!(problem(r).await["code"], "session_expired_absolute");
 }
 
 #[tokio::test]
@@ -233,7 +371,8 @@ async fn successors_are_random_not_an_hmac_of_the_session_and_parent() {
 }
 
 #[tokio::test]
-async fn the_sealed_successor_is_not_the_token_and_is_gone_after_its_first_use_or_the_grace() {
+async fn the_sealed_successor_is_not_the_token_and_is_gone_after_its_first_use_or_the_sessions_end()
+{
     use base64::Engine;
     let app = TestApp::spawn().await;
     let user = app.signed_up_user("ada@example.com").await;
@@ -248,7 +387,7 @@ async fn the_sealed_successor_is_not_the_token_and_is_gone_after_its_first_use_o
 
     let sealed = sealed_successor(&app, &first)
         .await
-        .expect("kept for the grace window");
+        .expect("kept until the successor is used");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(&second)
         .unwrap();
@@ -272,15 +411,16 @@ async fn the_sealed_successor_is_not_the_token_and_is_gone_after_its_first_use_o
     let third = pair["refresh_token"].as_str().unwrap().to_owned();
     assert!(sealed_successor(&app, &second).await.is_some());
 
-    // Unused past the grace window: the sweep clears it.
-    app.clock.advance(Duration::seconds(10));
-    let grace = app.state.config.auth.refresh_grace;
-    let swept = mobile_backend::sessions::successor::clear_expired(&app.db, app.clock.now(), grace)
+    // Unused, it is kept as long as the session lives.
+    app.clock.advance(Duration::days(29));
+    let swept = mobile_backend::sessions::successor::clear_expired(&app.db, app.clock.now())
         .await
         .unwrap();
-    assert_eq!(swept, 0, "still within the window");
-    app.clock.advance(Duration::seconds(1));
-    let swept = mobile_backend::sessions::successor::clear_expired(&app.db, app.clock.now(), grace)
+    assert_eq!(swept, 0, "the session is still live");
+    assert!(sealed_successor(&app, &second).await.is_some());
+    // Past the session's idle lifetime, the sweep clears it.
+    app.clock.advance(Duration::days(1) + Duration::seconds(1));
+    let swept = mobile_backend::sessions::successor::clear_expired(&app.db, app.clock.now())
         .await
         .unwrap();
     assert_eq!(swept, 1);
@@ -292,8 +432,8 @@ async fn the_sealed_successor_is_not_the_token_and_is_gone_after_its_first_use_o
     .await
     .unwrap();
     assert_eq!(n, 0);
-    // And the live token still works.
-    assert_eq!(app.refresh(&third).await.status(), 200);
+    let r = app.refresh(&third).await;
+    assert_eq!(problem(r).await["code"], "session_expired_idle");
 }
 
 #[tokio::test]

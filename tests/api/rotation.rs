@@ -237,7 +237,7 @@ async fn a_reset_code_queued_before_a_rotation_arrives_and_works_after_the_old_k
 }
 
 #[tokio::test]
-async fn a_refresh_retry_within_the_grace_window_survives_a_rotation_and_the_old_keys_leaving() {
+async fn a_lost_refresh_answer_retried_later_survives_a_rotation_and_the_old_keys_leaving() {
     let app = TestApp::spawn().await;
     let user = app.signed_up_user("retry@example.com").await;
     let first = app.refresh(user.refresh_token()).await;
