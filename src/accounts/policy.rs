@@ -76,8 +76,6 @@ pub fn normalize(password: &str) -> String {
 /// raw or already normalised: the checks run on `normalize(password)`, which is
 /// also what [`super::password::PasswordHasher`] hashes.
 pub fn check(password: &str, email: &str) -> Result<(), PolicyViolation> {
-    #[cfg(test)]
-    tests::record_thread(email);
     let password = zeroize::Zeroizing::new(normalize(password));
     let chars = password.chars().count();
     if chars < MIN_CHARS {
@@ -156,54 +154,6 @@ mod tests {
     }
 
     const EMAIL: &str = "marguerite.dupont@example.com";
-
-    type Seen = (std::thread::ThreadId, String);
-    static CHECK_THREADS: std::sync::Mutex<Vec<(String, Seen)>> = std::sync::Mutex::new(Vec::new());
-
-    /// Which thread checked a password for `email` (test builds only).
-    pub(super) fn record_thread(email: &str) {
-        let thread = std::thread::current();
-        let name = thread.name().unwrap_or_default().to_owned();
-        if let Ok(mut seen) = CHECK_THREADS.lock() {
-            seen.push((email.to_owned(), (thread.id(), name)));
-        }
-    }
-
-    #[tokio::test]
-    async fn the_check_runs_on_a_hashing_thread_under_its_bound() {
-        // A current-thread runtime: its only async worker is this thread.
-        let worker = std::thread::current().id();
-        let params = crate::config::Argon2Params {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let hasher = crate::accounts::password::PasswordHasher::new(params, None, 1, 4).unwrap();
-        let email = "hashing-thread-probe@example.com";
-        let weak = hasher
-            .on_hashing_thread(move || check("aaaaaaaaaaaaaaaa", email))
-            .await
-            .unwrap();
-        assert_eq!(weak.unwrap_err().code, "password_too_weak");
-        let strong = hasher
-            .on_hashing_thread(move || check("tulip-orbit-9-canyon", email))
-            .await
-            .unwrap();
-        assert!(strong.is_ok());
-        let seen: Vec<_> = CHECK_THREADS
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(e, _)| e == email)
-            .map(|(_, t)| t.clone())
-            .collect();
-        assert_eq!(seen.len(), 2);
-        assert!(
-            seen.iter()
-                .all(|t| t.0 != worker && t.1.starts_with("password-hash-")),
-            "zxcvbn ran off the hashing threads: {seen:?}"
-        );
-    }
 
     fn code(password: &str) -> Option<&'static str> {
         check(password, EMAIL).err().map(|violation| violation.code)

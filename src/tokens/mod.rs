@@ -24,11 +24,12 @@
 //!   per request; the time claims are checked on every use (`verified`).
 //!
 //! Layout: `signing` holds the key ring (parsing, kids, JWKS), `spec`
-//! reads `SIGNING_KEYS`, `claims` issues, `verify` verifies, `verified`
-//! remembers; the JWKS
-//! document is served by `http::jwks` (this leaf names no http type).
+//! reads `SIGNING_KEYS`, `claims` holds the claims, `issue` issues,
+//! `verify` verifies, `verified` remembers; the JWKS document is served by
+//! `http::jwks` (this leaf names no http type).
 
 mod claims;
+mod issue;
 mod signing;
 mod spec;
 #[cfg(test)]

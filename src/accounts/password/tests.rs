@@ -587,3 +587,23 @@ async fn hashing_threads_run_below_the_process_priority() {
         .unwrap();
     assert_eq!(nice, own);
 }
+
+/// The strength estimate of a new password runs on a hashing thread (the
+/// same bound as hashing), and its answer comes back intact.
+#[tokio::test]
+async fn the_password_policy_runs_on_a_hashing_thread() {
+    let hasher = hasher(FAST);
+    let email = "hashing-thread-probe@example.com";
+    let (thread, verdict) = hasher
+        .on_hashing_thread(move || {
+            let thread = std::thread::current().name().map(str::to_owned);
+            (
+                thread,
+                crate::accounts::policy::check("aaaaaaaaaaaaaaaa", email),
+            )
+        })
+        .await
+        .unwrap();
+    assert!(thread.unwrap().starts_with("password-hash-"));
+    assert_eq!(verdict.unwrap_err().code, "password_too_weak");
+}
