@@ -47,6 +47,7 @@ async fn a_scenario_exposes_the_security_metrics() {
         "mail_outbox_pending",
         "security_alerts_total",
         "password_hash_wait_duration_seconds",
+        "password_hash_duration_seconds",
         "db_pool_acquire_duration_seconds",
     ] {
         assert!(text.contains(metric), "{metric} missing");
