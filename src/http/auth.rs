@@ -149,10 +149,21 @@ impl Authentication {
     }
 }
 
+/// Left in a request's extensions by the rate limiter when the request
+/// carries no access token that verifies, so `AuthUser` refuses it without
+/// verifying (and counting the refusal) a second time.
+#[derive(Clone, Copy, Debug)]
+pub struct NoValidToken;
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.extensions.get::<NoValidToken>().is_some() {
+            // The rate limiter already found no valid token (and counted
+            // the refusal): the same answer without checking again.
+            return Err(invalid_token());
+        }
         let authentication = match parts.extensions.get::<Arc<Authentication>>() {
             Some(done) => done.clone(),
             None => {

@@ -351,6 +351,9 @@ pub async fn confirm_totp(
     db::activate_pending(&mut tx, auth.user_id, &sealed, now).await?;
     let codes = new_recovery_codes(&mut tx, &state.keys, auth.user_id, now).await?;
     db::upgrade_session(&mut tx, auth.session_id, "otp", now).await?;
+    // A refresh token this session retired before the step-up must not
+    // retry into the aal2 session it became.
+    crate::sessions::db::forget_lost_answers(&mut tx, auth.session_id).await?;
     audit::record(
         &mut tx,
         now,

@@ -25,7 +25,11 @@ use super::{
 };
 use crate::{
     error::ProblemLinks,
-    http::{auth::Authentication, client_ip, routes::RouteSpec},
+    http::{
+        auth::{Authentication, NoValidToken},
+        client_ip,
+        routes::RouteSpec,
+    },
     state::AppState,
 };
 use axum::{
@@ -119,7 +123,10 @@ pub async fn layer(
                 }
                 Err(e) => return e.into_response(),
             },
-            None => None,
+            None => {
+                req.extensions_mut().insert(NoValidToken);
+                None
+            }
         }
     } else {
         None

@@ -262,8 +262,31 @@ pub async fn revoke_all_sessions(
     )
     .execute(&mut *conn)
     .await?;
-    end_with_sessions(conn, user_id).await?;
+    end_with_sessions(&mut *conn, user_id).await?;
+    if let Some(kept) = keep {
+        // The session that made the change lives on, but a refresh token
+        // it retired before the change must not bring back its successor.
+        forget_lost_answers(conn, kept).await?;
+    }
     Ok(r.rows_affected())
+}
+
+/// Drops the sealed successors `session_id` keeps for lost refresh
+/// answers, so none of its retired refresh tokens can be retried any
+/// more. Called whenever what the session may do changes (a password
+/// change or MFA turned off that keeps it, a step-up to the second
+/// factor): a copy of a token retired before the change must not reach
+/// the session after it. The app that made the change holds the live
+/// token, so it loses nothing.
+pub async fn forget_lost_answers(conn: &mut PgConnection, session_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE refresh_tokens SET successor_ciphertext = NULL
+           WHERE session_id = $1 AND successor_ciphertext IS NOT NULL"#,
+        session_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// What a request needs to know about a live session.

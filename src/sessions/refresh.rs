@@ -126,8 +126,20 @@ pub async fn refresh(
         }
         (Some(used_at), sealed) => {
             // The sealed successor is kept until the successor's first use
-            // (or the session's end): without it, no retry.
+            // (or the session's end, or a change to what it may do):
+            // without it, no retry. A retry must come from the device that
+            // signed in: a session bound to an install id gets its lost
+            // answer only when that install asks again. A copy of the
+            // retired token used elsewhere (a backup, a log, another
+            // phone) is reuse.
+            let same_device = match row.install_id_index.as_deref() {
+                None => true,
+                Some(signed_in) => client.install_id.is_some_and(|id| {
+                    !super::install_id_differs(state, id, row.install_id_index_key_id, signed_in)
+                }),
+            };
             let retry_ok = sealed.is_some()
+                && same_device
                 && db::successor_used(&mut tx, row.refresh_token_id).await? == Some(false);
             if let Some(sealed) = sealed.filter(|_| retry_ok) {
                 super::successor::open(
@@ -200,7 +212,13 @@ pub async fn refresh(
         },
     )
     .await?;
-    let idle = (now + state.config.auth.refresh_idle_ttl).min(row.absolute_expires_at);
+    // A retry delivers the answer that was lost; it does not count as
+    // activity, so retries alone cannot keep an abandoned session alive.
+    let idle = if row.used_at.is_some() {
+        row.idle_expires_at
+    } else {
+        (now + state.config.auth.refresh_idle_ttl).min(row.absolute_expires_at)
+    };
     db::touch_session(
         &mut tx,
         row.session_id,

@@ -82,7 +82,8 @@ pub fn open(
 
 /// Clears every sealed successor whose session can no longer refresh at
 /// `now`: revoked, idle-expired or past its absolute lifetime (no retry
-/// can use it any more); returns how many.
+/// can use it any more), and removes the push registrations made through
+/// such sessions; returns how many successors were cleared.
 pub async fn clear_expired(db: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64> {
     let cleared = sqlx::query!(
         r#"UPDATE refresh_tokens rt SET successor_ciphertext = NULL
@@ -94,6 +95,22 @@ pub async fn clear_expired(db: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64>
     )
     .execute(db)
     .await?;
+    // A push registration ends with the session that made it, however the
+    // session ends: revoked sessions drop theirs at once (in the revoking
+    // transaction), and here go those of sessions that simply expired.
+    let devices = sqlx::query!(
+        r#"DELETE FROM devices d
+           USING sessions s
+           WHERE d.session_id = s.session_id
+             AND (s.revoked_at IS NOT NULL OR s.idle_expires_at <= $1
+                  OR s.absolute_expires_at <= $1)"#,
+        now,
+    )
+    .execute(db)
+    .await?;
+    if devices.rows_affected() > 0 {
+        metrics::counter!("devices_removed_with_sessions_total").increment(devices.rows_affected());
+    }
     Ok(cleared.rows_affected())
 }
 

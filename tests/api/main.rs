@@ -33,6 +33,7 @@ mod rate_limit_requests;
 mod rate_limits;
 mod readiness;
 mod refresh;
+mod refresh_attacks;
 mod review_attacks;
 mod rotation;
 mod sessions;
