@@ -158,13 +158,16 @@ async fn a_request_reads_its_caller_once() {
     // time to land before counting from a clean slate.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
-    // GET /v1/me: the caller's context, then the profile row. Nothing else:
-    // no second session check, no tier query, no read of the user key.
+    // GET /v1/me: the caller's context, which carries the account's row,
+    // and nothing else: no second session check, no tier query, no read of
+    // the user key, no second read of the row.
     statements.clear();
     let r = app.get_auth("/v1/me", user.access()).await;
     assert_eq!(r.status(), 200);
+    let me: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(me["email"], "counted@example.com", "{me}");
     let seen = statements.take_one("/v1/me");
-    assert_eq!(seen.len(), 2, "GET /v1/me ran {seen:?}");
+    assert_eq!(seen.len(), 1, "GET /v1/me ran {seen:?}");
     assert!(
         seen[0].contains("LEFT JOIN sessions") && seen[0].contains("LEFT JOIN user_keys"),
         "the first statement reads the caller's context: {seen:?}"
@@ -180,7 +183,7 @@ async fn a_request_reads_its_caller_once() {
     let r = app.get_auth("/v1/me", user.access()).await;
     assert_eq!(r.status(), 200);
     let seen = statements.take_one("/v1/me");
-    assert_eq!(seen.len(), 2, "GET /v1/me at a raised tier ran {seen:?}");
+    assert_eq!(seen.len(), 1, "GET /v1/me at a raised tier ran {seen:?}");
 
     // Another read: the context and the list, nothing else.
     statements.clear();

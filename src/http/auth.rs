@@ -41,6 +41,9 @@ pub struct AuthUser {
     /// the same query as the session, so a handler opens it with
     /// [`crate::user_keys::UserKey::of`] without a query of its own.
     pub wrapped_key: Option<WrappedKey>,
+    /// Everything read about the caller for this request (the caller's
+    /// `users` row included), for a handler that can answer from it.
+    pub caller: Arc<Authentication>,
 }
 
 /// A user's wrapped data key, as read with the session. Ciphertext under
@@ -96,6 +99,15 @@ pub struct Authentication {
     pub context: Option<RequestContext>,
 }
 
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authentication")
+            .field("user_id", &self.claims.sub)
+            .field("session_id", &self.claims.sid)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Authentication {
     /// Verifies the request's bearer token at `now`; `None` when there is
     /// none or it does not verify (the caller is then anonymous to the
@@ -131,7 +143,7 @@ impl Authentication {
     }
 
     /// The caller, when the session is good.
-    fn user(&self) -> Option<AuthUser> {
+    fn user(self: &Arc<Self>) -> Option<AuthUser> {
         let context = self.context.as_ref()?;
         let live = context.live.as_ref()?;
         Some(AuthUser {
@@ -145,6 +157,7 @@ impl Authentication {
                 .wrapped_key
                 .as_deref()
                 .map(|k| WrappedKey(Arc::from(k))),
+            caller: Arc::clone(self),
         })
     }
 }

@@ -73,13 +73,34 @@ async fn load_me(conn: &mut sqlx::PgConnection, key: &UserKey) -> Result<MeRespo
     Ok(me_response(key, &row)?)
 }
 
+/// The caller's view, from the row read with their session: no query of
+/// its own (the read is part of authenticating the request).
 pub async fn get_me(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> Result<JsonResponse<MeResponse>, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let key = UserKey::load(&mut conn, &state.keys.data, auth.user_id).await?;
-    Ok(JsonResponse(load_me(&mut conn, &key).await?))
+    let key = UserKey::of(&state.keys.data, &auth)?;
+    let context = auth
+        .caller
+        .context
+        .as_ref()
+        .ok_or_else(crate::http::auth::invalid_token)?;
+    let account = &context.account;
+    let row = db::UserRow {
+        user_id: auth.user_id,
+        email_ciphertext: account.email_ciphertext.clone(),
+        display_name_ciphertext: account.display_name_ciphertext.clone(),
+        phone_ciphertext: account.phone_ciphertext.clone(),
+        date_of_birth_ciphertext: account.date_of_birth_ciphertext.clone(),
+        address_ciphertext: account.address_ciphertext.clone(),
+        role: account.role,
+        status: account.status,
+        rate_limit_tier: context.rate_limit_tier.clone(),
+        email_verified_at: account.email_verified_at,
+        created_at: account.created_at,
+        mfa_enabled: account.mfa_enabled,
+    };
+    Ok(JsonResponse(me_response(&key, &row)?))
 }
 
 /// `Some(value)` when the field is present, even as `null`: PATCH tells
@@ -149,7 +170,7 @@ pub async fn update_me(
     }
     let uid = auth.user_id;
     let mut tx = state.db.begin().await?;
-    let key = UserKey::load(&mut tx, &state.keys.data, uid).await?;
+    let key = UserKey::of(&state.keys.data, &auth)?;
     let seal = |column: &'static str, value: Option<&[u8]>| {
         value
             .map(|v| key.seal(&users_aad(column, uid), v))

@@ -315,6 +315,24 @@ pub struct RequestContext {
     /// `None` only for an account whose key is gone (a deleted account's
     /// key is shredded).
     pub wrapped_key: Option<Vec<u8>>,
+    /// The rest of the caller's `users` row, as stored (sealed columns
+    /// stay sealed): the same statement reads it at almost no cost, and
+    /// the account's own view (`GET /v1/me`) then needs no query at all.
+    pub account: AccountRow,
+}
+
+/// The caller's `users` row as the request context reads it.
+pub struct AccountRow {
+    pub email_ciphertext: Vec<u8>,
+    pub display_name_ciphertext: Option<Vec<u8>>,
+    pub phone_ciphertext: Option<Vec<u8>>,
+    pub date_of_birth_ciphertext: Option<Vec<u8>>,
+    pub address_ciphertext: Option<Vec<u8>>,
+    pub role: Role,
+    pub status: Status,
+    pub email_verified_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub mfa_enabled: bool,
 }
 
 /// The [`RequestContext`] of `session_id` for `user_id` at `now`. A session
@@ -335,7 +353,10 @@ pub async fn request_context(
                   EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.user_id AND m.enabled_at IS NOT NULL)
                       AS "mfa_enabled!",
                   u.rate_limit_tier, u.rate_limit_tier_expires_at,
-                  k.wrapped_key AS "wrapped_key?"
+                  k.wrapped_key AS "wrapped_key?",
+                  u.email_ciphertext, u.display_name_ciphertext, u.phone_ciphertext,
+                  u.date_of_birth_ciphertext, u.address_ciphertext,
+                  u.status AS "status: Status", u.email_verified_at, u.created_at
            FROM users u
            LEFT JOIN sessions s
                   ON s.session_id = $1 AND s.user_id = u.user_id AND s.revoked_at IS NULL
@@ -363,6 +384,18 @@ pub async fn request_context(
             rate_limit_tier: r.rate_limit_tier,
             rate_limit_tier_expires_at: r.rate_limit_tier_expires_at,
             wrapped_key: r.wrapped_key,
+            account: AccountRow {
+                email_ciphertext: r.email_ciphertext,
+                display_name_ciphertext: r.display_name_ciphertext,
+                phone_ciphertext: r.phone_ciphertext,
+                date_of_birth_ciphertext: r.date_of_birth_ciphertext,
+                address_ciphertext: r.address_ciphertext,
+                role: r.role,
+                status: r.status,
+                email_verified_at: r.email_verified_at,
+                created_at: r.created_at,
+                mfa_enabled: r.mfa_enabled,
+            },
         }
     }))
 }
