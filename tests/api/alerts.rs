@@ -370,15 +370,7 @@ async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<Value>>>, Arc<Atomi
 
 async fn reuse_alert(app: &TestApp) {
     let user = app.signed_up_user("ada@example.com").await;
-    let next: serde_json::Value = app
-        .refresh(user.refresh_token())
-        .await
-        .json()
-        .await
-        .unwrap();
-    // The owner uses the successor: the retired token presented again is reuse.
-    app.refresh(next["refresh_token"].as_str().unwrap()).await;
-    app.refresh(user.refresh_token()).await;
+    app.make_refresh_reuse(&user).await;
 }
 
 #[tokio::test]

@@ -722,15 +722,7 @@ async fn the_pwned_passwords_check_follows_no_redirect_and_refuses_an_oversized_
 /// An alert due for delivery (refresh-token reuse raises one).
 async fn pending_alert(app: &TestApp) {
     let user = app.signed_up_user("ada@example.com").await;
-    let next: serde_json::Value = app
-        .refresh(user.refresh_token())
-        .await
-        .json()
-        .await
-        .unwrap();
-    // The owner uses the successor: the retired token presented again is reuse.
-    app.refresh(next["refresh_token"].as_str().unwrap()).await;
-    app.refresh(user.refresh_token()).await;
+    app.make_refresh_reuse(&user).await;
 }
 
 async fn webhook_status(app: &TestApp) -> String {

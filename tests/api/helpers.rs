@@ -464,6 +464,21 @@ impl TestApp {
         .await
     }
 
+    /// Refresh-token reuse for `user`, the way theft shows: the owner
+    /// refreshes and uses the successor, then the retired first token comes
+    /// back (a retry before the successor's use would just get it again).
+    /// Revokes the session and raises a `refresh_token_reuse` alert.
+    pub async fn make_refresh_reuse(&self, user: &TestUser) {
+        let next: Value = self
+            .refresh(user.refresh_token())
+            .await
+            .json()
+            .await
+            .unwrap();
+        self.refresh(next["refresh_token"].as_str().unwrap()).await;
+        self.refresh(user.refresh_token()).await;
+    }
+
     /// Registers, verifies from the mailbox (which signs in).
     pub async fn signed_up_user(&self, email: &str) -> TestUser {
         assert_eq!(self.register(email, STRONG_PASSWORD).await.status(), 202);

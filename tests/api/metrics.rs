@@ -28,15 +28,7 @@ async fn a_scenario_exposes_the_security_metrics() {
     let user = app.signed_up_user("ada@example.com").await;
     app.login(&user.email, "not-the-password-at-all").await;
     app.get_auth("/v1/sessions", user.access()).await;
-    let next: serde_json::Value = app
-        .refresh(user.refresh_token())
-        .await
-        .json()
-        .await
-        .unwrap();
-    // The owner uses the successor: the retired token presented again is reuse.
-    app.refresh(next["refresh_token"].as_str().unwrap()).await;
-    app.refresh(user.refresh_token()).await;
+    app.make_refresh_reuse(&user).await;
     app.drain_outbox().await;
     let text = app.metrics_text().await;
     for metric in [
