@@ -82,12 +82,177 @@ pub fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError
         return Err(ApiError::Validation(vec![not_an_object()]));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| from_serde(e, bytes))?;
+    let value: T = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => value,
+        Err(e) => {
+            return Err(match from_serde(e, bytes) {
+                ApiError::Validation(first) => ApiError::Validation(every_error::<T>(bytes, first)),
+                other => other,
+            })
+        }
+    };
     de.end().map_err(|_| ApiError::MalformedJson)?;
     value
         .validate()
         .map_err(|e| ApiError::Validation(flatten_validation("", &e)))?;
     Ok(value)
+}
+
+/// At most this many passes look for further problems in a body that
+/// failed: bounded work whatever the body holds.
+const MAX_PASSES: usize = 24;
+
+/// Every problem of a body that failed to deserialise, not just the first
+/// (`first`, from serde): an app can mark every wrong field of a form at
+/// once. serde stops at the first problem, so the body is read as JSON
+/// and deserialised again with each problem taken out of the way: an
+/// unknown or wrongly typed member is removed, and a missing one gets a
+/// stand-in of some JSON type it accepts. When the body then
+/// deserialises, the validation rules run too, and report the fields not
+/// already reported. Bounded by [`MAX_PASSES`].
+fn every_error<T: DeserializeOwned + Validate>(
+    bytes: &[u8],
+    first: Vec<FieldError>,
+) -> Vec<FieldError> {
+    let mut errors = first;
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return errors;
+    };
+    let mut passes = 0;
+    while passes < MAX_PASSES {
+        passes += 1;
+        let err = match serde_path_to_error::deserialize::<_, T>(&doc) {
+            Ok(value) => {
+                if let Err(e) = value.validate() {
+                    for more in flatten_validation("", &e) {
+                        if !reported(&errors, &more.field) {
+                            errors.push(more);
+                        }
+                    }
+                }
+                break;
+            }
+            Err(err) => err,
+        };
+        let segments: Vec<String> = err
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = strip_position(&err.inner().to_string());
+        let found = describe(&err.path().to_string(), &message, Source::Body);
+        if !reported(&errors, &found.field) {
+            errors.push(found.clone());
+        }
+        let moved = if let Some(name) = quoted_after(&message, "unknown field `") {
+            remove_member(&mut doc, &segments, name)
+        } else if let Some(name) = quoted_after(&message, "missing field `") {
+            stand_in::<T>(&mut doc, &segments, name, passes)
+        } else {
+            match segments.split_last() {
+                Some((name, parent)) => remove_member(&mut doc, parent, name),
+                None => false,
+            }
+        };
+        if !moved {
+            break;
+        }
+    }
+    errors
+}
+
+/// Whether `field` (or a field inside it) was reported already.
+fn reported(errors: &[FieldError], field: &str) -> bool {
+    errors.iter().any(|e| {
+        e.field == field || field.starts_with(&format!("{}.", e.field)) && !e.field.is_empty()
+    })
+}
+
+/// The JSON value at `path` in `doc`.
+fn at_path<'a>(
+    doc: &'a mut serde_json::Value,
+    path: &[String],
+) -> Option<&'a mut serde_json::Value> {
+    path.iter().try_fold(doc, |v, key| match v {
+        serde_json::Value::Object(map) => map.get_mut(key),
+        serde_json::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+        _ => None,
+    })
+}
+
+/// Removes member `name` of the object at `path` (serde may or may not
+/// have put the member itself at the end of the path); whether it did.
+fn remove_member(doc: &mut serde_json::Value, path: &[String], name: &str) -> bool {
+    if let Some(serde_json::Value::Object(map)) = at_path(doc, path) {
+        if map.remove(name).is_some() {
+            return true;
+        }
+    }
+    match path.split_last() {
+        Some((last, parent)) if last == name => match at_path(doc, parent) {
+            Some(serde_json::Value::Object(map)) => map.remove(name).is_some(),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Puts a stand-in for the missing member `name` of the object at `path`,
+/// the first JSON type that gets serde past it; whether one did.
+fn stand_in<T: DeserializeOwned>(
+    doc: &mut serde_json::Value,
+    path: &[String],
+    name: &str,
+    passes: usize,
+) -> bool {
+    let candidates = [
+        serde_json::Value::String(String::new()),
+        serde_json::Value::from(0),
+        serde_json::Value::Bool(false),
+        serde_json::Value::Array(Vec::new()),
+        serde_json::Value::Object(serde_json::Map::new()),
+    ];
+    let mut member = path.to_vec();
+    member.push(name.to_owned());
+    for (tried, candidate) in candidates.into_iter().enumerate() {
+        if passes + tried >= MAX_PASSES {
+            return false;
+        }
+        match at_path(doc, path) {
+            Some(serde_json::Value::Object(map)) => {
+                map.insert(name.to_owned(), candidate);
+            }
+            _ => return false,
+        }
+        match serde_path_to_error::deserialize::<_, T>(&*doc) {
+            Ok(_) => return true,
+            Err(err) => {
+                let stuck = err
+                    .path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>();
+                let still_here = stuck.starts_with(&member)
+                    || quoted_after(&err.inner().to_string(), "missing field `") == Some(name)
+                        && stuck == path;
+                if !still_here {
+                    return true;
+                }
+            }
+        }
+    }
+    if let Some(serde_json::Value::Object(map)) = at_path(doc, path) {
+        map.remove(name);
+    }
+    false
 }
 
 fn not_an_object() -> FieldError {
@@ -655,6 +820,57 @@ mod tests {
                 "{array}"
             );
         }
+    }
+
+    fn fields(e: &[FieldError]) -> Vec<(&str, &str)> {
+        e.iter()
+            .map(|e| (e.field.as_str(), e.code.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_of_a_body_is_listed_not_just_the_first() {
+        // Unknown, mistyped (nested) and a failed rule, all at once.
+        let (_, e) = err(r#"{"role":"admin","name":"toolong","inner":{"n":"x"}}"#);
+        assert_eq!(
+            fields(&e),
+            [
+                ("role", "unknown_field"),
+                ("inner.n", "invalid_type"),
+                ("name", "length")
+            ],
+            "{e:?}"
+        );
+        // Missing plus unknown: both.
+        let (_, e) = err(r#"{"role":"admin","inner":{"n":0,"y":1}}"#);
+        assert_eq!(
+            fields(&e),
+            [
+                ("role", "unknown_field"),
+                ("inner.y", "unknown_field"),
+                ("name", "missing_field"),
+                ("inner.n", "range")
+            ],
+            "{e:?}"
+        );
+        // Every message is one for people, never serde's or validator's
+        // own wording.
+        for error in &e {
+            assert!(!error.message.contains("Failed"), "{error:?}");
+            assert!(!error.message.contains('`'), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn the_search_for_more_problems_is_bounded() {
+        // Hundreds of unknown members: at most MAX_PASSES (+ the first)
+        // problems are looked for, and the answer is still a 422.
+        let members: Vec<String> = (0..500).map(|i| format!("\"u{i}\":1")).collect();
+        let body = format!("{{{}}}", members.join(","));
+        let (code, e) = err(&body);
+        assert_eq!(code, "validation_failed");
+        assert!(e.len() <= MAX_PASSES + 1, "{}", e.len());
+        assert!(e.len() > 1);
     }
 
     /// Words that name Rust internals rather than the API.

@@ -652,3 +652,49 @@ async fn a_body_failing_three_fields_lists_all_three_with_messages_for_people() 
         Value::Null
     );
 }
+
+/// Problems serde finds (an unknown field, a wrong type, nested too) are
+/// listed together with the failed rules, not one per request: an app
+/// marks every wrong field of the form at once, and nothing changes.
+#[tokio::test]
+async fn unknown_mistyped_and_invalid_fields_are_listed_together() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("ada@example.com").await;
+    let r = patch_me(
+        &app,
+        &user,
+        json!({
+            "role": "admin",
+            "display_name": "",
+            "phone": 5,
+            "address": {"line1": "221B Baker Street", "city": 7, "postal_code": "NW1 6XE", "country": "GB", "planet": "Earth"},
+        }),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let body = problem(r).await;
+    let mut found: Vec<(String, String)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().to_owned(),
+                e["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    let expected: Vec<(String, String)> = [
+        ("address.city", "invalid_type"),
+        ("address.planet", "unknown_field"),
+        ("display_name", "length"),
+        ("phone", "invalid_type"),
+        ("role", "unknown_field"),
+    ]
+    .iter()
+    .map(|(f, c)| ((*f).to_owned(), (*c).to_owned()))
+    .collect();
+    assert_eq!(found, expected, "{body}");
+    assert_eq!(me(&app, &user).await["role"], "user", "nothing changed");
+}
