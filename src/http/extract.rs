@@ -134,15 +134,7 @@ fn every_error<T: DeserializeOwned + Validate>(
             }
             Err(err) => err,
         };
-        let segments: Vec<String> = err
-            .path()
-            .iter()
-            .filter_map(|s| match s {
-                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                _ => None,
-            })
-            .collect();
+        let segments = members(err.path());
         let message = strip_position(&err.inner().to_string());
         let found = describe(&err.path().to_string(), &message, Source::Body);
         if !reported(&errors, &found.field) {
@@ -163,6 +155,18 @@ fn every_error<T: DeserializeOwned + Validate>(
         }
     }
     errors
+}
+
+/// The member names and array indices of a serde path, as keys into the
+/// body's JSON.
+fn members(path: &serde_path_to_error::Path) -> Vec<String> {
+    path.iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether `field` (or a field inside it) was reported already.
@@ -231,15 +235,7 @@ fn stand_in<T: DeserializeOwned>(
         match serde_path_to_error::deserialize::<_, T>(&*doc) {
             Ok(_) => return true,
             Err(err) => {
-                let stuck = err
-                    .path()
-                    .iter()
-                    .filter_map(|s| match s {
-                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>();
+                let stuck = members(err.path());
                 let still_here = stuck.starts_with(&member)
                     || quoted_after(&err.inner().to_string(), "missing field `") == Some(name)
                         && stuck == path;
