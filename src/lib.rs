@@ -12,6 +12,8 @@ pub mod alerts;
 /// An app's version as phones report it: the one grammar and order of
 /// `X-Client-Version` and the minimum versions.
 pub mod app_version;
+/// App attestation (Apple App Attest, Play Integrity) bound to a device key.
+pub mod attestation;
 /// The audit trail: event catalogue and `record()` in the caller's transaction.
 pub mod audit;
 /// Sign-up, verification, sign-in and recovery flows, enumeration-safe.
@@ -26,6 +28,8 @@ pub mod config;
 pub mod crypto;
 /// Development only: a project-local PostgreSQL when no DATABASE_URL is set.
 pub mod dev_db;
+/// Device-bound sessions: DPoP proofs (RFC 9449), key thumbprints, replay cache.
+pub mod dpop;
 /// Devices: push registrations, a user-owned resource.
 pub mod devices;
 /// `ApiError`, the single error type, rendered as problem+json.

@@ -50,6 +50,8 @@ const FEATURES: &[&str] = &[
     "mail",
     "rate_limit",
     "rate_limit_requests",
+    "dpop",
+    "attestation",
 ];
 /// The floor: configuration, read by every layer. The same rule as a leaf.
 /// (`state` is not on it: `AppState` holds the features' services, the
