@@ -78,20 +78,28 @@ fn check_body_headers(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// `application/json` or any `application/*+json`, with optional parameters.
 pub fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    media_type(headers).is_some_and(|essence| {
+        essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+    })
+}
+
+/// Whether the body is a JSON Merge Patch (RFC 7396), which `PATCH`
+/// handlers merge member by member, nested objects included.
+pub fn is_merge_patch(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|essence| essence == "application/merge-patch+json")
+}
+
+/// The `Content-Type` without its parameters, lower-cased.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 #[cfg(test)]

@@ -15,6 +15,18 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// For an optional member where `null` means "clear it" and leaving it
+/// out means "keep it" (`#[serde(default, deserialize_with =
+/// "validate::present")]` on an `Option<Option<T>>`): `Some(None)` is a
+/// `null` that was sent, `None` a member left out.
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// For an optional whole-number member that is never `null`, and that may be
 /// written with a zero fraction (`30.0`): JSON Schema's `integer` admits
 /// it, so the spec promises it; serde's integer types would refuse it.

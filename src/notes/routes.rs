@@ -18,7 +18,7 @@ use crate::{
     user_keys::UserKey,
 };
 use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use validator::Validate;
 
@@ -78,28 +78,18 @@ pub struct CreateNoteRequest {
     pub body: String,
 }
 
-/// `Some(value)` when the field is present, even as `null`, so that
-/// `null` can be refused instead of being read as "absent".
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// A partial update: an absent field is kept, a present one replaced (and
 /// sealed again); `null` is refused, a note always has both.
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNoteRequest {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "validate::present")]
     #[validate(
         length(min = 1, max = 200),
         custom(function = "validate::no_control_chars")
     )]
     pub title: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "validate::present")]
     #[validate(
         length(min = 1, max = 10000),
         custom(function = "validate::no_control_chars_but_newline_and_tab")

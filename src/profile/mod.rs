@@ -56,6 +56,94 @@ pub struct Address {
     pub country: String,
 }
 
+/// `address` in a `PATCH /v1/me` body: every member may be left out. Under
+/// `application/merge-patch+json` it is merged member by member into the
+/// stored address (RFC 7396: a member left out is kept, `null` removes
+/// one); under `application/json` it replaces the address, so the members
+/// `Address` requires must all be there. Either way the result is checked
+/// by [`AddressPatch::apply`] before anything is written. The member rules
+/// are `Address`'s, so a bad value is named the same way in both modes.
+#[derive(Clone, Debug, Default, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct AddressPatch {
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
+    #[validate(
+        length(min = 1, max = 128),
+        custom(function = "crate::http::validate::no_control_chars")
+    )]
+    pub line1: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::validate::present")]
+    #[validate(
+        length(max = 128),
+        custom(function = "crate::http::validate::no_control_chars")
+    )]
+    pub line2: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
+    #[validate(
+        length(min = 1, max = 64),
+        custom(function = "crate::http::validate::no_control_chars")
+    )]
+    pub city: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::validate::present")]
+    #[validate(
+        length(max = 64),
+        custom(function = "crate::http::validate::no_control_chars")
+    )]
+    pub region: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
+    #[validate(
+        length(min = 1, max = 16),
+        custom(function = "crate::http::validate::no_control_chars")
+    )]
+    pub postal_code: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::validate::non_null")]
+    #[validate(custom(function = "crate::http::validate::country_code"))]
+    pub country: Option<String>,
+}
+
+impl AddressPatch {
+    /// The address this patch makes of `base` (the stored address for a
+    /// merge patch, `None` for a replacement), or the members it still
+    /// lacks, as `address.<member>` names.
+    pub fn apply(self, base: Option<Address>) -> Result<Address, Vec<&'static str>> {
+        let (line1, line2, city, region, postal_code, country) = match base {
+            Some(a) => (
+                Some(a.line1),
+                a.line2,
+                Some(a.city),
+                a.region,
+                Some(a.postal_code),
+                Some(a.country),
+            ),
+            None => (None, None, None, None, None, None),
+        };
+        let line1 = self.line1.or(line1);
+        let city = self.city.or(city);
+        let postal_code = self.postal_code.or(postal_code);
+        let country = self.country.or(country);
+        let missing: Vec<&'static str> = [
+            ("address.line1", line1.is_none()),
+            ("address.city", city.is_none()),
+            ("address.postal_code", postal_code.is_none()),
+            ("address.country", country.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, gone)| gone.then_some(name))
+        .collect();
+        match (line1, city, postal_code, country) {
+            (Some(line1), Some(city), Some(postal_code), Some(country)) => Ok(Address {
+                line1,
+                line2: self.line2.unwrap_or(line2),
+                city,
+                region: self.region.unwrap_or(region),
+                postal_code,
+                country,
+            }),
+            _ => Err(missing),
+        }
+    }
+}
+
 /// The profile as its owner sees it.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Profile {

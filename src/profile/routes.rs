@@ -2,11 +2,11 @@
 //! the email (code to the new address, notice to the old), delete the
 //! account (crypto-shredding), export everything stored about the caller.
 
-use super::{db, me_response, users_aad, Address, MeResponse};
+use super::{db, me_response, open_text, users_aad, Address, AddressPatch, MeResponse};
 use crate::{
     accounts::{codes, email::Email, Role, StatusResponse},
     audit::{self, events, AuditEvent, Outcome},
-    error::ApiError,
+    error::{ApiError, FieldError},
     http::{
         auth::{Aal2, AuthUser},
         extract::{ClientInfo, Json},
@@ -19,9 +19,13 @@ use crate::{
     state::AppState,
     user_keys::{self, UserKey},
 };
-use axum::{extract::State, http::Method, http::StatusCode, Json as JsonResponse};
+use axum::{
+    extract::State,
+    http::{HeaderMap, Method, StatusCode},
+    Json as JsonResponse,
+};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 pub fn router() -> ApiRouter {
@@ -103,36 +107,28 @@ pub async fn get_me(
     Ok(JsonResponse(me_response(&key, &row)?))
 }
 
-/// `Some(value)` when the field is present, even as `null`: PATCH tells
-/// "clear this" (`null`) from "leave it" (absent).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// Only these four fields: `role`, `email`, `id`, `email_verified`,
 /// `status` or anything else is an unknown field, refused with 422 before
 /// any work (mass assignment).
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "validate::present")]
     #[validate(
         length(min = 1, max = 64),
         custom(function = "validate::no_control_chars")
     )]
     pub display_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "validate::present")]
     #[validate(custom(function = "validate::e164"))]
     pub phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "validate::present")]
     pub date_of_birth: Option<Option<NaiveDate>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "validate::present")]
+    /// Merged into the stored address under `application/merge-patch+json`,
+    /// replacing it under `application/json` (see [`AddressPatch`]).
     #[validate(nested)]
-    pub address: Option<Option<Address>>,
+    pub address: Option<Option<AddressPatch>>,
 }
 
 /// Youngest age allowed to hold an account (COPPA and GDPR art. 8 floor).
@@ -158,10 +154,51 @@ fn check_date_of_birth(dob: NaiveDate, now: DateTime<Utc>) -> Result<(), ApiErro
     Ok(())
 }
 
+/// The address a `PATCH /v1/me` leaves: under `application/merge-patch+json`
+/// the patch merged into the stored address (read with the caller's
+/// session, no query of its own), under `application/json` the patch
+/// alone. An address that would lack a member `Address` requires is 422,
+/// naming each.
+fn patched_address(
+    auth: &AuthUser,
+    key: &UserKey,
+    headers: &HeaderMap,
+    patch: AddressPatch,
+) -> Result<Address, ApiError> {
+    let base = if crate::http::headers::is_merge_patch(headers) {
+        let sealed = auth
+            .caller
+            .context
+            .as_ref()
+            .ok_or_else(crate::http::auth::invalid_token)?
+            .account
+            .address_ciphertext
+            .as_deref();
+        open_text(key, "address", sealed)?
+            .map(|a| serde_json::from_str::<Address>(&a).map_err(ApiError::internal))
+            .transpose()?
+    } else {
+        None
+    };
+    patch.apply(base).map_err(|missing| {
+        ApiError::Validation(
+            missing
+                .into_iter()
+                .map(|field| FieldError {
+                    field: field.into(),
+                    code: "missing_field".into(),
+                    message: "This field is required.".into(),
+                })
+                .collect(),
+        )
+    })
+}
+
 pub async fn update_me(
     State(state): State<AppState>,
     auth: AuthUser,
     client: ClientInfo,
+    headers: HeaderMap,
     Json(req): Json<UpdateMeRequest>,
 ) -> Result<JsonResponse<MeResponse>, ApiError> {
     let now = state.clock.now();
@@ -169,14 +206,19 @@ pub async fn update_me(
         check_date_of_birth(dob, now)?;
     }
     let uid = auth.user_id;
-    let mut tx = state.db.begin().await?;
     let key = UserKey::of(&state.keys.data, &auth)?;
+    let address = match req.address.clone() {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(patch)) => Some(Some(patched_address(&auth, &key, &headers, patch)?)),
+    };
+    let mut tx = state.db.begin().await?;
     let seal = |column: &'static str, value: Option<&[u8]>| {
         value
             .map(|v| key.seal(&users_aad(column, uid), v))
             .transpose()
     };
-    let address_json = match &req.address {
+    let address_json = match &address {
         Some(Some(a)) => Some(serde_json::to_vec(a).map_err(ApiError::internal)?),
         _ => None,
     };
@@ -199,8 +241,7 @@ pub async fn update_me(
             .date_of_birth
             .map(|_| seal("date_of_birth", dob_text.as_deref().map(str::as_bytes)))
             .transpose()?,
-        address: req
-            .address
+        address: address
             .as_ref()
             .map(|_| seal("address", address_json.as_deref()))
             .transpose()?,

@@ -698,3 +698,146 @@ async fn unknown_mistyped_and_invalid_fields_are_listed_together() {
     assert_eq!(found, expected, "{body}");
     assert_eq!(me(&app, &user).await["role"], "user", "nothing changed");
 }
+
+#[tokio::test]
+async fn a_merge_patch_merges_the_address_member_by_member_and_plain_json_replaces_it() {
+    let app = TestApp::spawn().await;
+    let user = app.signed_up_user("ada@example.com").await;
+    let merge = "application/merge-patch+json";
+    let full = r#"{"address": {"line1": "221B Baker Street", "line2": "Flat 1", "city": "London",
+        "region": "Greater London", "postal_code": "NW1 6XE", "country": "GB"}}"#;
+    assert_eq!(patch_me_as(&app, &user, merge, full).await.status(), 200);
+
+    // One member changes, one is added over, the rest is kept.
+    let r = patch_me_as(
+        &app,
+        &user,
+        merge,
+        r#"{"address": {"line2": "Flat 2", "city": "Leeds"}}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["profile"]["address"],
+        json!({"line1": "221B Baker Street", "line2": "Flat 2", "city": "Leeds",
+               "region": "Greater London", "postal_code": "NW1 6XE", "country": "GB"})
+    );
+    assert_eq!(me(&app, &user).await["profile"], body["profile"]);
+
+    // `null` inside the address removes that member only.
+    let r = patch_me_as(&app, &user, merge, r#"{"address": {"region": null}}"#).await;
+    assert_eq!(r.status(), 200);
+    let address = me(&app, &user).await["profile"]["address"].clone();
+    assert_eq!(address["region"], Value::Null);
+    assert_eq!(address["city"], "Leeds");
+    assert_eq!(address["line2"], "Flat 2");
+
+    // An empty address patch changes nothing.
+    let r = patch_me_as(&app, &user, merge, r#"{"address": {}}"#).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(me(&app, &user).await["profile"]["address"], address);
+
+    // A required member cannot be removed, and a bad value is named; either
+    // way nothing changes.
+    for (body, field, code) in [
+        (
+            r#"{"address": {"line1": null}}"#,
+            "address.line1",
+            "invalid_type",
+        ),
+        (
+            r#"{"address": {"country": "gb"}}"#,
+            "address.country",
+            "country_code",
+        ),
+        (
+            r#"{"address": {"postcode": "X"}}"#,
+            "address.postcode",
+            "unknown_field",
+        ),
+    ] {
+        let r = patch_me_as(&app, &user, merge, body).await;
+        assert_eq!(r.status(), 422, "{body}");
+        let p = problem(r).await;
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+        assert_eq!(p["errors"][0]["code"], code, "{p}");
+        assert_eq!(me(&app, &user).await["profile"]["address"], address);
+    }
+
+    // Plain JSON keeps its old meaning: the object is the whole address.
+    let r = patch_me_as(
+        &app,
+        &user,
+        "application/json",
+        r#"{"address": {"city": "York"}}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let p = problem(r).await;
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["address.line1", "address.postal_code", "address.country"],
+        "{p}"
+    );
+    assert!(p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["code"] == "missing_field" && e["message"] == "This field is required."));
+    assert_eq!(me(&app, &user).await["profile"]["address"], address);
+    let r = patch_me_as(
+        &app,
+        &user,
+        "application/json",
+        r#"{"address": {"line1": "1 Main Street", "city": "York", "postal_code": "YO1 7HH", "country": "GB"}}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        me(&app, &user).await["profile"]["address"],
+        json!({"line1": "1 Main Street", "line2": null, "city": "York",
+               "region": null, "postal_code": "YO1 7HH", "country": "GB"}),
+        "plain JSON replaced the address, line2 included"
+    );
+
+    // Removing the address, then patching into nothing: the patch must hold
+    // every required member.
+    let r = patch_me_as(&app, &user, merge, r#"{"address": null}"#).await;
+    assert_eq!(r.status(), 200);
+    let r = patch_me_as(
+        &app,
+        &user,
+        merge,
+        r#"{"address": {"city": "Bath"}, "display_name": "Ada"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let p = problem(r).await;
+    assert_eq!(p["errors"].as_array().unwrap().len(), 3, "{p}");
+    let profile = me(&app, &user).await["profile"].clone();
+    assert_eq!(profile["address"], Value::Null);
+    assert_eq!(profile["display_name"], Value::Null, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_merge_patch_reads_only_the_callers_own_address() {
+    // A second account's merge patch builds on its own (empty) address,
+    // never on another user's: it cannot fill in someone else's lines.
+    let app = TestApp::spawn().await;
+    let ada = app.signed_up_user("ada@example.com").await;
+    let eve = app.signed_up_user("eve@example.com").await;
+    let full = r#"{"address": {"line1": "221B Baker Street", "city": "London", "postal_code": "NW1 6XE", "country": "GB"}}"#;
+    let merge = "application/merge-patch+json";
+    assert_eq!(patch_me_as(&app, &ada, merge, full).await.status(), 200);
+    let r = patch_me_as(&app, &eve, merge, r#"{"address": {"city": "Leeds"}}"#).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(me(&app, &eve).await["profile"]["address"], Value::Null);
+    assert_eq!(me(&app, &ada).await["profile"]["address"]["city"], "London");
+}
