@@ -36,6 +36,27 @@
 //!    `MEETS_DEVICE_INTEGRITY`. The licensing verdict, certificate digests
 //!    and version code are returned, not judged.
 //!
+//! Cost to an attacker: a token is at most [`MAX_TOKEN_LEN`] bytes, and the
+//! ECDSA verification runs only after the AES-GCM tag has verified, which
+//! takes the decryption key; a forged token costs one key unwrap and at
+//! most one GCM pass over 16 KiB.
+//!
+//! Use from a handler (the caller computes the expected request hash from
+//! the single-use challenge and the DPoP key's thumbprint):
+//!
+//! ```text
+//! let cfg = PlayIntegrityConfig::from_base64(&dec_b64, &ver_b64, &package)?;   // at startup
+//! let decoder: Arc<dyn IntegrityTokenDecoder> = Arc::new(LocalDecoder::new(&cfg)?);
+//! let payload = decoder.decode(&body.integrity_token).await?;
+//! let expected = request_hash(challenge.as_bytes(), thumbprint.as_bytes());
+//! let verdict = check_verdict(&cfg, &payload, &expected, clock.now())?;
+//! ```
+//!
+//! Tests make real tokens with `tests/support/play_integrity.rs` (a random
+//! AES-256 key and P-256 key stand in for the Play Console's); an API test
+//! includes it with `#[path = "../support/play_integrity.rs"] mod
+//! play_integrity;`.
+//!
 //! Classic requests: the older "classic" Play Integrity request carries a
 //! caller-chosen `nonce` in `requestDetails` instead of `requestHash`. Only
 //! standard requests are accepted here: a verdict with a `nonce` and no
