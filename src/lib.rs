@@ -28,10 +28,10 @@ pub mod config;
 pub mod crypto;
 /// Development only: a project-local PostgreSQL when no DATABASE_URL is set.
 pub mod dev_db;
-/// Device-bound sessions: DPoP proofs (RFC 9449), key thumbprints, replay cache.
-pub mod dpop;
 /// Devices: push registrations, a user-owned resource.
 pub mod devices;
+/// Device-bound sessions: DPoP proofs (RFC 9449), key thumbprints, replay cache.
+pub mod dpop;
 /// `ApiError`, the single error type, rendered as problem+json.
 pub mod error;
 /// Router, layers, extractors, headers, client-version gate, health.
