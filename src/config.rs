@@ -164,6 +164,53 @@ pub struct Config {
     pub listener: ListenerLimits,
     /// Devices one user may register (`MAX_DEVICES_PER_USER`).
     pub max_devices_per_user: i64,
+    /// Device-bound sessions (RFC 9449 DPoP), see `crate::dpop`.
+    pub dpop: DpopConfig,
+}
+
+/// Which sign-ins must bind their session to a device key (`DPOP_POLICY`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DpopPolicy {
+    /// A proof binds the session; without one the session is a bearer one.
+    #[default]
+    Optional,
+    /// Support and admin accounts must sign in with a proof.
+    Staff,
+    /// Every sign-in must carry a proof.
+    Required,
+}
+
+impl DpopPolicy {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "optional" => Ok(Self::Optional),
+            "staff" => Ok(Self::Staff),
+            "required" => Ok(Self::Required),
+            _ => Err("expected `optional`, `staff` or `required`".into()),
+        }
+    }
+}
+
+/// DPoP proof checking (see `crate::dpop`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DpopConfig {
+    /// `DPOP_POLICY`, default `optional`.
+    pub policy: DpopPolicy,
+    /// How old a proof's `iat` may be (`DPOP_MAX_AGE_SECS`, 5..=300,
+    /// default 60); also how long its `jti` is remembered.
+    pub max_age_secs: i64,
+    /// Whether proofs must carry a server nonce (`DPOP_NONCE`, default false).
+    pub nonce: bool,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        Self {
+            policy: DpopPolicy::Optional,
+            max_age_secs: 60,
+            nonce: false,
+        }
+    }
 }
 
 /// Limits of the API listener, plain or TLS (see `crate::listener`).
@@ -512,6 +559,13 @@ impl Config {
                 max_uri_bytes: r.ranged("MAX_URI_BYTES", 8 * 1024, 1024..=32_768),
             },
             max_devices_per_user: r.ranged("MAX_DEVICES_PER_USER", 20, 1..=100),
+            dpop: DpopConfig {
+                policy: r
+                    .parse_with("DPOP_POLICY", DpopPolicy::parse)
+                    .unwrap_or_default(),
+                max_age_secs: r.ranged("DPOP_MAX_AGE_SECS", 60, 5..=300),
+                nonce: r.parse_or("DPOP_NONCE", false),
+            },
         };
         if prod {
             production_checks(&config, public_base_url.is_some(), &mut r.problems);

@@ -369,6 +369,26 @@ impl ApiError {
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
             }
+            // RFC 9449 §7.1: a refused proof, or one without the server's
+            // current nonce, answers with a DPoP challenge.
+            Self::Unauthorized {
+                code: "dpop_proof_invalid" | "dpop_key_mismatch" | "dpop_required",
+                ..
+            } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("DPoP algs=\"ES256\", error=\"invalid_dpop_proof\""),
+                );
+            }
+            Self::Unauthorized {
+                code: "use_dpop_nonce",
+                ..
+            } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("DPoP algs=\"ES256\", error=\"use_dpop_nonce\""),
+                );
+            }
             Self::ReauthenticationRequired { max_age_secs } => {
                 let challenge = format!(
                     "Bearer error=\"insufficient_user_authentication\", max_age={max_age_secs}"

@@ -94,6 +94,11 @@ pub fn app(state: AppState, extra: ApiRouter) -> (Router, Vec<RouteSpec>) {
             (state.clone(), classes),
             crate::rate_limit::layer::layer,
         ))
+        // `DPoP-Nonce` on every answer when DPOP_NONCE=true (RFC 9449 §8).
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::dpop::nonce::advertise,
+        ))
         .layer(from_fn(retry::retry_lost_reads))
         .layer(from_fn_with_state(state.clone(), timeout))
         .layer(from_fn_with_state(state.clone(), shed_load))

@@ -77,6 +77,17 @@ impl Limiter {
         self.redis.as_ref().map(RedisStore::is_open)
     }
 
+    /// With `REDIS_URL` set, records `key` once in Redis for `ttl_ms`
+    /// (see [`RedisStore::set_once`]): `Some(Ok(true))` the first time,
+    /// `Some(Ok(false))` after; `None` without Redis. Failures are not
+    /// degraded here: the caller decides (a replay cache fails closed).
+    pub async fn redis_set_once(&self, key: &str, ttl_ms: u64) -> Option<redis::RedisResult<bool>> {
+        match &self.redis {
+            Some(redis) => Some(redis.set_once(key, ttl_ms).await),
+            None => None,
+        }
+    }
+
     pub fn quota(&self, class: Class) -> Quota {
         self.quotas
             .get(&class)

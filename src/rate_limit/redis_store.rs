@@ -274,6 +274,43 @@ impl RedisStore {
         }
     }
 
+    /// `SET key 1 NX PX ttl_ms` under this store's prefix, with the same
+    /// deadline and circuit breaker as the limits: `true` when the key was
+    /// new (the first use of a one-time value), `false` when it existed.
+    pub async fn set_once(&self, key: &str, ttl_ms: u64) -> redis::RedisResult<bool> {
+        let shared = &self.shared;
+        if shared.breaker.is_open() {
+            return Err(unavailable("redis circuit breaker open"));
+        }
+        let call = async {
+            let mut conn = shared.connection().await?;
+            redis::cmd("SET")
+                .arg(format!("{}:{key}", shared.prefix))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        };
+        let result = tokio::time::timeout(shared.faults.timeout, call)
+            .await
+            .map_err(|_| unavailable("redis call timed out"))
+            .and_then(|r| r);
+        match result {
+            Ok(set) => {
+                shared.breaker.on_success();
+                Ok(set.is_some())
+            }
+            Err(e) => {
+                if let Some(change) = shared.breaker.on_failure() {
+                    shared.report(change, Some(&e));
+                }
+                Err(e)
+            }
+        }
+    }
+
     pub async fn check(
         &self,
         key: &str,

@@ -114,7 +114,8 @@ pub async fn clear_expired(db: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64>
     Ok(cleared.rows_affected())
 }
 
-/// Clears expired sealed successors every [`SWEEP_INTERVAL`] until `stop`.
+/// Clears expired sealed successors (and expired entries of the DPoP
+/// replay cache) every [`SWEEP_INTERVAL`] until `stop`.
 pub async fn run_sweeper(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         let now = state.clock.now();
@@ -124,6 +125,10 @@ pub async fn run_sweeper(state: AppState, mut stop: tokio::sync::watch::Receiver
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "clearing sealed refresh successors failed"),
+        }
+        // The PostgreSQL DPoP replay cache expires with the proof window.
+        if let Err(e) = crate::dpop::replay::purge_expired(&state.db, now).await {
+            tracing::warn!(error = %e, "purging the DPoP replay cache failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_INTERVAL) => {}

@@ -12,6 +12,7 @@ mod cli;
 mod client_version;
 mod db_faults;
 mod devices;
+mod dpop;
 mod hardening_audit;
 mod hardening_mfa;
 mod hardening_network;

@@ -1,0 +1,59 @@
+//! One use per proof, across every process: a proof's `(jkt, jti)` is
+//! recorded until it could no longer pass the age check, and a second
+//! presentation in that time is refused.
+//!
+//! With `REDIS_URL` the record is a Redis key (`SET NX PX`, through the
+//! rate limiter's connection, deadline and circuit breaker); without it, a
+//! row of `dpop_proofs_seen` ([`super::db`]). While Redis is unavailable
+//! (the breaker is open, or a call fails) the check falls back to
+//! PostgreSQL, which every process shares: bound sessions keep working
+//! through a Redis outage. A proof first seen in Redis just before the
+//! outage could then be accepted once more within its age window; it is
+//! bound to one request and (for resource requests) to one access token.
+
+use super::db;
+use crate::{error::ApiError, state::AppState};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
+
+/// The stored form of a proof's identity: SHA-256 over the length-prefixed
+/// thumbprint and `jti` (so no pair can collide with another by
+/// concatenation, and neither is stored in the clear).
+pub fn proof_hash(jkt: &str, jti: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [jkt, jti] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// Records the proof for `ttl`; `Ok(true)` on its first use.
+pub async fn consume(
+    state: &AppState,
+    jkt: &str,
+    jti: &str,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<bool, ApiError> {
+    let hash = proof_hash(jkt, jti);
+    let ttl_ms = u64::try_from(ttl.num_milliseconds()).unwrap_or(1).max(1);
+    let key = format!("dpop:{}", URL_SAFE_NO_PAD.encode(hash));
+    match state.limiter.redis_set_once(&key, ttl_ms).await {
+        Some(Ok(fresh)) => return Ok(fresh),
+        Some(Err(e)) => {
+            metrics::counter!("dpop_replay_cache_fallbacks_total").increment(1);
+            tracing::debug!(error = %e, "dpop replay cache: redis unavailable, using postgres");
+        }
+        None => {}
+    }
+    db::record_proof(&state.db, &hash, now + ttl)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// Deletes expired PostgreSQL entries (run by the session sweeper).
+pub async fn purge_expired(db: &sqlx::PgPool, now: DateTime<Utc>) -> sqlx::Result<u64> {
+    db::purge_expired(db, now).await
+}
