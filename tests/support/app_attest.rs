@@ -57,10 +57,16 @@ impl TestCa {
 
     /// A CA whose root has another name and key (for "chain to another root").
     pub fn named(root_name: &str) -> Self {
+        Self::with_root_validity(root_name, (2000, 1, 1), (2100, 1, 1))
+    }
+
+    /// A CA whose root is valid only from `from` to `to` (year, month, day);
+    /// the intermediate is valid from 2000 to 2100 whatever the root says.
+    pub fn with_root_validity(root_name: &str, from: (i32, u8, u8), to: (i32, u8, u8)) -> Self {
         let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
         let mut root_params = ca_params(root_name, BasicConstraints::Unconstrained);
-        root_params.not_before = date_time_ymd(2000, 1, 1);
-        root_params.not_after = date_time_ymd(2100, 1, 1);
+        root_params.not_before = date_time_ymd(from.0, from.1, from.2);
+        root_params.not_after = date_time_ymd(to.0, to.1, to.2);
         let root_cert = root_params.self_signed(&root_key).unwrap();
         let root = Issuer::new(root_params, root_key);
 
