@@ -262,6 +262,32 @@ fn an_expired_root_is_not_a_trust_anchor() {
 }
 
 #[test]
+fn a_chain_through_a_non_ca_intermediate_is_refused() {
+    let broken = TestCa::with_non_ca_intermediate();
+    let spec = spec();
+    let att = broken.attest(&spec);
+    let cfg = AppleAttestConfig {
+        roots: vec![broken.root_der.clone()],
+        ..config(Environment::Production)
+    };
+    assert_eq!(
+        check(&cfg, &spec, &att),
+        Err(AppleAttestError::InvalidChain)
+    );
+}
+
+#[test]
+fn a_ca_certificate_as_credential_certificate_is_refused() {
+    refused(
+        Spec {
+            leaf_is_ca: true,
+            ..spec()
+        },
+        AppleAttestError::InvalidChain,
+    );
+}
+
+#[test]
 fn a_garbage_root_is_reported() {
     let spec = spec();
     let att = ca().attest(&spec);
