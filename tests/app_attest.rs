@@ -237,17 +237,54 @@ fn a_credential_certificate_not_yet_valid_is_refused() {
 
 #[test]
 fn an_expired_root_is_not_a_trust_anchor() {
+    // The root expired in 2025; the intermediate and leaf say 2100.
+    let expired = TestCa::with_root_validity("Expired Root", (2000, 1, 1), (2025, 1, 1));
     let spec = spec();
-    let att = ca().attest(&spec);
-    let after_root = Utc.with_ymd_and_hms(2100, 6, 1, 0, 0, 0).unwrap();
+    let att = expired.attest(&spec);
+    let cfg = AppleAttestConfig {
+        roots: vec![expired.root_der.clone()],
+        ..config(Environment::Production)
+    };
+    assert_eq!(
+        check(&cfg, &spec, &att),
+        Err(AppleAttestError::UntrustedChain)
+    );
+    // The same chain while the root was valid.
+    let in_2024 = Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap();
     assert!(verify(
-        &config(Environment::Production),
+        &cfg,
         &att.key_id,
         &att.object,
         &spec.client_data_hash,
-        after_root
+        in_2024
     )
-    .is_err());
+    .is_ok());
+}
+
+#[test]
+fn a_chain_through_a_non_ca_intermediate_is_refused() {
+    let broken = TestCa::with_non_ca_intermediate();
+    let spec = spec();
+    let att = broken.attest(&spec);
+    let cfg = AppleAttestConfig {
+        roots: vec![broken.root_der.clone()],
+        ..config(Environment::Production)
+    };
+    assert_eq!(
+        check(&cfg, &spec, &att),
+        Err(AppleAttestError::InvalidChain)
+    );
+}
+
+#[test]
+fn a_ca_certificate_as_credential_certificate_is_refused() {
+    refused(
+        Spec {
+            leaf_is_ca: true,
+            ..spec()
+        },
+        AppleAttestError::InvalidChain,
+    );
 }
 
 #[test]

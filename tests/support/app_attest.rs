@@ -57,10 +57,35 @@ impl TestCa {
 
     /// A CA whose root has another name and key (for "chain to another root").
     pub fn named(root_name: &str) -> Self {
+        Self::with_root_validity(root_name, (2000, 1, 1), (2100, 1, 1))
+    }
+
+    /// A CA whose root is valid only from `from` to `to` (year, month, day);
+    /// the intermediate is valid from 2000 to 2100 whatever the root says.
+    pub fn with_root_validity(root_name: &str, from: (i32, u8, u8), to: (i32, u8, u8)) -> Self {
+        Self::build(root_name, from, to, true)
+    }
+
+    /// A CA whose "intermediate" is not a CA (basicConstraints cA false).
+    pub fn with_non_ca_intermediate() -> Self {
+        Self::build(
+            "Test App Attestation Root CA",
+            (2000, 1, 1),
+            (2100, 1, 1),
+            false,
+        )
+    }
+
+    fn build(
+        root_name: &str,
+        from: (i32, u8, u8),
+        to: (i32, u8, u8),
+        intermediate_is_ca: bool,
+    ) -> Self {
         let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
         let mut root_params = ca_params(root_name, BasicConstraints::Unconstrained);
-        root_params.not_before = date_time_ymd(2000, 1, 1);
-        root_params.not_after = date_time_ymd(2100, 1, 1);
+        root_params.not_before = date_time_ymd(from.0, from.1, from.2);
+        root_params.not_after = date_time_ymd(to.0, to.1, to.2);
         let root_cert = root_params.self_signed(&root_key).unwrap();
         let root = Issuer::new(root_params, root_key);
 
@@ -71,6 +96,10 @@ impl TestCa {
         );
         intermediate_params.not_before = date_time_ymd(2000, 1, 1);
         intermediate_params.not_after = date_time_ymd(2100, 1, 1);
+        if !intermediate_is_ca {
+            intermediate_params.is_ca = IsCa::ExplicitNoCa;
+            intermediate_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        }
         let intermediate_cert = intermediate_params
             .signed_by(&intermediate_key, &root)
             .unwrap();
@@ -116,7 +145,11 @@ impl TestCa {
             .push(DnType::CommonName, hex(&key_id));
         leaf.distinguished_name
             .push(DnType::OrganizationalUnitName, "AAA Certification");
-        leaf.is_ca = IsCa::ExplicitNoCa;
+        leaf.is_ca = if spec.leaf_is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let (from, to) = spec.leaf_validity;
         leaf.not_before = date_time_ymd(from.0, from.1, from.2);
@@ -184,6 +217,8 @@ pub struct Spec {
     pub x5c: bool,
     /// Sign the credential certificate with an impostor intermediate key.
     pub forge_signature: bool,
+    /// Make the credential certificate a CA certificate.
+    pub leaf_is_ca: bool,
     /// The credential certificate's validity (year, month, day) from, to.
     pub leaf_validity: ((i32, u8, u8), (i32, u8, u8)),
 }
@@ -203,6 +238,7 @@ impl Spec {
             receipt: Some(b"test receipt (opaque PKCS#7 in real attestations)".to_vec()),
             x5c: true,
             forge_signature: false,
+            leaf_is_ca: false,
             leaf_validity: ((2000, 1, 1), (2100, 1, 1)),
         }
     }
