@@ -192,6 +192,49 @@ async fn a_request_reads_its_caller_once() {
     let seen = statements.take_one("/v1/sessions");
     assert_eq!(seen.len(), 2, "GET /v1/sessions ran {seen:?}");
 
+    // A device-bound (DPoP) session: the same one read, plus the proof's
+    // entry in the replay cache (PostgreSQL here, without REDIS_URL).
+    let key = ProofKey::generate();
+    let now = app.clock.now().timestamp();
+    let base = app
+        .state
+        .config
+        .public_base_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    let r = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header(
+            "DPoP",
+            key.proof("POST", &format!("{base}/v1/auth/login"), now, None),
+        )
+        .json(&serde_json::json!({"email": user.email, "password": user.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bound: serde_json::Value = r.json().await.unwrap();
+    let access = bound["access_token"].as_str().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    statements.clear();
+    let r = app
+        .client
+        .get(app.url("/v1/me"))
+        .header("Authorization", format!("DPoP {access}"))
+        .header(
+            "DPoP",
+            key.proof("GET", &format!("{base}/v1/me"), now, Some(access)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = statements.take_one("/v1/me");
+    assert_eq!(seen.len(), 2, "a bound GET /v1/me ran {seen:?}");
+    assert!(seen[0].contains("dpop_proofs_seen"), "{seen:?}");
+
     // A session that ended is refused after that one read.
     let r = app.post_auth("/v1/auth/logout", user.access(), None).await;
     assert!(r.status().is_success(), "{}", r.status());
@@ -201,4 +244,46 @@ async fn a_request_reads_its_caller_once() {
     assert_eq!(r.status(), 401);
     let seen = statements.take_one("/v1/me");
     assert_eq!(seen.len(), 1, "a dead session's GET /v1/me ran {seen:?}");
+}
+
+/// A P-256 device key that signs DPoP proofs.
+struct ProofKey {
+    der: Vec<u8>,
+    jwk: serde_json::Value,
+}
+
+impl ProofKey {
+    fn generate() -> Self {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = pair.public_key_raw().to_vec();
+        Self {
+            der: pair.serialize_der(),
+            jwk: serde_json::json!({"kty": "EC", "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])}),
+        }
+    }
+
+    fn proof(&self, method: &str, htu: &str, iat: i64, access_token: Option<&str>) -> String {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+        use sha2::Digest;
+        let mut claims = serde_json::json!({"jti": uuid::Uuid::new_v4().to_string(), "htm": method,
+            "htu": htu, "iat": iat});
+        if let Some(token) = access_token {
+            claims["ath"] = URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(token.as_bytes()))
+                .into();
+        }
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&self.der);
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::ES256)
+                .unwrap();
+        format!("{input}.{sig}")
+    }
 }

@@ -261,6 +261,10 @@ pub const OWNED: &[OwnedTable] = &[
             ),
             index("install_id_index", "sessions.install_id"),
             clear("install_id_index_key_id", KEY_ID),
+            clear(
+                "dpop_jkt",
+                "the public device key's SHA-256 thumbprint a bound session needs proofs by",
+            ),
         ],
     },
     OwnedTable {
@@ -521,6 +525,11 @@ pub const NOT_OWNED: &[(&str, &str)] = &[
         "hash-chain checkpoints of audit retention",
     ),
     ("audit_retention_policy", "the retention period, one row"),
+    (
+        "dpop_proofs_seen",
+        "the DPoP replay cache: SHA-256 of a key thumbprint and a proof id, \
+         for about a minute; names no user",
+    ),
     (
         "client_policy",
         "minimum app versions per platform; updated_by names the admin who set it",

@@ -10,6 +10,7 @@ use crate::{
     },
     audit::{self, events, AuditEvent, Outcome},
     crypto::Aad,
+    dpop::{extract::DpopProof, VerifiedProof},
     error::ApiError,
     http::{extract::ClientInfo, extract::Json, routes::ApiRouter, validate},
     mail::{self, templates},
@@ -232,6 +233,7 @@ pub struct VerifyEmailRequest {
 pub async fn verify_email(
     State(state): State<AppState>,
     client: ClientInfo,
+    DpopProof(proof): DpopProof,
     Json(req): Json<VerifyEmailRequest>,
 ) -> Result<JsonResponse<LoginResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
@@ -322,20 +324,47 @@ pub async fn verify_email(
     }
     // An account that was unverified cannot have MFA, but if it ever
     // does, the second factor is not skipped.
-    let answer = password_proven(tx, &state, &client, &user, req.device.as_ref()).await?;
+    let answer = password_proven(
+        tx,
+        &state,
+        &client,
+        &user,
+        req.device.as_ref(),
+        proof.as_ref(),
+    )
+    .await?;
     Ok(JsonResponse(answer))
 }
 
 /// The end of a sign-in whose password was just proven, in `tx`: the
 /// second step's challenge for an account with MFA (no tokens yet), else a
-/// new aal1 session. Commits.
+/// new aal1 session, bound to the key of `proof` when there is one. Commits.
+/// `DPOP_POLICY` is checked first: an account that must have a bound
+/// session and sent no proof gets 401 `dpop_required` (before the second
+/// factor's challenge, which would be of no use).
 async fn password_proven(
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     state: &AppState,
     client: &ClientInfo,
     user: &db::UserAuth,
     device: Option<&DeviceInfo>,
+    proof: Option<&VerifiedProof>,
 ) -> Result<LoginResponse, ApiError> {
+    if let Err(refused) = crate::dpop::check_policy(&state.config.dpop, user.role, proof) {
+        // What was done so far (a verified address, a re-hashed password)
+        // stands: only the session is refused.
+        audit::record(
+            &mut tx,
+            state.clock.now(),
+            &AuditEvent::new(events::LOGIN_FAILED, Outcome::Denied)
+                .user(user.user_id)
+                .client(client)
+                .detail("reason", refused.code()),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(refused);
+    }
     if mfa_db::mfa_enabled(&mut tx, user.user_id).await? {
         let challenge = challenge::create(&mut tx, state, user.user_id, device).await?;
         tx.commit().await?;
@@ -351,6 +380,7 @@ async fn password_proven(
             aal: Aal::Aal1,
             amr: vec!["pwd".into()],
             device,
+            dpop: proof,
         },
     )
     .await?;
@@ -397,6 +427,7 @@ pub enum LoginResponse {
 pub async fn login(
     State(state): State<AppState>,
     client: ClientInfo,
+    DpopProof(proof): DpopProof,
     Json(req): Json<LoginRequest>,
 ) -> Result<JsonResponse<LoginResponse>, ApiError> {
     let email = Email::parse(&req.email, "email")?;
@@ -518,7 +549,15 @@ pub async fn login(
             .await?;
     }
     // The password was right; with MFA, no tokens until the second factor is.
-    let answer = password_proven(tx, &state, &client, &user, req.device.as_ref()).await?;
+    let answer = password_proven(
+        tx,
+        &state,
+        &client,
+        &user,
+        req.device.as_ref(),
+        proof.as_ref(),
+    )
+    .await?;
     let outcome = match answer {
         LoginResponse::MfaRequired(_) => "mfa_required",
         LoginResponse::Tokens(_) => "success",

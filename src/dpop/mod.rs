@@ -78,6 +78,26 @@ pub fn request_url(base: &Url, path: &str) -> Option<Url> {
     Url::parse(&format!("{base}/{path}")).ok()
 }
 
+/// `DPOP_POLICY` at sign-in, once the credentials are proven: whether an
+/// account of `role` may get a session without a proof (401
+/// `dpop_required` if not). `staff` covers support and admin accounts.
+pub fn check_policy(
+    config: &DpopConfig,
+    role: crate::accounts::roles::Role,
+    proof: Option<&VerifiedProof>,
+) -> Result<(), ApiError> {
+    let needed = match config.policy {
+        DpopPolicy::Optional => false,
+        DpopPolicy::Staff => role.is_staff(),
+        DpopPolicy::Required => true,
+    };
+    if needed && proof.is_none() {
+        metrics::counter!("dpop_required_refusals_total").increment(1);
+        return Err(required());
+    }
+    Ok(())
+}
+
 fn refuse(reason: &'static str) -> ApiError {
     tracing::debug!(reason, "dpop proof refused");
     metrics::counter!("dpop_proofs_refused_total").increment(1);

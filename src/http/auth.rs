@@ -7,6 +7,7 @@
 //! reuse detection and locking take effect at once rather than when the
 //! token expires. No handler reads a token itself.
 
+use crate::crypto::hash::constant_time_eq;
 use crate::{
     accounts::roles::{Aal, Role},
     audit::{self, events, AuditEvent, Outcome},
@@ -18,7 +19,7 @@ use crate::{
 };
 use axum::{
     extract::FromRequestParts,
-    http::{request::Parts, HeaderMap},
+    http::{request::Parts, HeaderMap, Method},
 };
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -70,17 +71,57 @@ pub fn invalid_token() -> ApiError {
     }
 }
 
-/// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// How the access token was presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750): unbound tokens only.
+    Bearer,
+    /// `Authorization: DPoP` (RFC 9449 §7.1): bound tokens, with a proof.
+    Dpop,
+}
+
+/// The token of `Authorization: Bearer <token>` or `Authorization: DPoP
+/// <token>` (scheme case-insensitive).
+fn presented(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    Some((scheme, token.trim())).filter(|(_, t)| !t.is_empty())
+}
+
+/// Why a request's access token was not accepted; each is one 401.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No token, a token that does not verify, or one presented under the
+    /// wrong scheme (a bound token as `Bearer`, an unbound one as `DPoP`):
+    /// `invalid_token`.
+    Token,
+    /// A bound token without a valid proof for this request: `dpop_proof_invalid`.
+    DpopProof,
+    /// A valid proof by another key than the token's: `dpop_key_mismatch`.
+    DpopKey,
+    /// `DPOP_NONCE=true` and the proof lacks a fresh nonce: `use_dpop_nonce`.
+    DpopNonce,
+}
+
+impl Refusal {
+    pub fn error(self) -> ApiError {
+        match self {
+            Self::Token => invalid_token(),
+            Self::DpopProof => crate::dpop::proof_invalid(),
+            Self::DpopKey => crate::dpop::key_mismatch(),
+            Self::DpopNonce => crate::dpop::use_nonce(),
+        }
+    }
 }
 
 /// What one request's access token proved, worked out once.
@@ -109,23 +150,60 @@ impl std::fmt::Debug for Authentication {
 }
 
 impl Authentication {
-    /// Verifies the request's bearer token at `now`; `None` when there is
-    /// none or it does not verify (the caller is then anonymous to the
-    /// limiter, and `AuthUser` answers 401).
-    pub fn verify(
+    /// Verifies the request's access token at `now`: its signature and
+    /// claims, and for a DPoP-bound token (`cnf.jkt`) the scheme `DPoP` and
+    /// a proof by that key for this `method` and `path`, bound to the token
+    /// (`ath`). `Ok(Err(_))`: refused (the caller is then anonymous to the
+    /// limiter, and `AuthUser` answers 401); `Err`: the replay cache failed.
+    pub async fn verify(
         state: &AppState,
         headers: &HeaderMap,
+        method: &Method,
+        path: &str,
         now: DateTime<Utc>,
-    ) -> Option<AccessClaims> {
-        let token = bearer(headers)?;
-        match state.keys.signing.verify(&state.token_settings, now, token) {
-            Ok(claims) => Some(claims),
+    ) -> Result<Result<AccessClaims, Refusal>, ApiError> {
+        let Some((scheme, token)) = presented(headers) else {
+            return Ok(Err(Refusal::Token));
+        };
+        let claims = match state.keys.signing.verify(&state.token_settings, now, token) {
+            Ok(claims) => claims,
             Err(e) => {
                 tracing::debug!(error = %e, "access token refused");
                 metrics::counter!("auth_access_token_rejected_total").increment(1);
-                None
+                return Ok(Err(Refusal::Token));
             }
+        };
+        let bound = claims.cnf.as_ref().map(|c| c.jkt.as_str());
+        let refusal = match (scheme, bound) {
+            (Scheme::Bearer, None) => None,
+            (Scheme::Bearer, Some(_)) | (Scheme::Dpop, None) => {
+                tracing::debug!(
+                    ?scheme,
+                    bound = bound.is_some(),
+                    "access token under the wrong scheme"
+                );
+                Some(Refusal::Token)
+            }
+            (Scheme::Dpop, Some(jkt)) => {
+                match crate::dpop::verify(state, headers, method, path, Some(token)).await {
+                    Ok(Some(proof)) if constant_time_eq(proof.jkt.as_bytes(), jkt.as_bytes()) => {
+                        None
+                    }
+                    Ok(Some(_)) => Some(Refusal::DpopKey),
+                    Ok(None) => Some(Refusal::DpopProof),
+                    Err(e) => match e.code() {
+                        "use_dpop_nonce" => Some(Refusal::DpopNonce),
+                        "dpop_proof_invalid" => Some(Refusal::DpopProof),
+                        _ => return Err(e),
+                    },
+                }
+            }
+        };
+        if let Some(refusal) = refusal {
+            metrics::counter!("auth_access_token_rejected_total").increment(1);
+            return Ok(Err(refusal));
         }
+        Ok(Ok(claims))
     }
 
     /// Reads the context of verified `claims`: one query, one connection.
@@ -146,6 +224,17 @@ impl Authentication {
     fn user(self: &Arc<Self>) -> Option<AuthUser> {
         let context = self.context.as_ref()?;
         let live = context.live.as_ref()?;
+        // The token's key binding must be the session's own: a bound
+        // session's tokens carry its key, an unbound one's carry none.
+        let token_jkt = self.claims.cnf.as_ref().map(|c| c.jkt.as_bytes());
+        let same = match (token_jkt, live.dpop_jkt.as_deref()) {
+            (None, None) => true,
+            (Some(t), Some(s)) => constant_time_eq(t, s.as_bytes()),
+            _ => false,
+        };
+        if !same {
+            return None;
+        }
         Some(AuthUser {
             user_id: self.claims.sub,
             session_id: self.claims.sid,
@@ -164,25 +253,39 @@ impl Authentication {
 
 /// Left in a request's extensions by the rate limiter when the request
 /// carries no access token that verifies, so `AuthUser` refuses it without
-/// verifying (and counting the refusal) a second time.
+/// verifying (and counting the refusal, or spending a DPoP proof) a second
+/// time, with the same answer.
 #[derive(Clone, Copy, Debug)]
-pub struct NoValidToken;
+pub struct NoValidToken(pub Refusal);
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if parts.extensions.get::<NoValidToken>().is_some() {
+        if let Some(NoValidToken(refusal)) = parts.extensions.get::<NoValidToken>() {
             // The rate limiter already found no valid token (and counted
             // the refusal): the same answer without checking again.
-            return Err(invalid_token());
+            return Err(refusal.error());
         }
         let authentication = match parts.extensions.get::<Arc<Authentication>>() {
             Some(done) => done.clone(),
             None => {
                 let now = state.clock.now();
-                let claims =
-                    Authentication::verify(state, &parts.headers, now).ok_or_else(invalid_token)?;
+                let verified = Authentication::verify(
+                    state,
+                    &parts.headers,
+                    &parts.method,
+                    parts.uri.path(),
+                    now,
+                )
+                .await?;
+                let claims = match verified {
+                    Ok(claims) => claims,
+                    Err(refusal) => {
+                        parts.extensions.insert(NoValidToken(refusal));
+                        return Err(refusal.error());
+                    }
+                };
                 let done = Authentication::load(state, claims, now).await?;
                 parts.extensions.insert(done.clone());
                 done

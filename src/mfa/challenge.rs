@@ -9,6 +9,7 @@ use crate::{
     accounts::{Aal, Status},
     audit::{self, events, AuditEvent, Outcome},
     crypto::{hash, random},
+    dpop::extract::DpopProof,
     error::ApiError,
     http::{extract::ClientInfo, extract::Json, routes::ApiRouter},
     mail::{self, templates},
@@ -102,6 +103,7 @@ fn invalid_mfa_token() -> ApiError {
 pub async fn complete_mfa(
     State(state): State<AppState>,
     client: ClientInfo,
+    DpopProof(proof): DpopProof,
     Json(req): Json<CompleteMfaRequest>,
 ) -> Result<JsonResponse<TokenPair>, ApiError> {
     let factor = match (&req.code, &req.recovery_code) {
@@ -127,6 +129,9 @@ pub async fn complete_mfa(
     {
         return Err(invalid_mfa_token());
     }
+    // DPOP_POLICY before the factor is checked: a sign-in that may not get
+    // a session without a proof is refused without spending an attempt.
+    crate::dpop::check_policy(&state.config.dpop, c.role, proof.as_ref())?;
     let event = |outcome| {
         AuditEvent::new(events::MFA_CHALLENGE, outcome)
             .user(c.user_id)
@@ -179,6 +184,7 @@ pub async fn complete_mfa(
             aal: Aal::Aal2,
             amr: vec!["pwd".into(), factor.amr().into()],
             device: Some(&device),
+            dpop: proof.as_ref(),
         },
     )
     .await?;

@@ -115,18 +115,22 @@ pub async fn layer(
     // user's tier. The token is verified and the caller's context read
     // here, once: `AuthUser` takes both from the request's extensions.
     let caller = if matches!(class, Class::Reads | Class::Writes) {
-        match Authentication::verify(&state, req.headers(), now) {
-            Some(claims) => match Authentication::load(&state, claims, now).await {
+        let verified =
+            Authentication::verify(&state, req.headers(), req.method(), req.uri().path(), now)
+                .await;
+        match verified {
+            Ok(Ok(claims)) => match Authentication::load(&state, claims, now).await {
                 Ok(done) => {
                     req.extensions_mut().insert(done.clone());
                     Some(done)
                 }
                 Err(e) => return e.into_response(),
             },
-            None => {
-                req.extensions_mut().insert(NoValidToken);
+            Ok(Err(refusal)) => {
+                req.extensions_mut().insert(NoValidToken(refusal));
                 None
             }
+            Err(e) => return e.into_response(),
         }
     } else {
         None

@@ -25,6 +25,8 @@ pub struct NewSession<'a> {
     pub country: Option<&'a str>,
     /// The install id's blind index and the id of its key.
     pub install_id_index: Option<crate::crypto::BlindIndex>,
+    /// The device key's thumbprint of a DPoP-bound session.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx::Result<()> {
@@ -32,8 +34,9 @@ pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx
         r#"INSERT INTO sessions (session_id, user_id, created_at, last_seen_at, idle_expires_at,
                                  absolute_expires_at, auth_time, aal, amr, device_name, platform,
                                  model, app_version, last_ip, user_agent, country, install_id_index,
-                                 install_id_index_key_id)
-           VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"#,
+                                 install_id_index_key_id, dpop_jkt)
+           VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                   $18)"#,
         s.session_id,
         s.user_id,
         s.now,
@@ -51,6 +54,7 @@ pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx
         s.country,
         s.install_id_index.as_ref().map(|i| &i.value[..]),
         s.install_id_index.as_ref().map(|i| i.key_id),
+        s.dpop_jkt,
     )
     .execute(conn)
     .await?;
@@ -100,6 +104,8 @@ pub struct RefreshRow {
     pub platform: Option<String>,
     pub install_id_index: Option<Vec<u8>>,
     pub install_id_index_key_id: Option<i16>,
+    /// The device key a DPoP-bound session is bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Finds and locks the token and its session: concurrent refreshes of one
@@ -114,7 +120,7 @@ pub async fn lock_refresh_token(
                   rt.successor_ciphertext, s.user_id, s.revoked_at,
                   s.revoked_reason, s.idle_expires_at, s.absolute_expires_at, s.auth_time,
                   s.aal AS "aal: Aal", s.amr, u.role AS "role: Role", u.status AS "status: Status",
-                  s.platform, s.install_id_index, s.install_id_index_key_id
+                  s.platform, s.install_id_index, s.install_id_index_key_id, s.dpop_jkt
            FROM refresh_tokens rt
            JOIN sessions s ON s.session_id = rt.session_id
            JOIN users u ON u.user_id = s.user_id
@@ -297,6 +303,8 @@ pub struct LiveSession {
     /// When the person last proved a credential in this session (sign-in,
     /// or confirming a new authenticator); refreshes do not move it.
     pub auth_time: DateTime<Utc>,
+    /// The device key the session is bound to (DPoP), if any.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Everything a request made with an access token needs to know about its
@@ -349,7 +357,7 @@ pub async fn request_context(
     let row = sqlx::query!(
         r#"SELECT u.role AS "role: Role",
                   (u.status = 'active' AND s.session_id IS NOT NULL) AS "live!",
-                  s.aal AS "aal?: Aal", s.auth_time AS "auth_time?",
+                  s.aal AS "aal?: Aal", s.auth_time AS "auth_time?", s.dpop_jkt AS "dpop_jkt?",
                   EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.user_id AND m.enabled_at IS NOT NULL)
                       AS "mfa_enabled!",
                   u.rate_limit_tier, u.rate_limit_tier_expires_at,
@@ -376,6 +384,7 @@ pub async fn request_context(
                 aal,
                 mfa_enabled: r.mfa_enabled,
                 auth_time,
+                dpop_jkt: r.dpop_jkt,
             }),
             _ => None,
         };
@@ -407,6 +416,7 @@ pub struct SessionRow {
     pub created_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub ip: Option<String>,
+    pub dpop_bound: bool,
 }
 
 pub async fn list_live_sessions(
@@ -416,7 +426,8 @@ pub async fn list_live_sessions(
 ) -> sqlx::Result<Vec<SessionRow>> {
     sqlx::query_as!(
         SessionRow,
-        r#"SELECT session_id, device_name, platform, created_at, last_seen_at, host(last_ip) AS ip
+        r#"SELECT session_id, device_name, platform, created_at, last_seen_at, host(last_ip) AS ip,
+                  dpop_jkt IS NOT NULL AS "dpop_bound!"
            FROM sessions
            WHERE user_id = $1 AND revoked_at IS NULL
              AND idle_expires_at > $2 AND absolute_expires_at > $2

@@ -68,6 +68,11 @@ pub struct SignIn<'a> {
     pub aal: Aal,
     pub amr: Vec<String>,
     pub device: Option<&'a DeviceInfo>,
+    /// The sign-in request's verified DPoP proof: with one, the session is
+    /// bound to the proof's key (`sessions.dpop_jkt`) for its whole life.
+    /// (A later check of the device, such as app attestation, can use the
+    /// same key here.)
+    pub dpop: Option<&'a crate::dpop::VerifiedProof>,
 }
 
 /// Creates a session and its first refresh token in the caller's
@@ -79,6 +84,10 @@ pub async fn start(
     sign_in: SignIn<'_>,
 ) -> Result<TokenPair, ApiError> {
     let now = state.clock.now();
+    // Device binding (RFC 9449): DPOP_POLICY decides whether this account
+    // may have a session without a proof; a proof binds the session.
+    crate::dpop::check_policy(&state.config.dpop, sign_in.role, sign_in.dpop)?;
+    let dpop_jkt = sign_in.dpop.map(|p| p.jkt.as_str());
     let auth = &state.config.auth;
     let session_id = Uuid::now_v7();
     let absolute = now + auth.refresh_absolute_ttl;
@@ -155,6 +164,7 @@ pub async fn start(
             user_agent: client.user_agent.as_deref(),
             country: client.country.as_deref(),
             install_id_index,
+            dpop_jkt,
         },
     )
     .await?;
@@ -175,7 +185,8 @@ pub async fn start(
             .session(session_id)
             .client(client)
             .detail("aal", sign_in.aal.as_str())
-            .detail("amr", sign_in.amr.clone()),
+            .detail("amr", sign_in.amr.clone())
+            .detail("dpop_bound", dpop_jkt.is_some()),
     )
     .await?;
     let access = AccessGrant {
@@ -186,6 +197,7 @@ pub async fn start(
         amr: &sign_in.amr,
         auth_time: now,
         idle_expires_at: idle,
+        dpop_jkt,
     };
     issue_pair(state, now, &access, refresh_token)
 }
@@ -199,6 +211,9 @@ pub struct AccessGrant<'a> {
     pub amr: &'a [String],
     pub auth_time: DateTime<Utc>,
     pub idle_expires_at: DateTime<Utc>,
+    /// The device key of a bound session: its tokens carry `cnf.jkt` and
+    /// are of type `DPoP`.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 pub fn issue_pair(
@@ -211,7 +226,7 @@ pub fn issue_pair(
     let (access_token, claims) = state
         .keys
         .signing
-        .issue(
+        .issue_bound(
             &state.token_settings,
             now,
             grant.user_id,
@@ -220,10 +235,16 @@ pub fn issue_pair(
             grant.aal.as_str(),
             &amr,
             grant.auth_time,
+            grant.dpop_jkt,
         )
         .map_err(ApiError::internal)?;
     Ok(TokenPair {
-        token_type: "Bearer".into(),
+        token_type: if grant.dpop_jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        }
+        .into(),
         access_token,
         expires_in: claims.exp - now.timestamp(),
         refresh_token,

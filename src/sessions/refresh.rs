@@ -74,10 +74,17 @@ impl RefreshFailure {
 /// The reason stored on a session revoked for reuse.
 pub const REUSE_REASON: &str = "refresh_token_reused";
 
+/// Rotates `presented`. `proof` is the request's verified DPoP proof: a
+/// session bound to a device key refreshes only with a proof by that key,
+/// checked before anything changes (so neither a missing proof nor another
+/// key rotates the token, answers a lost-answer retry, or counts as reuse).
+/// An unbound session refreshed with a proof stays unbound: a session is
+/// bound at sign-in or never.
 pub async fn refresh(
     state: &AppState,
     client: &ClientInfo,
     presented: &str,
+    proof: Option<&crate::dpop::VerifiedProof>,
 ) -> Result<TokenPair, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
@@ -102,6 +109,19 @@ pub async fn refresh(
     if let Some(f) = failure {
         drop(tx);
         return Err(fail(state, client, Some(&row), f).await);
+    }
+    if let Some(bound) = row.dpop_jkt.as_deref() {
+        let refused = match proof {
+            None => Some(crate::dpop::proof_invalid()),
+            Some(p) if !hash::constant_time_eq(p.jkt.as_bytes(), bound.as_bytes()) => {
+                Some(crate::dpop::key_mismatch())
+            }
+            Some(_) => None,
+        };
+        if let Some(error) = refused {
+            drop(tx);
+            return Err(fail_with(state, client, Some(&row), error).await);
+        }
     }
 
     let successor = match (row.used_at, row.successor_ciphertext.as_deref()) {
@@ -249,6 +269,7 @@ pub async fn refresh(
             amr: &row.amr,
             auth_time: row.auth_time,
             idle_expires_at: idle,
+            dpop_jkt: row.dpop_jkt.as_deref(),
         },
         successor,
     )?;
@@ -264,9 +285,20 @@ async fn fail(
     row: Option<&db::RefreshRow>,
     failure: RefreshFailure,
 ) -> ApiError {
+    fail_with(state, client, row, failure.into_error()).await
+}
+
+/// [`fail`] for any refusal (a DPoP one too): audited with its code.
+async fn fail_with(
+    state: &AppState,
+    client: &ClientInfo,
+    row: Option<&db::RefreshRow>,
+    error: ApiError,
+) -> ApiError {
+    let code = error.code();
     let mut event = AuditEvent::new(events::REFRESH_FAILED, Outcome::Failure)
         .client(client)
-        .detail("reason", failure.code());
+        .detail("reason", code);
     if let Some(row) = row {
         event = event.user(row.user_id).session(row.session_id);
     }
@@ -275,9 +307,9 @@ async fn fail(
         audit::record(&mut conn, state.clock.now(), &event).await
     }
     .await;
-    metrics::counter!("auth_refresh_total", "outcome" => failure.code()).increment(1);
+    metrics::counter!("auth_refresh_total", "outcome" => code).increment(1);
     match recorded {
-        Ok(_) => failure.into_error(),
+        Ok(_) => error,
         Err(e) => ApiError::from(e),
     }
 }

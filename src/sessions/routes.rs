@@ -3,6 +3,7 @@
 use super::{db, refresh, TokenPair};
 use crate::{
     audit::{self, events, AuditEvent, Outcome},
+    dpop::extract::DpopProof,
     error::ApiError,
     http::{auth::AuthUser, extract::ClientInfo, extract::Json, extract::Path, routes::ApiRouter},
     rate_limit::policy::Class,
@@ -63,9 +64,10 @@ pub struct RefreshRequest {
 pub async fn refresh_tokens(
     State(state): State<AppState>,
     client: ClientInfo,
+    DpopProof(proof): DpopProof,
     Json(req): Json<RefreshRequest>,
 ) -> Result<JsonResponse<TokenPair>, ApiError> {
-    refresh::refresh(&state, &client, &req.refresh_token)
+    refresh::refresh(&state, &client, &req.refresh_token, proof.as_ref())
         .await
         .map(JsonResponse)
 }
@@ -125,6 +127,8 @@ pub struct SessionView {
     pub last_seen_at: DateTime<Utc>,
     pub ip: Option<String>,
     pub current: bool,
+    /// Whether the session is bound to a device key (DPoP).
+    pub dpop_bound: bool,
 }
 
 pub async fn list_sessions(
@@ -152,6 +156,7 @@ pub async fn session_views(
             created_at: r.created_at,
             last_seen_at: r.last_seen_at,
             ip: r.ip,
+            dpop_bound: r.dpop_bound,
         })
         .collect())
 }

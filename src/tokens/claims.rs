@@ -30,6 +30,18 @@ pub struct AccessClaims {
     /// When the user last actually authenticated (OIDC `auth_time`), which
     /// refreshes do not move; sensitive operations can demand a recent one.
     pub auth_time: i64,
+    /// RFC 7800 confirmation: present on the tokens of a device-bound
+    /// session (RFC 9449 §6.1), naming the key every request with this
+    /// token must prove possession of. Absent on bearer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a DPoP-bound token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// RFC 7638 SHA-256 thumbprint of the device key, base64url.
+    pub jkt: String,
 }
 
 /// Issuer, audience and lifetime of access tokens, from configuration.

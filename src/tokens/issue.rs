@@ -30,6 +30,24 @@ impl SigningKeys {
         amr: &[&str],
         auth_time: DateTime<Utc>,
     ) -> Result<(String, AccessClaims), TokenError> {
+        self.issue_bound(settings, now, sub, sid, role, aal, amr, auth_time, None)
+    }
+
+    /// As [`Self::issue`], for a session bound to a device key: `cnf_jkt`
+    /// is the key's thumbprint, carried as `cnf.jkt` (RFC 9449 §6.1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue_bound(
+        &self,
+        settings: &TokenSettings,
+        now: DateTime<Utc>,
+        sub: Uuid,
+        sid: Uuid,
+        role: &str,
+        aal: &str,
+        amr: &[&str],
+        auth_time: DateTime<Utc>,
+        cnf_jkt: Option<&str>,
+    ) -> Result<(String, AccessClaims), TokenError> {
         if settings.ttl <= TimeDelta::zero() {
             return Err(TokenError::Internal("token ttl must be positive".into()));
         }
@@ -48,6 +66,9 @@ impl SigningKeys {
             aal: aal.to_owned(),
             amr: amr.iter().map(|m| (*m).to_owned()).collect(),
             auth_time: auth_time.timestamp(),
+            cnf: cnf_jkt.map(|jkt| super::Confirmation {
+                jkt: jkt.to_owned(),
+            }),
         };
 
         let key = self.current();

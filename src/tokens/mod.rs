@@ -37,7 +37,7 @@ mod tests;
 mod verified;
 mod verify;
 
-pub use claims::{AccessClaims, TokenSettings};
+pub use claims::{AccessClaims, Confirmation, TokenSettings};
 pub use signing::{SigningKey, SigningKeys};
 
 /// The `typ` header of every access token we issue (RFC 9068 §2.1).
