@@ -166,6 +166,8 @@ pub struct Config {
     pub max_devices_per_user: i64,
     /// Device-bound sessions (RFC 9449 DPoP), see `crate::dpop`.
     pub dpop: DpopConfig,
+    /// App attestation: the policy and each platform's settings.
+    pub attestation: AttestationSettings,
 }
 
 /// Which sign-ins must bind their session to a device key (`DPOP_POLICY`).
@@ -211,6 +213,55 @@ impl Default for DpopConfig {
             nonce: false,
         }
     }
+}
+
+/// What sign-up and sign-in ask of the app's attestation
+/// (`ATTESTATION_POLICY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttestationPolicy {
+    /// Not looked at (the default).
+    Off,
+    /// A sign-up or sign-in whose device key is not attested is served and
+    /// raises an `attestation_missing` alert.
+    Report,
+    /// ... is refused with 403 `attestation_required`.
+    Require,
+}
+
+/// Apple App Attest's environment (`APP_ATTEST_ENVIRONMENT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppAttestEnvironment {
+    Production,
+    Development,
+}
+
+#[derive(Clone, Debug)]
+pub struct AppleAttestSettings {
+    /// `APP_ATTEST_APP_ID`: the team id, a dot and the bundle id.
+    pub app_id: String,
+    pub environment: AppAttestEnvironment,
+    /// `APP_ATTEST_ROOT_CA_FILE`: a PEM root that replaces Apple's bundled
+    /// App Attest root (tests, or a root Apple rotates to).
+    pub root_ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlayIntegritySettings {
+    /// `PLAY_INTEGRITY_PACKAGE_NAME`.
+    pub package_name: String,
+    /// `PLAY_INTEGRITY_DECRYPTION_KEY`: base64 of the AES-256 key.
+    pub decryption_key: SecretString,
+    /// `PLAY_INTEGRITY_VERIFICATION_KEY`: base64 DER SubjectPublicKeyInfo.
+    pub verification_key: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttestationSettings {
+    pub policy: AttestationPolicy,
+    /// Set when `APP_ATTEST_APP_ID` is: iOS attestation is offered.
+    pub apple: Option<AppleAttestSettings>,
+    /// Set when the three `PLAY_INTEGRITY_*` are: Android attestation is offered.
+    pub play: Option<PlayIntegritySettings>,
 }
 
 /// Limits of the API listener, plain or TLS (see `crate::listener`).
@@ -566,6 +617,7 @@ impl Config {
                 max_age_secs: r.ranged("DPOP_MAX_AGE_SECS", 60, 5..=300),
                 nonce: r.parse_or("DPOP_NONCE", false),
             },
+            attestation: attestation_settings(&mut r),
         };
         if prod {
             production_checks(&config, public_base_url.is_some(), &mut r.problems);
@@ -651,6 +703,96 @@ fn production_checks(c: &Config, has_public_url: bool, problems: &mut Vec<String
         !c.mail_from.contains("@localhost"),
         "MAIL_FROM must be a real sender address in production",
     );
+}
+
+/// `ATTESTATION_POLICY`, `APP_ATTEST_*` and `PLAY_INTEGRITY_*`. A policy
+/// other than `off` needs at least one platform configured, or no app
+/// could ever pass it.
+fn attestation_settings(r: &mut Reader<'_>) -> AttestationSettings {
+    let policy = match r.get("ATTESTATION_POLICY").as_deref() {
+        None | Some("off") => AttestationPolicy::Off,
+        Some("report") => AttestationPolicy::Report,
+        Some("require") => AttestationPolicy::Require,
+        Some(_) => {
+            r.problem("ATTESTATION_POLICY must be `off`, `report` or `require`");
+            AttestationPolicy::Off
+        }
+    };
+    let environment = match r.get("APP_ATTEST_ENVIRONMENT").as_deref() {
+        None | Some("production") => AppAttestEnvironment::Production,
+        Some("development") => AppAttestEnvironment::Development,
+        Some(_) => {
+            r.problem("APP_ATTEST_ENVIRONMENT must be `production` or `development`");
+            AppAttestEnvironment::Production
+        }
+    };
+    let root_ca_file = r.get("APP_ATTEST_ROOT_CA_FILE").map(PathBuf::from);
+    let apple = match r.get("APP_ATTEST_APP_ID") {
+        Some(app_id) => {
+            let valid = app_id.split_once('.').is_some_and(|(team, bundle)| {
+                team.len() == 10
+                    && team
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                    && !bundle.is_empty()
+                    && bundle.len() <= 155
+                    && bundle
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            });
+            if !valid {
+                r.problem(
+                    "APP_ATTEST_APP_ID must be the 10-character team id, a dot and the bundle id \
+                     (e.g. `ABCDE12345.com.example.app`)",
+                );
+            }
+            Some(AppleAttestSettings {
+                app_id,
+                environment,
+                root_ca_file,
+            })
+        }
+        None => {
+            if root_ca_file.is_some() || r.get("APP_ATTEST_ENVIRONMENT").is_some() {
+                r.problem(
+                    "APP_ATTEST_ROOT_CA_FILE and APP_ATTEST_ENVIRONMENT need APP_ATTEST_APP_ID",
+                );
+            }
+            None
+        }
+    };
+    let play = match (
+        r.get("PLAY_INTEGRITY_PACKAGE_NAME"),
+        r.get("PLAY_INTEGRITY_DECRYPTION_KEY"),
+        r.get("PLAY_INTEGRITY_VERIFICATION_KEY"),
+    ) {
+        (Some(package_name), Some(decryption_key), Some(verification_key)) => {
+            Some(PlayIntegritySettings {
+                package_name,
+                decryption_key: SecretString::from(decryption_key),
+                verification_key,
+            })
+        }
+        (None, None, None) => None,
+        _ => {
+            r.problem(
+                "PLAY_INTEGRITY_PACKAGE_NAME, PLAY_INTEGRITY_DECRYPTION_KEY and \
+                 PLAY_INTEGRITY_VERIFICATION_KEY go together: set all three or none",
+            );
+            None
+        }
+    };
+    if policy != AttestationPolicy::Off && apple.is_none() && play.is_none() {
+        r.problem(
+            "ATTESTATION_POLICY needs App Attest (APP_ATTEST_APP_ID) or Play Integrity \
+             (PLAY_INTEGRITY_*) configured",
+        );
+    }
+    AttestationSettings {
+        policy,
+        apple,
+        play,
+    }
 }
 
 struct Reader<'a> {

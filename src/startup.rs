@@ -164,6 +164,7 @@ impl Application {
             tracing::warn!("the service's database role owns the audit tables and could rewrite audit history; run migrations as a separate owner role (MIGRATION_DATABASE_URL) and serve as a member of mobile_backend_app");
         }
         let keys = Keys::load(&config)?;
+        let attestation = crate::attestation::Verifiers::from_settings(&config.attestation)?;
         let transport = Transport::from_config(&config)?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -215,6 +216,7 @@ impl Application {
             tls_enabled: tls.is_some(),
             deferred: crate::auth::deferred::Deferred::default(),
             draining: crate::state::Draining::default(),
+            attestation: Arc::new(attestation),
         };
         let (router, routes) = http::app(state.clone(), extra);
         // Run-time minimum app versions are in force from the first request.
@@ -307,6 +309,10 @@ impl Application {
             self.state.clone(),
             stop_rx.clone(),
         ));
+        let attestation = tokio::spawn(crate::attestation::run_sweeper(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let deferred = self.state.deferred.clone();
         let stopped = |mut stop: background::Stop| async move {
             background::stopped(&mut stop).await;
@@ -378,6 +384,7 @@ impl Application {
         let _ = unverified.await;
         let _ = tiers.await;
         let _ = successors.await;
+        let _ = attestation.await;
         let _ = webhook.await;
         let _ = policy.await;
         let _ = metrics.await;

@@ -48,6 +48,8 @@ pub struct AppState {
     /// Set once shutdown has begun: `/readyz` answers 503 and HTTP/1
     /// responses carry `Connection: close` (see `crate::startup`).
     pub draining: Draining,
+    /// The App Attest and Play Integrity verifiers, as configured.
+    pub attestation: Arc<crate::attestation::Verifiers>,
 }
 
 /// The shutdown grace period's flag: `false` while serving normally, `true`

@@ -87,6 +87,10 @@ pub struct AdminUserView {
     #[serde(serialize_with = "crate::clock::millis")]
     pub created_at: DateTime<Utc>,
     pub active_sessions: i64,
+    /// Of those, how many are bound to a device key (DPoP) and how many
+    /// signed in with an attested key (App Attest, Play Integrity).
+    pub dpop_bound_sessions: i64,
+    pub attested_sessions: i64,
     /// Whether personal fields are masked in this view (support).
     pub pii_masked: bool,
     pub profile: AdminProfile,
@@ -96,7 +100,7 @@ impl AdminUserView {
     fn build(
         key: &UserKey,
         row: &UserRow,
-        active_sessions: i64,
+        sessions: SessionCounts,
         masked: bool,
     ) -> Result<Self, CryptoError> {
         let email = open_email(key, &row.email_ciphertext)?;
@@ -132,7 +136,9 @@ impl AdminUserView {
             mfa_enabled: row.mfa_enabled,
             rate_limit_tier: row.rate_limit_tier.clone(),
             created_at: row.created_at,
-            active_sessions,
+            active_sessions: sessions.active,
+            dpop_bound_sessions: sessions.dpop_bound,
+            attested_sessions: sessions.attested,
             pii_masked: masked,
             profile,
         })
@@ -159,13 +165,24 @@ async fn view(
     )?))
 }
 
+/// A user's live sessions, counted.
+struct SessionCounts {
+    active: i64,
+    dpop_bound: i64,
+    attested: i64,
+}
+
 async fn active_sessions(
     conn: &mut PgConnection,
     user_id: Uuid,
     now: DateTime<Utc>,
-) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM sessions
+) -> sqlx::Result<SessionCounts> {
+    sqlx::query_as!(
+        SessionCounts,
+        r#"SELECT count(*) AS "active!",
+                  count(*) FILTER (WHERE dpop_jkt IS NOT NULL) AS "dpop_bound!",
+                  count(*) FILTER (WHERE attested) AS "attested!"
+           FROM sessions
            WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2 AND absolute_expires_at > $2"#,
         user_id,
         now,

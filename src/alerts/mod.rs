@@ -33,6 +33,9 @@ pub enum Rule {
     NewCountry,
     DeviceDrift,
     DataAccessVolume,
+    /// A sign-up or sign-in without an attested device key, under
+    /// `ATTESTATION_POLICY=report`.
+    AttestationMissing,
 }
 
 impl Rule {
@@ -46,6 +49,7 @@ impl Rule {
             Self::NewCountry => "new_country",
             Self::DeviceDrift => "device_drift",
             Self::DataAccessVolume => "data_access_volume",
+            Self::AttestationMissing => "attestation_missing",
         }
     }
 
@@ -56,7 +60,8 @@ impl Rule {
             | Self::FailedLoginsIp
             | Self::DeviceDrift
             | Self::NewCountry
-            | Self::DataAccessVolume => "warning",
+            | Self::DataAccessVolume
+            | Self::AttestationMissing => "warning",
             Self::NewDevice => "info",
         }
     }

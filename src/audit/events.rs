@@ -103,6 +103,11 @@ pub const ADMIN_ALERT_ACKNOWLEDGED: &str = "admin.alert.acknowledged";
 pub const DEVICE_REGISTERED: &str = "device.registration.created";
 /// A device registration was deleted by its owner. Details: `device_id`.
 pub const DEVICE_DELETED: &str = "device.registration.deleted";
+/// A device key passed App Attest or Play Integrity (details: platform, jkt).
+pub const ATTESTATION_SUCCEEDED: &str = "device.attestation.succeeded";
+/// An attestation was refused (details: platform, the reason; the client
+/// is told only `attestation_invalid`).
+pub const ATTESTATION_FAILED: &str = "device.attestation.failed";
 
 /// A note was created by its owner. Details: `note_id`.
 pub const NOTE_CREATED: &str = "notes.note.created";

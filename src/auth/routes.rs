@@ -79,8 +79,12 @@ pub struct RegisterRequest {
 pub async fn register(
     State(state): State<AppState>,
     client: ClientInfo,
+    DpopProof(proof): DpopProof,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, JsonResponse<StatusResponse>), ApiError> {
+    // ATTESTATION_POLICY first: an unattested client under `require`
+    // creates nothing and learns nothing about the address.
+    crate::attestation::gate(&state, proof.as_ref(), &client, "register").await?;
     let email = Email::parse(&req.email, "email")?;
     crate::accounts::limit_account(&state, &email).await?;
     let password =
@@ -236,6 +240,8 @@ pub async fn verify_email(
     DpopProof(proof): DpopProof,
     Json(req): Json<VerifyEmailRequest>,
 ) -> Result<JsonResponse<LoginResponse>, ApiError> {
+    let attested =
+        crate::attestation::gate(&state, proof.as_ref(), &client, "verify_email").await?;
     let email = Email::parse(&req.email, "email")?;
     crate::accounts::limit_account(&state, &email).await?;
     let lookup = email.lookup(&state.keys);
@@ -331,6 +337,7 @@ pub async fn verify_email(
         &user,
         req.device.as_ref(),
         proof.as_ref(),
+        attested,
     )
     .await?;
     Ok(JsonResponse(answer))
@@ -349,6 +356,7 @@ async fn password_proven(
     user: &db::UserAuth,
     device: Option<&DeviceInfo>,
     proof: Option<&VerifiedProof>,
+    attested: bool,
 ) -> Result<LoginResponse, ApiError> {
     if let Err(refused) = crate::dpop::check_policy(&state.config.dpop, user.role, proof) {
         // What was done so far (a verified address, a re-hashed password)
@@ -381,6 +389,7 @@ async fn password_proven(
             amr: vec!["pwd".into()],
             device,
             dpop: proof,
+            attested,
         },
     )
     .await?;
@@ -430,6 +439,9 @@ pub async fn login(
     DpopProof(proof): DpopProof,
     Json(req): Json<LoginRequest>,
 ) -> Result<JsonResponse<LoginResponse>, ApiError> {
+    // Before the password is looked at: under ATTESTATION_POLICY=require
+    // an unattested client cannot use sign-in to test passwords.
+    let attested = crate::attestation::gate(&state, proof.as_ref(), &client, "login").await?;
     let email = Email::parse(&req.email, "email")?;
     let account = crate::accounts::limit_account(&state, &email).await?;
     let normalised = crate::accounts::policy::normalize(&req.password);
@@ -556,6 +568,7 @@ pub async fn login(
         &user,
         req.device.as_ref(),
         proof.as_ref(),
+        attested,
     )
     .await?;
     let outcome = match answer {

@@ -77,6 +77,7 @@ pub fn api_routes() -> ApiRouter {
         .merge(crate::admin::client_policy::router())
         .merge(crate::rate_limit_requests::routes::router())
         .merge(crate::admin::rate_limit_requests::router())
+        .merge(crate::attestation::routes::router())
 }
 
 /// The complete application: the API's routes plus `extra` (tests mount

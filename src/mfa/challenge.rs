@@ -106,6 +106,9 @@ pub async fn complete_mfa(
     DpopProof(proof): DpopProof,
     Json(req): Json<CompleteMfaRequest>,
 ) -> Result<JsonResponse<TokenPair>, ApiError> {
+    // Before the token or the factor is looked at (ATTESTATION_POLICY).
+    let attested =
+        crate::attestation::gate(&state, proof.as_ref(), &client, "complete_mfa").await?;
     let factor = match (&req.code, &req.recovery_code) {
         (Some(code), None) => Factor::Totp(code, Secret::Active),
         (None, Some(code)) => Factor::RecoveryCode(code),
@@ -185,6 +188,7 @@ pub async fn complete_mfa(
             amr: vec!["pwd".into(), factor.amr().into()],
             device: Some(&device),
             dpop: proof.as_ref(),
+            attested,
         },
     )
     .await?;

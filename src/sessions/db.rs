@@ -27,6 +27,8 @@ pub struct NewSession<'a> {
     pub install_id_index: Option<crate::crypto::BlindIndex>,
     /// The device key's thumbprint of a DPoP-bound session.
     pub dpop_jkt: Option<&'a str>,
+    /// Whether that key was attested (App Attest, Play Integrity).
+    pub attested: bool,
 }
 
 pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx::Result<()> {
@@ -34,9 +36,9 @@ pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx
         r#"INSERT INTO sessions (session_id, user_id, created_at, last_seen_at, idle_expires_at,
                                  absolute_expires_at, auth_time, aal, amr, device_name, platform,
                                  model, app_version, last_ip, user_agent, country, install_id_index,
-                                 install_id_index_key_id, dpop_jkt)
+                                 install_id_index_key_id, dpop_jkt, attested)
            VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                   $18)"#,
+                   $18, $19)"#,
         s.session_id,
         s.user_id,
         s.now,
@@ -55,6 +57,7 @@ pub async fn insert_session(conn: &mut PgConnection, s: &NewSession<'_>) -> sqlx
         s.install_id_index.as_ref().map(|i| &i.value[..]),
         s.install_id_index.as_ref().map(|i| i.key_id),
         s.dpop_jkt,
+        s.attested,
     )
     .execute(conn)
     .await?;
@@ -417,6 +420,7 @@ pub struct SessionRow {
     pub last_seen_at: DateTime<Utc>,
     pub ip: Option<String>,
     pub dpop_bound: bool,
+    pub attested: bool,
 }
 
 pub async fn list_live_sessions(
@@ -427,7 +431,7 @@ pub async fn list_live_sessions(
     sqlx::query_as!(
         SessionRow,
         r#"SELECT session_id, device_name, platform, created_at, last_seen_at, host(last_ip) AS ip,
-                  dpop_jkt IS NOT NULL AS "dpop_bound!"
+                  dpop_jkt IS NOT NULL AS "dpop_bound!", attested
            FROM sessions
            WHERE user_id = $1 AND revoked_at IS NULL
              AND idle_expires_at > $2 AND absolute_expires_at > $2

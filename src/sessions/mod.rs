@@ -73,6 +73,9 @@ pub struct SignIn<'a> {
     /// (A later check of the device, such as app attestation, can use the
     /// same key here.)
     pub dpop: Option<&'a crate::dpop::VerifiedProof>,
+    /// Whether that proof's key is attested (`attestation::gate`, run
+    /// before the credentials were checked).
+    pub attested: bool,
 }
 
 /// Creates a session and its first refresh token in the caller's
@@ -165,6 +168,7 @@ pub async fn start(
             country: client.country.as_deref(),
             install_id_index,
             dpop_jkt,
+            attested: sign_in.attested && dpop_jkt.is_some(),
         },
     )
     .await?;
@@ -186,7 +190,8 @@ pub async fn start(
             .client(client)
             .detail("aal", sign_in.aal.as_str())
             .detail("amr", sign_in.amr.clone())
-            .detail("dpop_bound", dpop_jkt.is_some()),
+            .detail("dpop_bound", dpop_jkt.is_some())
+            .detail("attested", sign_in.attested && dpop_jkt.is_some()),
     )
     .await?;
     let access = AccessGrant {

@@ -129,6 +129,9 @@ pub struct SessionView {
     pub current: bool,
     /// Whether the session is bound to a device key (DPoP).
     pub dpop_bound: bool,
+    /// Whether it signed in with a device key that App Attest or Play
+    /// Integrity attested.
+    pub attested: bool,
 }
 
 pub async fn list_sessions(
@@ -157,6 +160,7 @@ pub async fn session_views(
             last_seen_at: r.last_seen_at,
             ip: r.ip,
             dpop_bound: r.dpop_bound,
+            attested: r.attested,
         })
         .collect())
 }

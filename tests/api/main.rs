@@ -6,6 +6,7 @@ mod accounts;
 mod admin;
 mod alerts;
 mod at_rest;
+mod attestation;
 mod audit;
 mod bad_input;
 mod cli;
