@@ -12,7 +12,7 @@
 //!     target/debug/examples/dpop_cost 200
 //! ```
 //!
-//! Dependencies (p256, sha2, serde_json, base64) are built at opt-level 2
+//! Dependencies (ring, sha2, serde_json, base64) are built at opt-level 2
 //! even in the dev profile, so the count is close to a release build's.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
