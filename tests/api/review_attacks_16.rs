@@ -789,3 +789,102 @@ async fn concurrent_address_merge_patches_lose_no_member() {
         );
     }
 }
+
+/// A bound session's read whose database connection is lost: the server
+/// re-runs the whole request once (src/http/retry.rs), but the proof was
+/// already spent by the first run, so the retry is refused as a replay.
+/// The owner gets a 401 `dpop_proof_invalid` instead of the answer (or
+/// the promised 503).
+#[tokio::test]
+async fn a_bound_read_retried_after_a_lost_connection_is_not_refused_as_a_replay() {
+    let app = builder().spawn().await;
+    let user = app.signed_up_user("lost-read@example.com").await;
+    let key = DeviceKey::generate();
+    let pair = bound_login(&app, &user.email, &key).await;
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+
+    let mut lock = app.db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE user_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let request = {
+        let client = app.client.clone();
+        let url = app.url("/v1/me");
+        let proof = key.proof(&app, "GET", "/v1/me", Some(&access));
+        let access = access.clone();
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .header("Authorization", format!("DPoP {access}"))
+                .header("DPoP", proof)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let waiting = loop {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND wait_event_type = 'Lock' AND query ILIKE '%user_keys%'",
+        )
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+        if !pids.is_empty() {
+            break pids;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    for pid in &waiting {
+        let _: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    }
+    loop {
+        let alive: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&waiting)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        if alive == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    lock.rollback().await.unwrap();
+    let r = request.await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(
+        status == 200 || status == 503,
+        "the retried bound read was answered {status} {body}"
+    );
+}
+
+/// DPOP_POLICY switched to `required` (a new deployment on the same
+/// database): a bearer refresh token copied before the switch keeps
+/// minting bearer tokens and reaching every route without any key.
+#[tokio::test]
+async fn with_dpop_policy_required_a_bearer_session_from_before_gets_no_bearer_tokens() {
+    let before = builder().spawn().await;
+    let user = before.signed_up_user("old-bearer@example.com").await;
+    assert_eq!(user.tokens["token_type"], "Bearer");
+    let after = builder()
+        .env("DPOP_POLICY", "required")
+        .same_database_as(&before)
+        .spawn()
+        .await;
+    let r = after.refresh(user.refresh_token()).await;
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(
+        status != 200 || body["token_type"] == "DPoP",
+        "DPOP_POLICY=required refreshed a bearer session: {}",
+        body["token_type"]
+    );
+}
