@@ -37,6 +37,7 @@ mod readiness;
 mod refresh;
 mod refresh_attacks;
 mod review_attacks;
+mod review_attacks_16;
 mod rotation;
 mod sessions;
 mod sign_in_result;
