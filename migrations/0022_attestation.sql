@@ -30,3 +30,8 @@ CREATE TABLE attested_keys (
 CREATE INDEX attested_keys_last_used_at ON attested_keys (last_used_at);
 
 ALTER TABLE sessions ADD COLUMN attested boolean NOT NULL DEFAULT false;
+
+-- The device key (DPoP thumbprint) that proved the password of a sign-in
+-- waiting for its second factor: the second step must be made by the same
+-- key, so an MFA token cannot move a bound sign-in to another device.
+ALTER TABLE mfa_challenges ADD COLUMN dpop_jkt text;

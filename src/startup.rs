@@ -164,7 +164,8 @@ impl Application {
             tracing::warn!("the service's database role owns the audit tables and could rewrite audit history; run migrations as a separate owner role (MIGRATION_DATABASE_URL) and serve as a member of mobile_backend_app");
         }
         let keys = Keys::load(&config)?;
-        let attestation = crate::attestation::Verifiers::from_settings(&config.attestation)?;
+        let attestation =
+            crate::attestation::verifiers::Verifiers::from_settings(&config.attestation)?;
         let transport = Transport::from_config(&config)?;
         let listener = TcpListener::bind(config.listen_addr)
             .await

@@ -49,7 +49,7 @@ pub struct AppState {
     /// responses carry `Connection: close` (see `crate::startup`).
     pub draining: Draining,
     /// The App Attest and Play Integrity verifiers, as configured.
-    pub attestation: Arc<crate::attestation::Verifiers>,
+    pub attestation: Arc<crate::attestation::verifiers::Verifiers>,
 }
 
 /// The shutdown grace period's flag: `false` while serving normally, `true`

@@ -265,6 +265,10 @@ pub const OWNED: &[OwnedTable] = &[
                 "dpop_jkt",
                 "the public device key's SHA-256 thumbprint a bound session needs proofs by",
             ),
+            clear(
+                "attested",
+                "whether the session signed in with an attested device key",
+            ),
         ],
     },
     OwnedTable {
@@ -342,6 +346,10 @@ pub const OWNED: &[OwnedTable] = &[
             clear("device_name", "copied to the session it starts"),
             clear("platform", "copied to the session it starts"),
             clear("model", "copied to the session it starts"),
+            clear(
+                "dpop_jkt",
+                "the password step's device-key thumbprint the second step must match",
+            ),
         ],
     },
     OwnedTable {
@@ -533,6 +541,17 @@ pub const NOT_OWNED: &[(&str, &str)] = &[
     (
         "client_policy",
         "minimum app versions per platform; updated_by names the admin who set it",
+    ),
+    (
+        "attestation_challenges",
+        "single-use attestation challenges, stored as their SHA-256 for five \
+         minutes; names no user",
+    ),
+    (
+        "attested_keys",
+        "device keys (public-key thumbprints) that App Attest or Play Integrity \
+         attested, with the platform's verdicts; attested before any sign-in, \
+         so they name no user (a session that uses one says so itself)",
     ),
 ];
 

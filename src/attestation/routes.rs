@@ -36,7 +36,7 @@ pub fn router() -> ApiRouter {
             "/v1/attestation/challenge",
             "attestation_challenge",
             Class::Credentials,
-            new_challenge,
+            attestation_challenge,
         )
         .route(
             Method::POST,
@@ -62,7 +62,7 @@ pub struct ChallengeResponse {
 }
 
 /// A single-use challenge for one attestation, valid five minutes.
-pub async fn new_challenge(
+pub async fn attestation_challenge(
     State(state): State<AppState>,
 ) -> Result<JsonResponse<ChallengeResponse>, ApiError> {
     let raw: [u8; 32] = random::random_bytes();

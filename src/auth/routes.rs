@@ -374,7 +374,14 @@ async fn password_proven(
         return Err(refused);
     }
     if mfa_db::mfa_enabled(&mut tx, user.user_id).await? {
-        let challenge = challenge::create(&mut tx, state, user.user_id, device).await?;
+        let challenge = challenge::create(
+            &mut tx,
+            state,
+            user.user_id,
+            device,
+            proof.map(|p| p.jkt.as_str()),
+        )
+        .await?;
         tx.commit().await?;
         return Ok(LoginResponse::MfaRequired(challenge));
     }

@@ -4,12 +4,13 @@
 //!
 //! With `REDIS_URL` the record is a Redis key (`SET NX PX`, through the
 //! rate limiter's connection, deadline and circuit breaker); without it, a
-//! row of `dpop_proofs_seen` ([`super::db`]). While Redis is unavailable
-//! (the breaker is open, or a call fails) the check falls back to
-//! PostgreSQL, which every process shares: bound sessions keep working
-//! through a Redis outage. A proof first seen in Redis just before the
-//! outage could then be accepted once more within its age window; it is
-//! bound to one request and (for resource requests) to one access token.
+//! row of `dpop_proofs_seen` ([`super::db`]). While Redis is configured but
+//! unavailable (the breaker is open, or a call fails) the check **fails
+//! closed**: 503 `replay_cache_unavailable` with `Retry-After`. Falling
+//! back to PostgreSQL would let a process cut off from Redis accept a
+//! proof that another process already spent in Redis (a partial outage),
+//! and Redis accept again what PostgreSQL saw once it is back: "once
+//! across every process" would no longer hold.
 
 use super::db;
 use crate::{error::ApiError, state::AppState};
@@ -43,8 +44,12 @@ pub async fn consume(
     match state.limiter.redis_set_once(&key, ttl_ms).await {
         Some(Ok(fresh)) => return Ok(fresh),
         Some(Err(e)) => {
-            metrics::counter!("dpop_replay_cache_fallbacks_total").increment(1);
-            tracing::debug!(error = %e, "dpop replay cache: redis unavailable, using postgres");
+            metrics::counter!("dpop_replay_cache_unavailable_total").increment(1);
+            tracing::warn!(error = %e, "dpop replay cache: redis unavailable, refusing the proof");
+            return Err(ApiError::Unavailable {
+                code: "replay_cache_unavailable",
+                retry_after_secs: 1,
+            });
         }
         None => {}
     }

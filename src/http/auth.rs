@@ -293,6 +293,13 @@ impl FromRequestParts<AppState> for AuthUser {
         };
         let user = authentication.user().ok_or_else(invalid_token)?;
         tracing::Span::current().record("user_id", tracing::field::display(user.user_id));
+        // DPOP_POLICY holds for every session, not only new sign-ins: an
+        // unbound session of an account the policy covers (one from before
+        // the policy, or an account promoted to staff since) is refused
+        // with 401 `dpop_required`, so the app signs in again with a proof.
+        if authentication.claims.cnf.is_none() {
+            crate::dpop::check_policy(&state.config.dpop, user.role, None)?;
+        }
         Ok(user)
     }
 }

@@ -55,6 +55,7 @@ pub async fn create(
     state: &AppState,
     user_id: Uuid,
     device: Option<&DeviceInfo>,
+    dpop_jkt: Option<&str>,
 ) -> Result<MfaRequired, ApiError> {
     let now = state.clock.now();
     let token = random::token(32);
@@ -69,6 +70,7 @@ pub async fn create(
             device_name: device.name.as_deref(),
             platform: device.platform.as_deref(),
             model: device.model.as_deref(),
+            dpop_jkt,
         },
     )
     .await?;
@@ -135,6 +137,17 @@ pub async fn complete_mfa(
     // DPOP_POLICY before the factor is checked: a sign-in that may not get
     // a session without a proof is refused without spending an attempt.
     crate::dpop::check_policy(&state.config.dpop, c.role, proof.as_ref())?;
+    // A password step made with a device key binds the whole sign-in to
+    // it: the second step must be made by the same key, or an MFA token
+    // seen elsewhere could finish the sign-in bound to another device (or
+    // to none). Refused before the factor, so no attempt is spent.
+    if let Some(bound) = c.dpop_jkt.as_deref() {
+        match proof.as_ref() {
+            None => return Err(crate::dpop::proof_invalid()),
+            Some(p) if p.jkt != bound => return Err(crate::dpop::key_mismatch()),
+            Some(_) => {}
+        }
+    }
     let event = |outcome| {
         AuditEvent::new(events::MFA_CHALLENGE, outcome)
             .user(c.user_id)

@@ -251,13 +251,15 @@ pub struct NewChallenge<'a> {
     pub device_name: Option<&'a str>,
     pub platform: Option<&'a str>,
     pub model: Option<&'a str>,
+    /// The DPoP key of the password step, if it carried a proof.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 pub async fn insert_challenge(conn: &mut PgConnection, c: &NewChallenge<'_>) -> sqlx::Result<()> {
     sqlx::query!(
         r#"INSERT INTO mfa_challenges (mfa_challenge_id, user_id, token_hash, created_at, expires_at,
-                                       device_name, platform, model)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+                                       device_name, platform, model, dpop_jkt)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
         Uuid::now_v7(),
         c.user_id,
         c.token_hash,
@@ -266,6 +268,7 @@ pub async fn insert_challenge(conn: &mut PgConnection, c: &NewChallenge<'_>) -> 
         c.device_name,
         c.platform,
         c.model,
+        c.dpop_jkt,
     )
     .execute(conn)
     .await?;
@@ -281,6 +284,7 @@ pub struct ChallengeRow {
     pub device_name: Option<String>,
     pub platform: Option<String>,
     pub model: Option<String>,
+    pub dpop_jkt: Option<String>,
     pub role: Role,
     pub status: Status,
 }
@@ -292,7 +296,7 @@ pub async fn lock_challenge(
     sqlx::query_as!(
         ChallengeRow,
         r#"SELECT c.mfa_challenge_id, c.user_id, c.expires_at, c.attempts, c.used_at,
-                  c.device_name, c.platform, c.model, u.role AS "role: Role",
+                  c.device_name, c.platform, c.model, c.dpop_jkt, u.role AS "role: Role",
                   u.status AS "status: Status"
            FROM mfa_challenges c JOIN users u ON u.user_id = c.user_id
            WHERE c.token_hash = $1

@@ -240,3 +240,16 @@ pub async fn own_audit_events(
     .fetch_all(conn)
     .await
 }
+
+/// The sealed address, its row locked until the transaction ends, so two
+/// merge patches of the address apply one after the other instead of both
+/// merging into the same old value.
+pub async fn lock_address(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT address_ciphertext FROM users WHERE user_id = $1 FOR UPDATE",
+        user_id
+    )
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}

@@ -155,26 +155,19 @@ fn check_date_of_birth(dob: NaiveDate, now: DateTime<Utc>) -> Result<(), ApiErro
 }
 
 /// The address a `PATCH /v1/me` leaves: under `application/merge-patch+json`
-/// the patch merged into the stored address (read with the caller's
-/// session, no query of its own), under `application/json` the patch
-/// alone. An address that would lack a member `Address` requires is 422,
-/// naming each.
-fn patched_address(
-    auth: &AuthUser,
+/// the patch merged into the stored address (read and locked in the
+/// handler's transaction, so concurrent patches do not lose each other's
+/// members), under `application/json` the patch alone. An address that
+/// would lack a member `Address` requires is 422, naming each.
+async fn patched_address(
+    tx: &mut sqlx::PgConnection,
     key: &UserKey,
     headers: &HeaderMap,
     patch: AddressPatch,
 ) -> Result<Address, ApiError> {
     let base = if crate::http::headers::is_merge_patch(headers) {
-        let sealed = auth
-            .caller
-            .context
-            .as_ref()
-            .ok_or_else(crate::http::auth::invalid_token)?
-            .account
-            .address_ciphertext
-            .as_deref();
-        open_text(key, "address", sealed)?
+        let sealed = db::lock_address(tx, key.user_id()).await?;
+        open_text(key, "address", sealed.as_deref())?
             .map(|a| serde_json::from_str::<Address>(&a).map_err(ApiError::internal))
             .transpose()?
     } else {
@@ -207,12 +200,12 @@ pub async fn update_me(
     }
     let uid = auth.user_id;
     let key = UserKey::of(&state.keys.data, &auth)?;
+    let mut tx = state.db.begin().await?;
     let address = match req.address.clone() {
         None => None,
         Some(None) => Some(None),
-        Some(Some(patch)) => Some(Some(patched_address(&auth, &key, &headers, patch)?)),
+        Some(Some(patch)) => Some(Some(patched_address(&mut tx, &key, &headers, patch).await?)),
     };
-    let mut tx = state.db.begin().await?;
     let seal = |column: &'static str, value: Option<&[u8]>| {
         value
             .map(|v| key.seal(&users_aad(column, uid), v))

@@ -122,6 +122,12 @@ pub async fn refresh(
             drop(tx);
             return Err(fail_with(state, client, Some(&row), error).await);
         }
+    } else if let Err(error) = crate::dpop::check_policy(&state.config.dpop, row.role, None) {
+        // An unbound session that DPOP_POLICY now covers (from before the
+        // policy, or of an account promoted to staff) gets no new tokens;
+        // nothing is revoked: the app signs in again with a proof.
+        drop(tx);
+        return Err(fail_with(state, client, Some(&row), error).await);
     }
 
     let successor = match (row.used_at, row.successor_ciphertext.as_deref()) {
