@@ -32,7 +32,10 @@ pub mod routes;
 
 use crate::{
     alerts::{self, Alert, Rule},
-    config::{AppAttestEnvironment, AttestationPolicy, AttestationSettings},
+    config::{
+        AppAttestEnvironment, AttestationPolicy, AttestationSettings, PlayIntegrityMode,
+        PlayIntegritySettings,
+    },
     error::ApiError,
     http::extract::ClientInfo,
     state::AppState,
@@ -64,6 +67,63 @@ pub fn client_data_hash(challenge: &str, jkt: &str) -> [u8; 32] {
 pub fn challenge_hash(challenge: &str) -> Option<[u8; 32]> {
     let raw = URL_SAFE_NO_PAD.decode(challenge).ok()?;
     (raw.len() == 32).then(|| Sha256::digest(&raw).into())
+}
+
+/// The Play Integrity verifier of either mode; a problem names the
+/// variable, never the secret.
+fn play_verifier(p: &PlayIntegritySettings) -> anyhow::Result<PlayVerifier> {
+    match &p.mode {
+        PlayIntegrityMode::Local {
+            decryption_key,
+            verification_key,
+        } => {
+            let config = play::PlayIntegrityConfig::from_base64(
+                decryption_key.expose_secret(),
+                verification_key,
+                &p.package_name,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "PLAY_INTEGRITY_DECRYPTION_KEY / PLAY_INTEGRITY_VERIFICATION_KEY: {e}"
+                )
+            })?;
+            let decoder = Box::new(
+                play::LocalDecoder::new(&config)
+                    .map_err(|e| anyhow::anyhow!("PLAY_INTEGRITY_VERIFICATION_KEY: {e}"))?,
+            );
+            Ok(PlayVerifier { config, decoder })
+        }
+        PlayIntegrityMode::Google {
+            service_account_file,
+            api_base_url,
+        } => {
+            let config = play::PlayIntegrityConfig::verdict_only(&p.package_name)
+                .map_err(|e| anyhow::anyhow!("PLAY_INTEGRITY_PACKAGE_NAME: {e}"))?;
+            let key =
+                zeroize::Zeroizing::new(std::fs::read(service_account_file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE {}: {e}",
+                        service_account_file.display()
+                    )
+                })?);
+            let decoder = Box::new(
+                play::google::GoogleDecoder::from_service_account_json(
+                    &key,
+                    &p.package_name,
+                    api_base_url
+                        .as_deref()
+                        .unwrap_or(play::google::DEFAULT_API_BASE),
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE {} / PLAY_INTEGRITY_PACKAGE_NAME: {e}",
+                        service_account_file.display()
+                    )
+                })?,
+            );
+            Ok(PlayVerifier { config, decoder })
+        }
+    }
 }
 
 /// The platform verifiers, built once at start-up from configuration.
@@ -108,23 +168,7 @@ impl Verifiers {
         };
         let play = match &settings.play {
             None => None,
-            Some(p) => {
-                let config = play::PlayIntegrityConfig::from_base64(
-                    p.decryption_key.expose_secret(),
-                    &p.verification_key,
-                    &p.package_name,
-                )
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "PLAY_INTEGRITY_DECRYPTION_KEY / PLAY_INTEGRITY_VERIFICATION_KEY: {e}"
-                    )
-                })?;
-                let decoder = Box::new(
-                    play::LocalDecoder::new(&config)
-                        .map_err(|e| anyhow::anyhow!("PLAY_INTEGRITY_VERIFICATION_KEY: {e}"))?,
-                );
-                Some(PlayVerifier { config, decoder })
-            }
+            Some(p) => Some(play_verifier(p)?),
         };
         Ok(Self { apple, play })
     }

@@ -479,6 +479,36 @@ async fn attestation_settings_are_checked_at_start_up() {
             vec![("PLAY_INTEGRITY_PACKAGE_NAME", "com.example.app")],
             "go together",
         ),
+        (
+            vec![("PLAY_INTEGRITY_MODE", "remote")],
+            "PLAY_INTEGRITY_MODE must be",
+        ),
+        (
+            vec![
+                ("PLAY_INTEGRITY_MODE", "google"),
+                ("PLAY_INTEGRITY_PACKAGE_NAME", "com.example.app"),
+            ],
+            "needs PLAY_INTEGRITY_PACKAGE_NAME and PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE",
+        ),
+        (
+            vec![
+                ("PLAY_INTEGRITY_MODE", "google"),
+                ("PLAY_INTEGRITY_PACKAGE_NAME", "com.example.app"),
+                (
+                    "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE",
+                    "/run/secrets/sa.json",
+                ),
+                ("PLAY_INTEGRITY_DECRYPTION_KEY", "AAAA"),
+            ],
+            "does not use PLAY_INTEGRITY_DECRYPTION_KEY",
+        ),
+        (
+            vec![(
+                "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE",
+                "/run/secrets/sa.json",
+            )],
+            "need PLAY_INTEGRITY_MODE=google",
+        ),
     ] {
         let lookup = |name: &str| {
             env.iter()
@@ -487,6 +517,46 @@ async fn attestation_settings_are_checked_at_start_up() {
         };
         let err = mobile_backend::config::Config::from_lookup(lookup).unwrap_err();
         assert!(format!("{err:#}").contains(needle), "{err:#}");
+    }
+}
+
+#[tokio::test]
+async fn google_mode_reads_the_service_account_file_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("sa.json");
+    std::fs::write(
+        &good,
+        json!({
+            "type": "service_account",
+            "client_email": "verifier@test-project.iam.gserviceaccount.com",
+            "private_key": include_str!("../support/fixtures/google_test_sa_key.pem"),
+            "token_uri": "https://oauth2.googleapis.com/token",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"private_key": "secret-looking-text"}"#).unwrap();
+    let build = |file: &std::path::Path| {
+        let file = file.to_string_lossy().into_owned();
+        let env = [
+            ("PLAY_INTEGRITY_MODE", "google".to_owned()),
+            ("PLAY_INTEGRITY_PACKAGE_NAME", "com.example.app".to_owned()),
+            ("PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE", file),
+        ];
+        let config = mobile_backend::config::Config::from_lookup(|name: &str| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        mobile_backend::attestation::Verifiers::from_settings(&config.attestation)
+    };
+    let verifiers = build(&good).unwrap();
+    let play = verifiers.play.unwrap();
+    assert_eq!(play.config.package_name, "com.example.app");
+    for file in [bad, dir.path().join("missing.json")] {
+        let err = format!("{:#}", build(&file).err().unwrap());
+        assert!(err.contains("PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE"), "{err}");
+        assert!(!err.contains("secret-looking-text"), "{err}");
     }
 }
 
