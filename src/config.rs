@@ -278,7 +278,9 @@ pub struct AttestationSettings {
     pub policy: AttestationPolicy,
     /// Set when `APP_ATTEST_APP_ID` is: iOS attestation is offered.
     pub apple: Option<AppleAttestSettings>,
-    /// Set when the three `PLAY_INTEGRITY_*` are: Android attestation is offered.
+    /// Set when `PLAY_INTEGRITY_*` are (the package name and the two keys,
+    /// or in Google mode the service-account file): Android attestation is
+    /// offered.
     pub play: Option<PlayIntegritySettings>,
 }
 

@@ -138,7 +138,8 @@ pub struct PlayVerifier {
 }
 
 impl Verifiers {
-    /// Reads the root certificate file and decodes the Play keys; a
+    /// Reads the root certificate file and decodes the Play keys (or, in
+    /// Google mode, reads the service-account key file); a
     /// problem stops start-up, naming the variable (never the secret).
     pub fn from_settings(settings: &AttestationSettings) -> anyhow::Result<Self> {
         let apple = match &settings.apple {
