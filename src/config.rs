@@ -249,10 +249,28 @@ pub struct AppleAttestSettings {
 pub struct PlayIntegritySettings {
     /// `PLAY_INTEGRITY_PACKAGE_NAME`.
     pub package_name: String,
-    /// `PLAY_INTEGRITY_DECRYPTION_KEY`: base64 of the AES-256 key.
-    pub decryption_key: SecretString,
-    /// `PLAY_INTEGRITY_VERIFICATION_KEY`: base64 DER SubjectPublicKeyInfo.
-    pub verification_key: String,
+    /// `PLAY_INTEGRITY_MODE`: who decodes the tokens.
+    pub mode: PlayIntegrityMode,
+}
+
+/// `PLAY_INTEGRITY_MODE`.
+#[derive(Clone, Debug)]
+pub enum PlayIntegrityMode {
+    /// `local` (the default): decrypt and verify here with the Play Console keys.
+    Local {
+        /// `PLAY_INTEGRITY_DECRYPTION_KEY`: base64 of the AES-256 key.
+        decryption_key: SecretString,
+        /// `PLAY_INTEGRITY_VERIFICATION_KEY`: base64 DER SubjectPublicKeyInfo.
+        verification_key: String,
+    },
+    /// `google`: send each token to Google's `decodeIntegrityToken`.
+    Google {
+        /// `PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE`: the service account's JSON key.
+        service_account_file: PathBuf,
+        /// `PLAY_INTEGRITY_API_BASE_URL` (testing only): replaces
+        /// `https://playintegrity.googleapis.com` when set.
+        api_base_url: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -260,7 +278,9 @@ pub struct AttestationSettings {
     pub policy: AttestationPolicy,
     /// Set when `APP_ATTEST_APP_ID` is: iOS attestation is offered.
     pub apple: Option<AppleAttestSettings>,
-    /// Set when the three `PLAY_INTEGRITY_*` are: Android attestation is offered.
+    /// Set when `PLAY_INTEGRITY_*` are (the package name and the two keys,
+    /// or in Google mode the service-account file): Android attestation is
+    /// offered.
     pub play: Option<PlayIntegritySettings>,
 }
 
@@ -761,27 +781,7 @@ fn attestation_settings(r: &mut Reader<'_>) -> AttestationSettings {
             None
         }
     };
-    let play = match (
-        r.get("PLAY_INTEGRITY_PACKAGE_NAME"),
-        r.get("PLAY_INTEGRITY_DECRYPTION_KEY"),
-        r.get("PLAY_INTEGRITY_VERIFICATION_KEY"),
-    ) {
-        (Some(package_name), Some(decryption_key), Some(verification_key)) => {
-            Some(PlayIntegritySettings {
-                package_name,
-                decryption_key: SecretString::from(decryption_key),
-                verification_key,
-            })
-        }
-        (None, None, None) => None,
-        _ => {
-            r.problem(
-                "PLAY_INTEGRITY_PACKAGE_NAME, PLAY_INTEGRITY_DECRYPTION_KEY and \
-                 PLAY_INTEGRITY_VERIFICATION_KEY go together: set all three or none",
-            );
-            None
-        }
-    };
+    let play = play_integrity_settings(r);
     if policy != AttestationPolicy::Off && apple.is_none() && play.is_none() {
         r.problem(
             "ATTESTATION_POLICY needs App Attest (APP_ATTEST_APP_ID) or Play Integrity \
@@ -792,6 +792,74 @@ fn attestation_settings(r: &mut Reader<'_>) -> AttestationSettings {
         policy,
         apple,
         play,
+    }
+}
+
+/// `PLAY_INTEGRITY_*`: the package name and, by `PLAY_INTEGRITY_MODE`,
+/// either the two Play Console keys (`local`) or a service-account key file
+/// (`google`), never both.
+fn play_integrity_settings(r: &mut Reader<'_>) -> Option<PlayIntegritySettings> {
+    let package = r.get("PLAY_INTEGRITY_PACKAGE_NAME");
+    let decryption_key = r.get("PLAY_INTEGRITY_DECRYPTION_KEY");
+    let verification_key = r.get("PLAY_INTEGRITY_VERIFICATION_KEY");
+    let service_account_file = r.get("PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE");
+    let api_base_url = r.get("PLAY_INTEGRITY_API_BASE_URL");
+    match r.get("PLAY_INTEGRITY_MODE").as_deref() {
+        None | Some("local") => {
+            if service_account_file.is_some() || api_base_url.is_some() {
+                r.problem(
+                    "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE and PLAY_INTEGRITY_API_BASE_URL need \
+                     PLAY_INTEGRITY_MODE=google",
+                );
+            }
+            match (package, decryption_key, verification_key) {
+                (Some(package_name), Some(decryption_key), Some(verification_key)) => {
+                    Some(PlayIntegritySettings {
+                        package_name,
+                        mode: PlayIntegrityMode::Local {
+                            decryption_key: SecretString::from(decryption_key),
+                            verification_key,
+                        },
+                    })
+                }
+                (None, None, None) => None,
+                _ => {
+                    r.problem(
+                        "PLAY_INTEGRITY_PACKAGE_NAME, PLAY_INTEGRITY_DECRYPTION_KEY and \
+                         PLAY_INTEGRITY_VERIFICATION_KEY go together: set all three or none",
+                    );
+                    None
+                }
+            }
+        }
+        Some("google") => {
+            if decryption_key.is_some() || verification_key.is_some() {
+                r.problem(
+                    "PLAY_INTEGRITY_MODE=google does not use PLAY_INTEGRITY_DECRYPTION_KEY or \
+                     PLAY_INTEGRITY_VERIFICATION_KEY: unset them",
+                );
+            }
+            match (package, service_account_file) {
+                (Some(package_name), Some(file)) => Some(PlayIntegritySettings {
+                    package_name,
+                    mode: PlayIntegrityMode::Google {
+                        service_account_file: PathBuf::from(file),
+                        api_base_url,
+                    },
+                }),
+                _ => {
+                    r.problem(
+                        "PLAY_INTEGRITY_MODE=google needs PLAY_INTEGRITY_PACKAGE_NAME and \
+                         PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE",
+                    );
+                    None
+                }
+            }
+        }
+        Some(_) => {
+            r.problem("PLAY_INTEGRITY_MODE must be `local` or `google`");
+            None
+        }
     }
 }
 

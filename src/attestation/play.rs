@@ -64,20 +64,13 @@
 //! (the API contract has the app make a standard request with
 //! `requestHash = base64url(SHA-256(challenge ‖ thumbprint))`).
 //!
-//! Google-side decoding: instead of decrypting locally, a server may send
-//! the token to `POST https://playintegrity.googleapis.com/v1/{package}:decodeIntegrityToken`
-//! (body `{"integrity_token": "…"}`), which answers
-//! `{"tokenPayloadExternal": {…}}`, the same payload as above. That mode is
-//! not implemented here. It would need a Google Cloud service account that
-//! is linked to the app in the Play Console, its JSON key (client email and
-//! RSA private key), an OAuth 2.0 access token for the scope
-//! `https://www.googleapis.com/auth/playintegrity` obtained by posting an
-//! RS256-signed JWT assertion to `https://oauth2.googleapis.com/token`
-//! (cached until shortly before it expires), and an outbound HTTPS client
-//! with a timeout. It would implement [`IntegrityTokenDecoder`] (which
-//! returns a boxed future for this reason) and hand its
-//! `tokenPayloadExternal` to the same [`check_verdict`]. It cannot be tested
-//! without Google, which is why it is left out.
+//! Google-side decoding: instead of decrypting locally, [`google::GoogleDecoder`]
+//! sends the token to Google's `decodeIntegrityToken` endpoint, authenticated
+//! as a Google Cloud service account linked to the app in the Play Console,
+//! and hands the answer's `tokenPayloadExternal` to the same
+//! [`check_verdict`]. The Play Console keys are then not needed; the
+//! configuration is built with [`PlayIntegrityConfig::verdict_only`]. That
+//! mode is tested against a fake Google only (see its module docs).
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -129,6 +122,16 @@ pub enum PlayIntegrityError {
     InvalidVerificationKey,
     #[error("the Play Integrity package name is empty")]
     InvalidPackageName,
+    #[error("the service-account key is not JSON with client_email, token_uri and an RSA private_key (PEM)")]
+    InvalidServiceAccount,
+
+    // Google's decoding mode.
+    #[error("Google's token endpoint refused the service account (HTTP {0})")]
+    GoogleAuthFailed(u16),
+    #[error("Google refused to decode the integrity token (HTTP {0})")]
+    GoogleRefused(u16),
+    #[error("Google's Play Integrity API is unavailable: {0}")]
+    GoogleUnavailable(&'static str),
 
     // The JWE.
     #[error("integrity token longer than {MAX_TOKEN_LEN} bytes")]
@@ -217,6 +220,25 @@ impl PlayIntegrityConfig {
         Ok(Self {
             decryption_key,
             verification_key_spki_der,
+            package_name: package_name.to_owned(),
+            max_age: DEFAULT_MAX_AGE,
+        })
+    }
+}
+
+impl PlayIntegrityConfig {
+    /// The configuration of Google's decoding mode: only the package and
+    /// the verdict age matter there. The key fields hold no key (all-zero
+    /// decryption key, empty verification key); [`LocalDecoder::new`]
+    /// refuses such a configuration.
+    pub fn verdict_only(package: &str) -> Result<Self, PlayIntegrityError> {
+        let package_name = package.trim();
+        if package_name.is_empty() {
+            return Err(PlayIntegrityError::InvalidPackageName);
+        }
+        Ok(Self {
+            decryption_key: [0; 32],
+            verification_key_spki_der: Vec::new(),
             package_name: package_name.to_owned(),
             max_age: DEFAULT_MAX_AGE,
         })
@@ -621,6 +643,8 @@ fn string_array(value: &Value) -> Option<Vec<String>> {
         .map(|item| item.as_str().map(str::to_owned))
         .collect()
 }
+
+pub mod google;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

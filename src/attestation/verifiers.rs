@@ -3,8 +3,67 @@
 //! the state can hold it).
 
 use super::{apple, play};
-use crate::config::{AppAttestEnvironment, AttestationSettings};
+use crate::config::{
+    AppAttestEnvironment, AttestationSettings, PlayIntegrityMode, PlayIntegritySettings,
+};
 use secrecy::ExposeSecret;
+
+/// The Play Integrity verifier of either mode; a problem names the
+/// variable, never the secret.
+fn play_verifier(p: &PlayIntegritySettings) -> anyhow::Result<PlayVerifier> {
+    match &p.mode {
+        PlayIntegrityMode::Local {
+            decryption_key,
+            verification_key,
+        } => {
+            let config = play::PlayIntegrityConfig::from_base64(
+                decryption_key.expose_secret(),
+                verification_key,
+                &p.package_name,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "PLAY_INTEGRITY_DECRYPTION_KEY / PLAY_INTEGRITY_VERIFICATION_KEY: {e}"
+                )
+            })?;
+            let decoder = Box::new(
+                play::LocalDecoder::new(&config)
+                    .map_err(|e| anyhow::anyhow!("PLAY_INTEGRITY_VERIFICATION_KEY: {e}"))?,
+            );
+            Ok(PlayVerifier { config, decoder })
+        }
+        PlayIntegrityMode::Google {
+            service_account_file,
+            api_base_url,
+        } => {
+            let config = play::PlayIntegrityConfig::verdict_only(&p.package_name)
+                .map_err(|e| anyhow::anyhow!("PLAY_INTEGRITY_PACKAGE_NAME: {e}"))?;
+            let key =
+                zeroize::Zeroizing::new(std::fs::read(service_account_file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE {}: {e}",
+                        service_account_file.display()
+                    )
+                })?);
+            let decoder = Box::new(
+                play::google::GoogleDecoder::from_service_account_json(
+                    &key,
+                    &p.package_name,
+                    api_base_url
+                        .as_deref()
+                        .unwrap_or(play::google::DEFAULT_API_BASE),
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE {} / PLAY_INTEGRITY_PACKAGE_NAME: {e}",
+                        service_account_file.display()
+                    )
+                })?,
+            );
+            Ok(PlayVerifier { config, decoder })
+        }
+    }
+}
 
 /// The platform verifiers, built once at start-up from configuration.
 pub struct Verifiers {
@@ -18,8 +77,9 @@ pub struct PlayVerifier {
 }
 
 impl Verifiers {
-    /// Reads the root certificate file and decodes the Play keys; a
-    /// problem stops start-up, naming the variable (never the secret).
+    /// Reads the root certificate file and decodes the Play keys (or, in
+    /// Google mode, reads the service-account key file); a problem stops
+    /// start-up, naming the variable (never the secret).
     pub fn from_settings(settings: &AttestationSettings) -> anyhow::Result<Self> {
         let apple = match &settings.apple {
             None => None,
@@ -48,23 +108,7 @@ impl Verifiers {
         };
         let play = match &settings.play {
             None => None,
-            Some(p) => {
-                let config = play::PlayIntegrityConfig::from_base64(
-                    p.decryption_key.expose_secret(),
-                    &p.verification_key,
-                    &p.package_name,
-                )
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "PLAY_INTEGRITY_DECRYPTION_KEY / PLAY_INTEGRITY_VERIFICATION_KEY: {e}"
-                    )
-                })?;
-                let decoder = Box::new(
-                    play::LocalDecoder::new(&config)
-                        .map_err(|e| anyhow::anyhow!("PLAY_INTEGRITY_VERIFICATION_KEY: {e}"))?,
-                );
-                Some(PlayVerifier { config, decoder })
-            }
+            Some(p) => Some(play_verifier(p)?),
         };
         Ok(Self { apple, play })
     }

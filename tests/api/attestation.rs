@@ -479,6 +479,36 @@ async fn attestation_settings_are_checked_at_start_up() {
             vec![("PLAY_INTEGRITY_PACKAGE_NAME", "com.example.app")],
             "go together",
         ),
+        (
+            vec![("PLAY_INTEGRITY_MODE", "remote")],
+            "PLAY_INTEGRITY_MODE must be",
+        ),
+        (
+            vec![
+                ("PLAY_INTEGRITY_MODE", "google"),
+                ("PLAY_INTEGRITY_PACKAGE_NAME", "com.example.app"),
+            ],
+            "needs PLAY_INTEGRITY_PACKAGE_NAME and PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE",
+        ),
+        (
+            vec![
+                ("PLAY_INTEGRITY_MODE", "google"),
+                ("PLAY_INTEGRITY_PACKAGE_NAME", "com.example.app"),
+                (
+                    "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE",
+                    "/run/secrets/sa.json",
+                ),
+                ("PLAY_INTEGRITY_DECRYPTION_KEY", "AAAA"),
+            ],
+            "does not use PLAY_INTEGRITY_DECRYPTION_KEY",
+        ),
+        (
+            vec![(
+                "PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE",
+                "/run/secrets/sa.json",
+            )],
+            "need PLAY_INTEGRITY_MODE=google",
+        ),
     ] {
         let lookup = |name: &str| {
             env.iter()
@@ -487,6 +517,46 @@ async fn attestation_settings_are_checked_at_start_up() {
         };
         let err = mobile_backend::config::Config::from_lookup(lookup).unwrap_err();
         assert!(format!("{err:#}").contains(needle), "{err:#}");
+    }
+}
+
+#[tokio::test]
+async fn google_mode_reads_the_service_account_file_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("sa.json");
+    std::fs::write(
+        &good,
+        json!({
+            "type": "service_account",
+            "client_email": "verifier@test-project.iam.gserviceaccount.com",
+            "private_key": include_str!("../support/fixtures/google_test_sa_key.pem"),
+            "token_uri": "https://oauth2.googleapis.com/token",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"private_key": "secret-looking-text"}"#).unwrap();
+    let build = |file: &std::path::Path| {
+        let file = file.to_string_lossy().into_owned();
+        let env = [
+            ("PLAY_INTEGRITY_MODE", "google".to_owned()),
+            ("PLAY_INTEGRITY_PACKAGE_NAME", "com.example.app".to_owned()),
+            ("PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE", file),
+        ];
+        let config = mobile_backend::config::Config::from_lookup(|name: &str| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        mobile_backend::attestation::Verifiers::from_settings(&config.attestation)
+    };
+    let verifiers = build(&good).unwrap();
+    let play = verifiers.play.unwrap();
+    assert_eq!(play.config.package_name, "com.example.app");
+    for file in [bad, dir.path().join("missing.json")] {
+        let err = format!("{:#}", build(&file).err().unwrap());
+        assert!(err.contains("PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE"), "{err}");
+        assert!(!err.contains("secret-looking-text"), "{err}");
     }
 }
 
@@ -696,4 +766,119 @@ async fn an_attested_android_key_makes_an_attested_session_even_with_the_policy_
     assert_eq!(view["dpop_bound_sessions"], 1, "{view}");
     // The helper's own sign-up session, the attested one and the bearer one.
     assert_eq!(view["active_sessions"], 3, "{view}");
+}
+
+/// A fake Google for `PLAY_INTEGRITY_MODE=google`: its token endpoint hands
+/// out an access token (the assertion itself is checked by the unit tests
+/// in `src/attestation/play/google_tests.rs`), and its decode endpoint
+/// answers the payload registered for a token, or 400.
+struct FakeGoogle {
+    base: String,
+    payloads: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Value>>>,
+    _dir: tempfile::TempDir,
+    key_file: String,
+}
+
+impl FakeGoogle {
+    async fn start() -> Self {
+        use axum::{routing::post, Json, Router};
+        let payloads = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+            String,
+            Value,
+        >::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let known = payloads.clone();
+        let app = Router::new()
+            .route(
+                "/token",
+                post(|| async {
+                    Json(
+                        json!({"access_token": "fake", "expires_in": 3600, "token_type": "Bearer"}),
+                    )
+                }),
+            )
+            .route(
+                &format!("/v1/{PACKAGE}:decodeIntegrityToken"),
+                post(move |Json(body): Json<Value>| {
+                    let known = known.clone();
+                    async move {
+                        let token = body["integrity_token"].as_str().unwrap_or_default();
+                        match known.lock().unwrap().get(token) {
+                            Some(p) => (
+                                axum::http::StatusCode::OK,
+                                Json(json!({ "tokenPayloadExternal": p })),
+                            ),
+                            None => (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                Json(json!({"error": {"code": 400}})),
+                            ),
+                        }
+                    }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sa.json");
+        std::fs::write(
+            &path,
+            json!({
+                "type": "service_account",
+                "client_email": "verifier@test-project.iam.gserviceaccount.com",
+                "private_key": include_str!("../support/fixtures/google_test_sa_key.pem"),
+                "token_uri": format!("{base}/token"),
+            })
+            .to_string(),
+        )
+        .unwrap();
+        Self {
+            base,
+            payloads,
+            key_file: path.to_str().unwrap().to_owned(),
+            _dir: dir,
+        }
+    }
+}
+
+#[tokio::test]
+async fn google_mode_attests_through_the_decode_api() {
+    let google = FakeGoogle::start().await;
+    let app = dpop_builder()
+        .env("PLAY_INTEGRITY_MODE", "google")
+        .env("PLAY_INTEGRITY_PACKAGE_NAME", PACKAGE)
+        .env("PLAY_INTEGRITY_SERVICE_ACCOUNT_FILE", &google.key_file)
+        .env("PLAY_INTEGRITY_API_BASE_URL", &google.base)
+        .spawn()
+        .await;
+    let key = DeviceKey::generate();
+    let c = challenge(&app).await;
+
+    // A token Google will not decode is refused like any invalid one.
+    let r = post_android(
+        &app,
+        &key,
+        &json!({"integrity_token": "unknown-token", "challenge": c}),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+
+    let c = challenge(&app).await;
+    let hash = URL_SAFE_NO_PAD.encode(client_data_hash(&c, &key.jkt()));
+    let verdict = play_integrity::verdict(PACKAGE, &hash, app.clock.now().timestamp_millis());
+    google
+        .payloads
+        .lock()
+        .unwrap()
+        .insert("opaque-token-2".to_owned(), verdict);
+    let r = post_android(
+        &app,
+        &key,
+        &json!({"integrity_token": "opaque-token-2", "challenge": c}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        attested_platform(&app, &key.jkt()).await.as_deref(),
+        Some("android")
+    );
 }
