@@ -39,6 +39,26 @@ pub async fn consume(
     ttl: Duration,
 ) -> Result<bool, ApiError> {
     let hash = proof_hash(jkt, jti);
+    // The read-retry layer runs a request a second time after a lost
+    // database connection: the proof its first run spent is this same
+    // request's, not a replay (another request never shares the scope).
+    if crate::request_scope::spent_by_this_request(&hash) {
+        return Ok(true);
+    }
+    let fresh = spend(state, &hash, now, ttl).await?;
+    if fresh {
+        crate::request_scope::note_spent(hash);
+    }
+    Ok(fresh)
+}
+
+/// Records the proof in the shared store; `Ok(true)` on its first use.
+async fn spend(
+    state: &AppState,
+    hash: &[u8; 32],
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<bool, ApiError> {
     let ttl_ms = u64::try_from(ttl.num_milliseconds()).unwrap_or(1).max(1);
     let key = format!("dpop:{}", URL_SAFE_NO_PAD.encode(hash));
     match state.limiter.redis_set_once(&key, ttl_ms).await {
@@ -53,7 +73,7 @@ pub async fn consume(
         }
         None => {}
     }
-    db::record_proof(&state.db, &hash, now + ttl)
+    db::record_proof(&state.db, hash, now + ttl)
         .await
         .map_err(ApiError::from)
 }

@@ -45,13 +45,18 @@ pub async fn retry_lost_reads(req: Request, next: Next) -> Response {
     }
     let (parts, body) = req.into_parts();
     let retry_parts = parts.clone();
-    let first = next.clone().run(Request::from_parts(parts, body)).await;
-    if first.extensions().get::<ConnectionLost>().is_none() {
-        return first;
-    }
-    metrics::counter!("db_connection_lost_retries_total").increment(1);
-    tracing::warn!("the database connection was lost under a read; running it once more");
-    drop(first);
-    next.run(Request::from_parts(retry_parts, Body::empty()))
-        .await
+    // Both runs share one record of the DPoP proofs spent, so the second
+    // run does not refuse the request's own proof as a replay.
+    crate::request_scope::with_spent_proofs(async move {
+        let first = next.clone().run(Request::from_parts(parts, body)).await;
+        if first.extensions().get::<ConnectionLost>().is_none() {
+            return first;
+        }
+        metrics::counter!("db_connection_lost_retries_total").increment(1);
+        tracing::warn!("the database connection was lost under a read; running it once more");
+        drop(first);
+        next.run(Request::from_parts(retry_parts, Body::empty()))
+            .await
+    })
+    .await
 }
