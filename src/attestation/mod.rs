@@ -26,11 +26,13 @@
 //! about which check failed.
 
 pub mod apple;
+pub mod challenge;
 pub mod db;
 pub mod play;
 pub mod routes;
 pub mod verifiers;
 
+pub use challenge::{challenge_hash, client_data_hash};
 pub use verifiers::{PlayVerifier, Verifiers};
 
 use crate::{
@@ -40,8 +42,6 @@ use crate::{
     http::extract::ClientInfo,
     state::AppState,
 };
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use sha2::{Digest, Sha256};
 
 /// How long a challenge may be answered.
 pub const CHALLENGE_TTL_SECS: i64 = 300;
@@ -49,24 +49,6 @@ pub const CHALLENGE_TTL_SECS: i64 = 300;
 /// An attested key unused by any sign-in for this long is forgotten; the
 /// app attests again (App Attest keys survive app updates, not reinstalls).
 pub const ATTESTED_KEY_UNUSED_DAYS: i64 = 180;
-
-/// The hash an attestation is made over: SHA-256 of the challenge (the
-/// base64url text the server sent) followed by the DPoP key's RFC 7638
-/// thumbprint (base64url text). Apple's `clientDataHash`; Play Integrity's
-/// `requestHash` is its base64url form.
-pub fn client_data_hash(challenge: &str, jkt: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(challenge.as_bytes());
-    h.update(jkt.as_bytes());
-    h.finalize().into()
-}
-
-/// The SHA-256 a challenge is stored under, or `None` when the text is not
-/// a challenge this server could have made (32 bytes, base64url).
-pub fn challenge_hash(challenge: &str) -> Option<[u8; 32]> {
-    let raw = URL_SAFE_NO_PAD.decode(challenge).ok()?;
-    (raw.len() == 32).then(|| Sha256::digest(&raw).into())
-}
 
 /// Applies `ATTESTATION_POLICY` to a sign-up or sign-in request, before
 /// any credential or account is looked at (so an unattested client learns

@@ -93,7 +93,7 @@ use p256::{
 };
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -501,10 +501,7 @@ fn b64url(part: &str) -> Option<Vec<u8>> {
 /// are concatenated as given; the caller decides their encoding (the API
 /// contract's challenge string and the RFC 7638 thumbprint, both as ASCII).
 pub fn request_hash(challenge: &[u8], thumbprint: &[u8]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(challenge);
-    hasher.update(thumbprint);
-    URL_SAFE_NO_PAD.encode(hasher.finalize())
+    URL_SAFE_NO_PAD.encode(super::challenge::client_data_hash(challenge, thumbprint))
 }
 
 /// Checks a decoded verdict payload against the configuration, the request

@@ -237,7 +237,7 @@ pub async fn attest_android(
         return Err(refuse(&state, &client, "android", "unknown_or_expired_challenge").await);
     }
     let now = state.clock.now();
-    let expected = URL_SAFE_NO_PAD.encode(client_data_hash(&req.challenge, &proof.jkt));
+    let expected = play::request_hash(req.challenge.as_bytes(), proof.jkt.as_bytes());
     let verdict = match verifier
         .decoder
         .decode(&req.integrity_token)
